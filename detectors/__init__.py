@@ -1,0 +1,1 @@
+"""Detectron2 plug-ins of ovdistill."""

@@ -1,0 +1,54 @@
+"""Small shared helpers: the cache directory, atomic file writes, content hashes."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def cache_dir(*parts: str) -> Path:
+    """ovdistill's cache root (``$OVDISTILL_CACHE`` or ``~/.cache/ovdistill``), joined with ``parts``."""
+    root = os.environ.get("OVDISTILL_CACHE")
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ovdistill"
+    return base.expanduser().joinpath(*parts)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it replaces ``path`` atomically.
+
+    Readers never see a partially written file, and an interrupted writer leaves only a
+    ``*.part`` file that the next attempt overwrites.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.{os.getpid()}.part")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> None:
+    """Serialize ``obj`` as JSON to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
+
+
+def sha256_file(path: str | os.PathLike, *, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hex sha256 of a JSON-serializable object in canonical form (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()

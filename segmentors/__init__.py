@@ -1,0 +1,1 @@
+"""MMSegmentation plug-ins of ovdistill."""
