@@ -1,0 +1,389 @@
+"""Teachers on tiny random-init open_clip models (custom model configs, weights through a checkpoint file)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from distill.teachers import (PROMPT_TEMPLATES, TEACHERS, ClipTeacher, EnsembleTeacher, Teacher, build_teacher,
+                              register_teacher, text_classifier_cache_path, valid_box_mask)
+from distill.teachers.loading import checkpoint_sha256
+from distill.teachers.maskclip import interpolate_pos_embed, key_smoothing, prompt_denoise
+from distill.teachers.templates import format_prompt, process_name, resolve_templates
+from distill.teachers.text import normalize_class_names
+from distill.utils import sha256_file
+
+TEXT_CFG = {"width": 32, "heads": 2, "layers": 1, "context_length": 16, "vocab_size": 49408}
+VIT_CFG = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16,
+                                           "head_width": 16}, "text_cfg": TEXT_CFG}
+RN_CFG = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
+          "text_cfg": TEXT_CFG}
+ATOL = 1e-5
+
+
+def _write_model(root: Path, name: str, cfg: dict, seed: int) -> tuple[Path, Path]:
+    """Config JSON + checkpoint of a random-init model (seeded)."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / f"{name}.json"
+    config.write_text(json.dumps(cfg))
+    torch.manual_seed(seed)
+    model = ClipTeacher(name, model_config=config, allow_random_init=True).model
+    with torch.no_grad():  # non-trivial BatchNorm statistics for the ResNet
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+    checkpoint = root / f"{name}.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return config, checkpoint
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("teachers")
+    with pytest.MonkeyPatch.context() as mp:  # model configs / fingerprints of module fixtures stay in tmp
+        mp.setenv("OVDISTILL_CACHE", str(root / "cache"))
+        yield {"vit": _write_model(root, "ovd-test-vit", VIT_CFG, 0),
+               "rn": _write_model(root, "ovd-test-rn", RN_CFG, 1), "root": root}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVDISTILL_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def vit(files) -> ClipTeacher:
+    config, ckpt = files["vit"]
+    return ClipTeacher("ovd-test-vit", pretrained=str(ckpt), model_config=config)
+
+
+@pytest.fixture(scope="module")
+def rn(files) -> ClipTeacher:
+    config, ckpt = files["rn"]
+    return ClipTeacher("ovd-test-rn", pretrained=str(ckpt), model_config=config)
+
+
+def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
+
+
+# ---------------------------------------------------------------- templates / registry
+def test_prompt_templates_published_counts_and_vild_rules():
+    assert len(PROMPT_TEMPLATES["vild"]) == 63 and len(set(PROMPT_TEMPLATES["vild"])) == 63
+    assert len(PROMPT_TEMPLATES["maskclip"]) == 85 and len(set(PROMPT_TEMPLATES["maskclip"])) == 85
+    assert PROMPT_TEMPLATES["simple"] == ["a photo of a {}."]
+    vild = PROMPT_TEMPLATES["vild"]
+    assert format_prompt(vild[0], process_name("Apple")) == "There is an apple in the scene."
+    assert format_prompt(vild[-1], process_name("toy_car")) == "This is a painting of a toy car."
+    assert format_prompt("an embroidered {}.", "x") == "an embroidered x."
+    assert "This is an embroidered {}." in vild
+    assert process_name("bow_(weapon)") == "bow (weapon)" and process_name("cup/mug") == "cup or mug"
+    with pytest.raises(ValueError, match="exactly one"):
+        resolve_templates(["a photo"])
+    with pytest.raises(ValueError, match="unknown prompt template set"):
+        resolve_templates("nope")
+    with pytest.raises(ValueError, match="class 1"):
+        normalize_class_names(["cat", []])
+
+
+def test_registry_builds_and_plugs_in_other_teachers(files):
+    assert TEACHERS["clip"] is ClipTeacher and TEACHERS["ensemble"] is EnsembleTeacher
+    config, ckpt = files["vit"]
+    teacher = build_teacher("clip", model_name="ovd-test-vit", pretrained=str(ckpt), model_config=config)
+    assert isinstance(teacher, ClipTeacher) and teacher.embed_dim == 32
+
+    @register_teacher("ovd-test-constant")
+    class ConstantTeacher(Teacher):  # a non-CLIP teacher: every text maps to one of two directions
+        def __init__(self, *, dim: int):
+            super().__init__()
+            self.embed_dim, self.fingerprint = dim, "constant"
+
+        def encode_text(self, texts):
+            return torch.stack([F.one_hot(torch.tensor(len(t) % 2), self.embed_dim).float() for t in texts])
+
+    built = build_teacher("ovd-test-constant", dim=4)
+    # text_classifier of the base class works for any teacher: "ab"/"abc" prompts differ in parity
+    cls = built.text_classifier([["ab", "abc"]], templates=["{}"], cache=False)
+    assert torch.allclose(cls, _unit(torch.tensor([[1.0, 1.0, 0.0, 0.0]])))
+    with pytest.raises(ValueError, match="already registered"):
+        register_teacher("clip")(ConstantTeacher)
+    with pytest.raises(ValueError, match="unknown teacher 'nope'"):
+        build_teacher("nope")
+    del TEACHERS["ovd-test-constant"]
+
+
+# ---------------------------------------------------------------- weights / fingerprints
+def test_checkpoint_roundtrip_fingerprint_and_frozen(files, vit):
+    config, ckpt = files["vit"]
+    again = ClipTeacher("ovd-test-vit", pretrained=str(ckpt), model_config=config)
+    images = torch.stack([_image(64, 64, 1), _image(64, 64, 2)])
+    assert torch.equal(vit.encode_images(images), again.encode_images(images))
+    assert vit.fingerprint == again.fingerprint
+    assert checkpoint_sha256(ckpt) == sha256_file(ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    state["visual.proj"] = state["visual.proj"] * 2
+    other = files["root"] / "vit-modified.pt"
+    torch.save(state, other)
+    assert ClipTeacher("ovd-test-vit", pretrained=str(other), model_config=config).fingerprint != vit.fingerprint
+    vit.train()
+    assert not vit.training and not vit.model.training
+    assert not any(p.requires_grad for p in vit.parameters())
+
+
+def test_checkpoint_mismatch_names_keys(files):
+    config, ckpt = files["vit"]
+    state = torch.load(ckpt, weights_only=True)
+    bad = dict(state)
+    del bad["visual.ln_post.weight"]
+    bad["visual.extra_head.weight"] = torch.zeros(2)
+    path = files["root"] / "vit-bad-keys.pt"
+    torch.save(bad, path)
+    with pytest.raises(ValueError) as err:
+        ClipTeacher("ovd-test-vit", pretrained=str(path), model_config=config)
+    msg = str(err.value)
+    assert str(path) in msg and "visual.ln_post.weight" in msg and "visual.extra_head.weight" in msg
+    bad = dict(state)
+    bad["visual.proj"] = torch.zeros(3, 3)
+    torch.save(bad, path)
+    with pytest.raises(ValueError, match=r"(?s)vit-bad-keys\.pt.*visual\.proj"):
+        ClipTeacher("ovd-test-vit", pretrained=str(path), model_config=config)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        ClipTeacher("ovd-test-vit", pretrained=str(files["root"] / "missing.pt"), model_config=config)
+    with pytest.raises(ValueError, match="no weights"):
+        ClipTeacher("ovd-test-vit", model_config=config)
+    with pytest.raises(ValueError, match="pretrained tag"):
+        ClipTeacher("ovd-test-vit", pretrained="not-a-tag", model_config=config)
+    with pytest.raises(ValueError, match="different open_clip model config"):
+        ClipTeacher("ovd-test-vit", pretrained=str(ckpt), model_config=RN_CFG)
+
+
+# ---------------------------------------------------------------- text classifiers
+class CountingTeacher(ClipTeacher):
+    calls = 0
+
+    def encode_text(self, texts, **kwargs):
+        type(self).calls += 1
+        return super().encode_text(texts, **kwargs)
+
+
+def test_text_classifier_cache_hit_skips_encoder(files):
+    config, ckpt = files["vit"]
+    teacher = CountingTeacher("ovd-test-vit", pretrained=str(ckpt), model_config=config)
+    names = ["cat", ["car", "automobile"], "traffic_light"]
+    first = teacher.text_classifier(names, templates="vild")
+    assert first.shape == (3, 32) and torch.allclose(first.norm(dim=1), torch.ones(3))
+    calls = CountingTeacher.calls
+    assert calls > 0
+    assert text_classifier_cache_path(teacher.fingerprint, normalize_class_names(names),
+                                      PROMPT_TEMPLATES["vild"]).is_file()
+    second = teacher.text_classifier(names, templates="vild")
+    assert CountingTeacher.calls == calls and torch.equal(first, second)
+    teacher.text_classifier(names, templates="vild", cache=False)
+    assert CountingTeacher.calls > calls
+    other = teacher.text_classifier(names, templates="maskclip")  # other templates -> other cache entry
+    assert not torch.allclose(first, other)
+
+
+def test_text_classifier_averages_templates_and_synonyms(vit):
+    e = vit.encode_text(["a photo of a car.", "a photo of a automobile.", "itap of a car.", "itap of a automobile."])
+    assert torch.allclose(e.norm(dim=1), torch.ones(4))
+    got = vit.text_classifier([["car", "automobile"], "car"], templates=["a photo of a {}.", "itap of a {}."],
+                              cache=False)
+    assert torch.allclose(got[0], _unit(e.sum(0)), atol=ATOL)
+    assert torch.allclose(got[1], _unit(e[0] + e[2]), atol=ATOL)
+
+
+def test_too_long_name_is_an_error(vit):
+    long_name = "very " * 12 + "long class name"
+    with pytest.raises(ValueError, match="too long.*very very"):
+        vit.text_classifier(["cat", long_name], templates="simple", cache=False)
+    with pytest.raises(ValueError, match="context length 16"):
+        vit.encode_text([long_name])
+
+
+# ---------------------------------------------------------------- region embeddings
+def test_crop_mode_equals_manual_crop_and_resize(vit):
+    image = _image(128, 128, 3)
+    box = torch.tensor([[32.0, 32.0, 96.0, 96.0]])
+    crop = image[:, 32:96, 32:96]                                    # exactly the model input size
+    whole = F.avg_pool2d(image.float()[None], 2).round().to(torch.uint8)   # x2 box == the image, 128 -> 64
+    e_crop = vit.encode_images(crop[None])[0]
+    (one,) = vit.region_embeddings([image], [box], scales=(1.0,))
+    assert torch.allclose(one[0], e_crop, atol=ATOL)
+    (two,) = vit.region_embeddings([image], [box], scales=(1.0, 2.0))
+    pooled = vit._encode_pixels(F.avg_pool2d(image.float()[None], 2))[0]
+    assert torch.allclose(two[0], _unit(e_crop + pooled), atol=ATOL)
+    assert torch.allclose(pooled, vit.encode_images(whole)[0], atol=2e-2)   # uint8 rounding only
+    # enlarged boxes are clipped to the image: x2 of [64, 64, 128, 128] == [32, 32, 128, 128]
+    (clipped,) = vit.region_embeddings([image], [torch.tensor([[64.0, 64.0, 128.0, 128.0]])], scales=(2.0,))
+    (direct,) = vit.region_embeddings([image], [torch.tensor([[32.0, 32.0, 128.0, 128.0]])], scales=(1.0,))
+    assert torch.allclose(clipped, direct, atol=ATOL)
+
+
+def test_crop_mode_batching_is_exact(vit):
+    images = [_image(80, 100, 4), _image(64, 48, 5), _image(90, 70, 6)]
+    boxes = [torch.tensor([[0.0, 0.0, 50.0, 40.0], [10.5, 20.25, 99.0, 79.0], [-5.0, -5.0, 20.0, 30.0]]),
+             torch.zeros(0, 4), torch.tensor([[5.0, 5.0, 60.0, 80.0], [30.0, 1.0, 40.0, 9.0]])]
+    big = vit.region_embeddings(images, boxes, batch_size=256)
+    small = vit.region_embeddings(images, boxes, batch_size=3)
+    assert [b.shape for b in big] == [(3, 32), (0, 32), (2, 32)]
+    for a, b in zip(big, small):
+        assert torch.allclose(a, b, atol=ATOL)
+        assert torch.allclose(a.norm(dim=1), torch.ones(len(a)))
+    (alone,) = vit.region_embeddings(images[2:], boxes[2:])
+    assert torch.allclose(alone, big[2], atol=ATOL)
+
+
+def test_invalid_boxes_name_image_and_box(vit):
+    image = _image(64, 64)
+    cases = {"non-finite": [0, 0, float("nan"), 10], "zero or negative area": [5, 5, 5, 20],
+             "fully outside": [70, 0, 90, 10]}
+    for why, box in cases.items():
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 9.0, 9.0], box])
+        with pytest.raises(ValueError, match=f"image 1, box 2 .*{why}"):
+            vit.region_embeddings([image, image], [boxes[:1], boxes])
+        assert valid_box_mask(boxes, 64, 64).tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="image 0: expected a uint8"):
+        vit.region_embeddings([image.float()], [torch.zeros(0, 4)])
+
+
+def test_dense_mode_pools_dense_features(vit):
+    pytest.importorskip("distill.ops")
+    image = _image(64, 96, 7)
+    boxes = torch.tensor([[8.0, 4.0, 56.0, 60.0], [40.0, 0.0, 96.0, 64.0]])
+    (got,) = vit.region_embeddings([image], [boxes], mode="dense")
+    feats = vit.dense_embeddings(image[None])                           # [1, 32, 4, 6], stride 16
+    rois = torch.cat([torch.zeros(2, 1), boxes], dim=1)
+    expected = roi_align(feats, rois, output_size=7, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
+    assert torch.allclose(got, _unit(expected.mean((2, 3))), atol=1e-4)
+
+
+# ---------------------------------------------------------------- dense (MaskCLIP)
+def test_vit_dense_features_match_manual_value_path(vit):
+    image = _image(64, 64, 8)
+    got = vit.dense_embeddings(image[None])
+    assert got.shape == (1, 32, 4, 4)
+    visual = vit.model.visual
+    x = vit._normalize(image.float()[None])
+    with torch.no_grad():
+        tokens = visual.conv1(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([visual.class_embedding.view(1, 1, -1), tokens], 1) + visual.positional_embedding
+        tokens = visual.transformer.resblocks[0](visual.ln_pre(tokens))
+        last = visual.transformer.resblocks[1]
+        w_v, b_v = last.attn.in_proj_weight[64:], last.attn.in_proj_bias[64:]
+        value = last.ln_1(tokens) @ w_v.T + b_v
+        out = tokens + value @ last.attn.out_proj.weight.T + last.attn.out_proj.bias
+        out = out + last.mlp(last.ln_2(out))
+        manual = visual.ln_post(out) @ visual.proj                     # [1, 17, 32]
+    row, col = 2, 1
+    assert torch.allclose(got[0, :, row, col], manual[0, 1 + row * 4 + col], atol=1e-4)
+    assert torch.allclose(got[0].flatten(1).T, manual[0, 1:], atol=1e-4)
+    other = vit.dense_forward(_image(96, 128)[None], return_keys=True, record_attention=2)
+    assert other.features.shape == (1, 32, 6, 8) and other.keys.shape == (1, 32, 6, 8)
+    assert [a.shape for a in other.attentions] == [(1, 2, 49, 49)] * 2
+
+
+def test_pos_embed_interpolation():
+    pos = torch.randn(1 + 16, 8)
+    assert torch.equal(interpolate_pos_embed(pos, (4, 4), (4, 4)), pos)
+    const = torch.ones(1 + 16, 8) * 3
+    out = interpolate_pos_embed(const, (4, 4), (6, 8))
+    assert out.shape == (49, 8) and torch.allclose(out, torch.full_like(out, 3.0), atol=1e-5)
+
+
+def test_resnet_dense_is_v_and_c_proj_per_location(rn):
+    image = _image(64, 96, 9)
+    got = rn.dense_embeddings(image[None])
+    visual = rn.model.visual
+    with torch.no_grad():
+        res5 = visual.forward_intermediates(rn._normalize(image.float()[None]), intermediates_only=True)
+        res5 = res5["image_intermediates"][-1]                          # [1, 512, 2, 3]
+        pool = visual.attnpool
+        for row in range(2):
+            for col in range(3):
+                v = res5[0, :, row, col] @ pool.v_proj.weight.T + pool.v_proj.bias
+                manual = v @ pool.c_proj.weight.T + pool.c_proj.bias
+                assert torch.allclose(got[0, :, row, col], manual, atol=1e-4)
+    assert got.shape == (1, 32, 2, 3)
+
+
+def test_pixel_logits_cosine_and_refinements(vit, rn):
+    classifier = vit.text_classifier(["cat", "dog", "sky"], templates="simple", cache=False)
+    images = _image(64, 64, 10)[None]
+    for teacher in (vit, rn):
+        logits = teacher.pixel_logits(images, classifier)
+        feats = _unit(teacher.dense_embeddings(images).permute(0, 2, 3, 1))
+        assert torch.allclose(logits, torch.einsum("bhwd,nd->bnhw", feats, classifier), atol=1e-5)
+        smoothed = teacher.pixel_logits(images, classifier, key_smoothing=1.0, prompt_denoise=0.5)
+        assert smoothed.shape == logits.shape and torch.isfinite(smoothed).all()
+
+
+def test_prompt_denoise_and_key_smoothing_known_answers():
+    # 2 classes, 1x2 pixels: class 1 never reaches prob 0.5 anywhere -> -100
+    logits = torch.tensor([[[[0.30, 0.20]], [[0.29, 0.10]]]])          # [1, 2, 1, 2]
+    out = prompt_denoise(logits, threshold=0.5)
+    assert torch.equal(out[0, 0], logits[0, 0]) and (out[0, 1] == -100).all()
+    # key smoothing: keys of pixel 0 and 1 orthogonal, pixel 2 equal to pixel 0 -> p0' = p0 + p2, p1' = p1
+    keys = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]]).view(1, 2, 1, 3)
+    logits = torch.tensor([[0.01, 0.05, 0.00], [0.00, 0.00, 0.02]]).view(1, 2, 1, 3)
+    probs = F.softmax(logits * 100, dim=1).flatten(2)[0].T              # [3, 2]
+    got = key_smoothing(logits, keys, threshold=1.0).flatten(2)[0].T
+    assert torch.allclose(got[0], probs[0] + probs[2], atol=1e-6)
+    assert torch.allclose(got[1], probs[1], atol=1e-6)
+    assert torch.allclose(got[2], probs[0] + probs[2], atol=1e-6)
+    # confident pixels (max prob >= threshold) keep their probabilities
+    kept = key_smoothing(logits, keys, threshold=0.6).flatten(2)[0].T
+    confident = probs.max(dim=1).values >= 0.6
+    assert confident.any() and torch.allclose(kept[confident], probs[confident])
+
+
+# ---------------------------------------------------------------- ensemble
+def test_ensemble_averages_normalized_embeddings(files, vit):
+    config, ckpt = files["vit"]
+    state = torch.load(ckpt, weights_only=True)
+    state = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    path = files["root"] / "vit-other.pt"
+    torch.save(state, path)
+    other = ClipTeacher("ovd-test-vit", pretrained=str(path), model_config=config)
+    ens = build_teacher("ensemble", members=[vit, {"name": "clip", "model_name": "ovd-test-vit",
+                                                   "pretrained": str(path), "model_config": config}],
+                        weights=[3.0, 1.0])
+    images = torch.stack([_image(64, 64, 12), _image(64, 64, 13)])
+    a, b = vit.encode_images(images), other.encode_images(images)
+    assert torch.allclose(ens.encode_images(images), _unit(0.75 * a + 0.25 * b), atol=ATOL)
+    names = ["cat", "dog"]
+    ta = vit.text_classifier(names, templates="simple")
+    tb = other.text_classifier(names, templates="simple")
+    assert torch.allclose(ens.text_classifier(names, templates="simple"), _unit(0.75 * ta + 0.25 * tb), atol=ATOL)
+    boxes = [torch.tensor([[0.0, 0.0, 40.0, 50.0]])]
+    (ra,), (rb,) = vit.region_embeddings(images[:1], boxes), other.region_embeddings(images[:1], boxes)
+    assert torch.allclose(ens.region_embeddings(images[:1], boxes)[0], _unit(0.75 * ra + 0.25 * rb), atol=ATOL)
+    assert ens.fingerprint != vit.fingerprint
+    cat = EnsembleTeacher([vit, other], weights=[3.0, 1.0], combine="concat")
+    assert cat.embed_dim == 64
+    score = cat.encode_images(images) @ cat.text_classifier(names, templates="simple").T
+    assert torch.allclose(score, 0.75 * a @ ta.T + 0.25 * b @ tb.T, atol=ATOL)
+
+
+def test_ensemble_rejects_mixed_dims(vit, files):
+    root = files["root"]
+    cfg = json.loads(json.dumps(VIT_CFG))
+    cfg["embed_dim"] = 16
+    config = root / "ovd-test-vit16.json"
+    config.write_text(json.dumps(cfg))
+    small = ClipTeacher("ovd-test-vit16", model_config=config, allow_random_init=True)
+    with pytest.raises(ValueError, match="one embed_dim"):
+        EnsembleTeacher([vit, small])
+    assert EnsembleTeacher([vit, small], combine="concat").embed_dim == 48
