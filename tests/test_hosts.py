@@ -91,6 +91,7 @@ def test_detectron2_faster_rcnn_trains_and_infers():
 
 
 def test_mmseg_encoder_decoder_loss_and_predict():
+    from mmengine.config import ConfigDict
     from mmengine.structures import PixelData
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
@@ -114,7 +115,7 @@ def test_mmseg_encoder_decoder_loss_and_predict():
         test_cfg=dict(mode="whole"),
     )
     torch.manual_seed(0)
-    model = MODELS.build(cfg)
+    model = MODELS.build(ConfigDict(cfg))  # as configs arrive from mmengine's Config
     assert type(model).__name__ == "EncoderDecoder"
     images, samples = [], []
     for seed in range(2):
