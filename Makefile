@@ -19,7 +19,7 @@ setup:
 	@$(PYTHON) env/bootstrap.py
 
 demo: setup
-	@$(PY) tools/demo_job.py
+	@$(PY) tools/toy_demo.py
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,1 +1,15 @@
-"""Detectron2 plug-ins of ovdistill."""
+"""Detectron2 plug-ins of ovdistill: ViLD (text / image / ensemble) students, open-vocabulary datasets
+and evaluators. Importing this package registers them in Detectron2's registries and catalogs.
+
+    from detectors import add_ovdistill_config, OVTrainer
+    cfg = get_cfg(); add_ovdistill_config(cfg); cfg.merge_from_file("configs/toy/vild.yaml")
+
+Students never import a teacher (open_clip): text classifiers and region embeddings are files made by
+the tool side (``detectors.prepare`` / ``tools/train_net.py``).
+"""
+from .config import add_ovdistill_config, add_vild_config
+from . import data, modeling  # noqa: F401  (registration)
+from .engine import OVTrainer
+from .evaluation import OVDetectionEvaluator
+
+__all__ = ["add_ovdistill_config", "add_vild_config", "OVTrainer", "OVDetectionEvaluator", "data", "modeling"]

@@ -1,1 +1,23 @@
-"""MMSegmentation plug-ins of ovdistill."""
+"""MMSegmentation plug-ins of ovdistill.
+
+Importing this package registers, in MMSeg's registries (``mmseg.registry``):
+
+* MODELS: ``MaskCLIPSegmentor`` (zero-shot teacher), ``MaskCLIPPlusSegmentor`` (pseudo-label student),
+  text-classifier heads ``TextFCNHead``, ``TextDeepLabV2Head``, ``TextDepthwiseSeparableASPPHead``, ``LSegHead``;
+* DATASETS: ``ToySegDataset``;  TRANSFORMS: ``ValidateSegMap``;  METRICS: ``OVSegMetric``.
+
+Configs load it with ``custom_imports = dict(imports=['segmentors'], allow_failed_imports=False)``.
+"""
+from .datasets import ToySegDataset
+from .heads import LSegHead, TextClassifierMixin, TextDeepLabV2Head, TextDepthwiseSeparableASPPHead, TextFCNHead
+from .maskclip import MaskCLIPSegmentor
+from .maskclip_plus import MaskCLIPPlusSegmentor, pseudo_targets
+from .metrics import OVSegMetric
+from .text_embeddings import TextEmbeddings, load_text_embeddings, save_text_embeddings
+from .transforms import ValidateSegMap
+
+__all__ = [
+    "ToySegDataset", "LSegHead", "TextClassifierMixin", "TextDeepLabV2Head", "TextDepthwiseSeparableASPPHead",
+    "TextFCNHead", "MaskCLIPSegmentor", "MaskCLIPPlusSegmentor", "pseudo_targets", "OVSegMetric",
+    "TextEmbeddings", "load_text_embeddings", "save_text_embeddings", "ValidateSegMap",
+]

@@ -1,0 +1,111 @@
+"""yacs config keys of ovdistill's Detectron2 plug-ins (``add_vild_config`` / ``add_ovdistill_config``)."""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_vild_config", "add_ovdistill_config"]
+
+
+def add_vild_config(cfg: CN) -> CN:
+    """Add ViLD's keys (``MODEL.VILD.*``) to ``cfg`` in place and return it.
+
+    Keys:
+        MODEL.VILD.TEXT_EMBEDDINGS: ``.pt`` file ``{names, embeddings [N, D], teacher_fingerprint}``
+            holding (at least) the class names of every train/test dataset. Empty: ``tools/train_net.py``
+            computes it with ``MODEL.VILD.TEACHER`` into the cache directory and fills the key in.
+        MODEL.VILD.TEMPERATURE: logits = cosine / TEMPERATURE (ViLD: 0.01).
+        MODEL.VILD.ENSEMBLE: ViLD-ensemble: a second, distillation-only branch (own box head and
+            projection); base classes score ``p_text^w * p_img^(1-w)``, novel ``p_text^(1-w) * p_img^w``.
+        MODEL.VILD.ENSEMBLE_WEIGHT: ``w`` above (ViLD: 2/3).
+        MODEL.VILD.TEACHER.*: the teacher used by the tool for the text classifier and the region cache
+            (``NAME`` ``"clip"`` = ``distill.teachers.ClipTeacher``; ``"toy"`` = the toy world's teacher,
+            ``MODEL_NAME`` its arch "vit"/"resnet" or empty for the default, ``TOY_OVERRIDES``
+            ``["epochs=1", ...]`` its recipe).
+        MODEL.VILD.DISTILL.ENABLED: ViLD-image: L1 between student and teacher region embeddings.
+        MODEL.VILD.DISTILL.WEIGHT: weight of that loss (ViLD: 0.5 for R50).
+        MODEL.VILD.DISTILL.CACHE: ``distill.cache.EmbeddingStore`` directory; empty: the tool picks a
+            directory in the cache and runs the precompute there if it is missing.
+        MODEL.VILD.DISTILL.SOURCE: regions the precompute embeds: ``"proposals"`` (ViLD) or ``"gt"``.
+        MODEL.VILD.DISTILL.PROPOSALS: Detectron2-format proposal file for the precompute; empty with
+            SOURCE ``proposals``: the tool trains ``PROPOSAL_CONFIG`` (an RPN on the base classes) and
+            dumps its proposals.
+        MODEL.VILD.DISTILL.PROPOSAL_CONFIG: config of that RPN (resolved like ``--config``); it is trained
+            on this config's DATASETS.TRAIN / INPUT / SEED / MODEL.DEVICE, with PROPOSAL_OPTS
+            (``["SOLVER.MAX_ITER", "100", ...]``) applied last.
+        MODEL.VILD.DISTILL.MAX_PER_IMAGE: regions per image stored by the precompute (ViLD: 300).
+        MODEL.VILD.DISTILL.ROIS_PER_IMAGE: distillation regions per image and iteration (a random subset
+            of the stored ones when there are more; ViLD: 300, all of them).
+        MODEL.VILD.DISTILL.MODE / SCALES: teacher region-embedding mode and crop scales (ViLD: crop, 1.0/1.5).
+        MODEL.VILD.DISTILL.ON_MISSING: images without cached regions: ``"error"`` (default) or
+            ``"skip"`` (logged once with the count; those images get no distillation loss).
+        MODEL.VILD.DISTILL.ONLINE: compute teacher targets on the fly (``OnlineRegionTargets``) instead of
+            reading a cache (slow; for small experiments).
+    """
+    cfg.MODEL.VILD = CN()
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = ""
+    cfg.MODEL.VILD.TEMPERATURE = 0.01
+    cfg.MODEL.VILD.ENSEMBLE = False
+    cfg.MODEL.VILD.ENSEMBLE_WEIGHT = 2.0 / 3.0
+
+    cfg.MODEL.VILD.TEACHER = CN()
+    cfg.MODEL.VILD.TEACHER.NAME = "clip"
+    cfg.MODEL.VILD.TEACHER.MODEL_NAME = ""
+    cfg.MODEL.VILD.TEACHER.PRETRAINED = ""
+    cfg.MODEL.VILD.TEACHER.MODEL_CONFIG = ""
+    cfg.MODEL.VILD.TEACHER.DEVICE = "cpu"
+    cfg.MODEL.VILD.TEACHER.PRECISION = "fp32"
+    cfg.MODEL.VILD.TEACHER.TEMPLATES = "vild"
+    cfg.MODEL.VILD.TEACHER.TOY_OVERRIDES = []
+
+    cfg.MODEL.VILD.DISTILL = CN()
+    cfg.MODEL.VILD.DISTILL.ENABLED = False
+    cfg.MODEL.VILD.DISTILL.WEIGHT = 0.5
+    cfg.MODEL.VILD.DISTILL.CACHE = ""
+    cfg.MODEL.VILD.DISTILL.SOURCE = "proposals"
+    cfg.MODEL.VILD.DISTILL.PROPOSALS = ""
+    cfg.MODEL.VILD.DISTILL.PROPOSAL_CONFIG = ""
+    cfg.MODEL.VILD.DISTILL.PROPOSAL_OPTS = []
+    cfg.MODEL.VILD.DISTILL.MAX_PER_IMAGE = 300
+    cfg.MODEL.VILD.DISTILL.ROIS_PER_IMAGE = 300
+    cfg.MODEL.VILD.DISTILL.MODE = "crop"
+    cfg.MODEL.VILD.DISTILL.SCALES = (1.0, 1.5)
+    cfg.MODEL.VILD.DISTILL.ON_MISSING = "error"
+    cfg.MODEL.VILD.DISTILL.ONLINE = False
+    return cfg
+
+
+def add_ovdistill_config(cfg: CN) -> CN:
+    """All ovdistill keys: ``add_vild_config`` plus data, backbone and determinism keys.
+
+    Extra keys:
+        MODEL.BASIC_RESNET.DEPTH / WIDTH: ``build_basic_resnet_fpn_backbone`` (basic-block ResNet of any
+            width, e.g. a half-width R18 for CPU experiments; BN from scratch).
+        DATASETS.TOY.SEED / ROOT / OVERRIDES: the toy world used for the datasets ``toy_train_base`` /
+            ``toy_val`` (``distill.toy.ensure_toy_world``; ROOT empty = the cache directory; OVERRIDES
+            ``["n_train=8", ...]`` change its size).
+        INPUT.LSJ.*: large-scale jitter for training (ViLD's recipe): resize to SIZE x [MIN_SCALE, MAX_SCALE],
+            crop/pad to SIZE x SIZE, random horizontal flip; replaces ResizeShortestEdge + flip.
+        DATALOADER.CHECK_IMAGES: verify that every training image file exists before training.
+        TEST.IMS_PER_BATCH: images per inference batch (evaluation, proposal dumping); >1 is much faster
+            on CPU.
+        SOLVER.DETERMINISTIC_STEPS: reseed every RNG from ``SEED + iteration`` before each step and make
+            the sampler resumable, so an interrupted run resumed with ``--resume`` ends with the same weights.
+    """
+    if not hasattr(cfg.MODEL, "VILD"):
+        add_vild_config(cfg)
+    cfg.MODEL.BASIC_RESNET = CN()
+    cfg.MODEL.BASIC_RESNET.DEPTH = 18
+    cfg.MODEL.BASIC_RESNET.WIDTH = 64
+    cfg.DATASETS.TOY = CN()
+    cfg.DATASETS.TOY.SEED = 0
+    cfg.DATASETS.TOY.ROOT = ""
+    cfg.DATASETS.TOY.OVERRIDES = []
+    cfg.INPUT.LSJ = CN()
+    cfg.INPUT.LSJ.ENABLED = False
+    cfg.INPUT.LSJ.MIN_SCALE = 0.1
+    cfg.INPUT.LSJ.MAX_SCALE = 2.0
+    cfg.INPUT.LSJ.SIZE = 1024
+    cfg.DATALOADER.CHECK_IMAGES = True
+    cfg.TEST.IMS_PER_BATCH = 1
+    cfg.SOLVER.DETERMINISTIC_STEPS = True
+    return cfg

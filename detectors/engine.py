@@ -1,0 +1,198 @@
+"""``OVTrainer``: Detectron2's ``DefaultTrainer`` with open-vocabulary data, evaluation and exact resume."""
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+from distill.hooks import CachedRegionTargets, RegionTargetProvider
+
+from .data import OVDatasetMapper, ResumableTrainLoader, build_batched_test_loader, check_image_files, get_ov_metadata
+from .evaluation import METRICS_FILE, OVDetectionEvaluator
+from .modeling.text_embeddings import TextEmbeddings, load_text_embeddings
+
+__all__ = ["OVTrainer", "StepSeedHook", "seed_everything", "build_region_targets", "dataset_vocabulary",
+           "unwrap_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a (Distributed)DataParallel wrapper."""
+    return model.module if isinstance(model, (DistributedDataParallel, torch.nn.DataParallel)) else model
+
+
+class StepSeedHook(hooks.HookBase):
+    """Reseeds every RNG with ``base + 1000003 * rank + iteration`` before each step.
+
+    Together with :class:`~detectors.data.ResumableTrainLoader` (``num_workers=0``), iteration ``i``
+    sees the same data, augmentation and RoI sampling whether or not training was interrupted and
+    resumed. The base seed is part of the checkpoint (hook state).
+    """
+
+    def __init__(self, base: int) -> None:
+        self.base = int(base)
+
+    def before_step(self) -> None:
+        seed_everything(self.base + 1000003 * comm.get_rank() + self.trainer.iter)
+
+    def state_dict(self) -> dict:
+        return {"base": self.base}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base = int(state["base"])
+
+
+@functools.lru_cache(maxsize=4)
+def _text_table(path: str) -> TextEmbeddings:
+    return load_text_embeddings(path)
+
+
+def dataset_vocabulary(cfg, dataset_name: str) -> tuple[torch.Tensor, list[str]]:
+    """``(text embeddings [C, D], names)`` of a registered dataset's classes from ``MODEL.VILD.TEXT_EMBEDDINGS``."""
+    names = list(get_ov_metadata(dataset_name).thing_classes)
+    return _text_table(cfg.MODEL.VILD.TEXT_EMBEDDINGS).select(names), names
+
+
+def build_region_targets(cfg, dataset_dicts: list[dict]) -> RegionTargetProvider | None:
+    """The distillation-target provider of the training set (None when distillation is off).
+
+    Cached (default): ``CachedRegionTargets(MODEL.VILD.DISTILL.CACHE)``, checked against the text
+    classifier's teacher fingerprint and embedding size, and for coverage of every training image
+    (``MODEL.VILD.DISTILL.ON_MISSING``). Online: ``OnlineRegionTargets`` with the configured teacher.
+    """
+    vild = cfg.MODEL.VILD
+    if not vild.DISTILL.ENABLED or cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
+        return None
+    if len(cfg.DATASETS.TRAIN) != 1:
+        raise ValueError(f"ViLD distillation reads one region cache per training set; got DATASETS.TRAIN "
+                         f"{tuple(cfg.DATASETS.TRAIN)} (merge them into one dataset)")
+    table = _text_table(vild.TEXT_EMBEDDINGS)
+    if vild.DISTILL.ONLINE:
+        from .prepare import build_online_targets  # tool side: builds a teacher
+
+        return build_online_targets(cfg, expect_fingerprint=table.teacher_fingerprint)
+    if not vild.DISTILL.CACHE:
+        raise ValueError("MODEL.VILD.DISTILL.CACHE is empty: point it at an embedding store, or run "
+                         "tools/train_net.py, which precomputes one")
+    targets = CachedRegionTargets(vild.DISTILL.CACHE, expect_fingerprint=table.teacher_fingerprint,
+                                  expect_embed_dim=table.embed_dim, on_missing=vild.DISTILL.ON_MISSING)
+    targets.check_coverage([d["image_id"] for d in dataset_dicts], dataset=cfg.DATASETS.TRAIN[0])
+    return targets
+
+
+class OVTrainer(DefaultTrainer):
+    """DefaultTrainer for ovdistill's detectors.
+
+    * training data: :class:`OVDatasetMapper` with the region targets of :func:`build_region_targets`;
+      with ``SOLVER.DETERMINISTIC_STEPS`` a :class:`ResumableTrainLoader` and a :class:`StepSeedHook`
+      make ``--resume`` reproduce an uninterrupted run (use ``DATALOADER.NUM_WORKERS 0``);
+    * evaluation: :class:`OVDetectionEvaluator`, after switching the model's vocabulary to each test
+      dataset's classes (restored afterwards);
+    * checkpoints include the optimizer state;
+    * no PreciseBN hook.
+    """
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        if cfg.DATALOADER.CHECK_IMAGES:
+            check_image_files(dataset, dataset=",".join(cfg.DATASETS.TRAIN))
+        mapper = OVDatasetMapper(cfg, True, region_targets=build_region_targets(cfg, dataset))
+        if cfg.SOLVER.DETERMINISTIC_STEPS:
+            if cfg.DATALOADER.NUM_WORKERS:
+                logger.warning("SOLVER.DETERMINISTIC_STEPS with DATALOADER.NUM_WORKERS=%d: augmentation runs in "
+                               "worker processes, so a resumed run may differ; use 0 workers for exact resume",
+                               cfg.DATALOADER.NUM_WORKERS)
+            return ResumableTrainLoader(dataset, mapper=mapper, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                                        seed=max(cfg.SEED, 0), num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        """Inference loader of a dataset, ``TEST.IMS_PER_BATCH`` images per batch."""
+        dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+        return build_batched_test_loader(dicts, mapper=OVDatasetMapper(cfg, False), batch_size=cfg.TEST.IMS_PER_BATCH,
+                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
+        first = not cfg.DATASETS.TEST or dataset_name == cfg.DATASETS.TEST[0]
+        return OVDetectionEvaluator(dataset_name, output_dir=output_folder or cfg.OUTPUT_DIR,
+                                    iou_types=("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",),
+                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                                    metrics_file=METRICS_FILE if first else f"ov_metrics.{dataset_name}.json")
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None) -> dict[str, Any]:
+        """Evaluate on every ``DATASETS.TEST`` set with that set's vocabulary; returns metrics per set
+        (or the metrics alone for a single set, as Detectron2 does)."""
+        if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+            raise ValueError(f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} test datasets")
+        heads = getattr(unwrap_model(model), "roi_heads", None)
+        vocab_heads = heads if hasattr(heads, "set_vocabulary") else None
+        saved = vocab_heads.get_vocabulary() if vocab_heads is not None else None
+        results: OrderedDict = OrderedDict()
+        try:
+            for index, name in enumerate(cfg.DATASETS.TEST):
+                if vocab_heads is not None:
+                    vocab_heads.set_vocabulary(*dataset_vocabulary(cfg, name))
+                evaluator = evaluators[index] if evaluators is not None else cls.build_evaluator(cfg, name)
+                results[name] = inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
+                if comm.is_main_process() and results[name]:
+                    logger.info("Evaluation results for %s in csv format:", name)
+                    print_csv_format(results[name])
+        finally:
+            if saved is not None:
+                embeddings, names, seen = saved
+                vocab_heads.set_vocabulary(embeddings, names, seen=seen)
+        return next(iter(results.values())) if len(results) == 1 else results
+
+    def build_hooks(self) -> list:
+        ret = [h for h in super().build_hooks() if not isinstance(h, hooks.PreciseBN)]
+        if self.cfg.SOLVER.DETERMINISTIC_STEPS:
+            ret.insert(0, StepSeedHook(max(self.cfg.SEED, 0)))
+        return ret
+
+    def state_dict(self) -> dict:
+        """Iteration and hook states, plus the optimizer's (momentum buffers), which Detectron2 0.6's
+        DefaultTrainer leaves out of checkpoints, so that ``--resume`` continues exactly."""
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("checkpoint has no optimizer state (written by another trainer): momentum restarts")
+
+    def train(self) -> dict | None:
+        """Train; returns the last evaluation results (None if no evaluation ran)."""
+        super().train()
+        return getattr(self, "_last_eval_results", None)
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume=resume)
+        if isinstance(self.data_loader, ResumableTrainLoader):
+            self.data_loader.start_iter = self.start_iter

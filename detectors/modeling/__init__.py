@@ -1,0 +1,14 @@
+"""ViLD student: backbone, box head, text-embedding predictor, RoI heads and meta-architecture,
+registered in Detectron2's registries on import."""
+from .backbone import build_basic_resnet_fpn_backbone
+from .box_head import ViLDConvFCHead
+from .meta_arch import ViLDRCNN
+from .roi_heads import DistillTargets, ViLDROIHeads, training_vocabulary
+from .text_embeddings import TextEmbeddings, load_text_embeddings, save_text_embeddings
+from .vild_predictor import ViLDOutputLayers, cosine_logits, ensemble_scores
+
+__all__ = [
+    "build_basic_resnet_fpn_backbone", "ViLDConvFCHead", "ViLDRCNN", "DistillTargets", "ViLDROIHeads",
+    "training_vocabulary", "TextEmbeddings", "load_text_embeddings", "save_text_embeddings", "ViLDOutputLayers",
+    "cosine_logits", "ensemble_scores",
+]

@@ -1,0 +1,84 @@
+"""ViLD's box head: convs and fully connected layers, each followed by normalization and ReLU."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling.roi_heads.box_head import ROI_BOX_HEAD_REGISTRY
+
+__all__ = ["ViLDConvFCHead"]
+
+
+@ROI_BOX_HEAD_REGISTRY.register()
+class ViLDConvFCHead(nn.Sequential):
+    """``num_conv`` x (3x3 conv, norm, ReLU) then ``num_fc`` x (fc, norm, ReLU).
+
+    Unlike Detectron2's ``FastRCNNConvFCHead``, the fully connected layers are normalized too
+    (BatchNorm1d when ``MODEL.ROI_BOX_HEAD.NORM`` is "BN"/"SyncBN"), as in ViLD's head
+    (4 conv + 2 fc with batch norm). Input ``[R, C, P, P]``, output ``[R, fc_dim]``.
+    """
+
+    @configurable
+    def __init__(self, input_shape: ShapeSpec, *, conv_dims: list[int], fc_dims: list[int], conv_norm: str = "",
+                 fc_norm: str = "") -> None:
+        super().__init__()
+        if not conv_dims and not fc_dims:
+            raise ValueError("ViLDConvFCHead needs at least one conv or fc layer")
+        channels, size = input_shape.channels, (input_shape.height, input_shape.width)
+        for k, dim in enumerate(conv_dims):
+            conv = Conv2d(channels, dim, kernel_size=3, padding=1, bias=not conv_norm, norm=get_norm(conv_norm, dim),
+                          activation=nn.ReLU())
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            self.add_module(f"conv{k + 1}", conv)
+            channels = dim
+        features = int(channels * np.prod(size))
+        for k, dim in enumerate(fc_dims):
+            if k == 0:
+                self.add_module("flatten", nn.Flatten())
+            fc = nn.Linear(features, dim, bias=not fc_norm)
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            if fc.bias is not None:
+                nn.init.zeros_(fc.bias)
+            self.add_module(f"fc{k + 1}", fc)
+            if fc_norm:
+                self.add_module(f"fc{k + 1}_norm", _fc_norm(fc_norm, dim))
+            self.add_module(f"fc{k + 1}_relu", nn.ReLU())
+            features = dim
+        self._output_size = features if fc_dims else (channels, *size)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec):
+        head = cfg.MODEL.ROI_BOX_HEAD
+        return {"input_shape": input_shape, "conv_dims": [head.CONV_DIM] * head.NUM_CONV,
+                "fc_dims": [head.FC_DIM] * head.NUM_FC, "conv_norm": head.NORM, "fc_norm": head.NORM}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x)
+        return x
+
+    @property
+    def output_shape(self) -> ShapeSpec:
+        out = self._output_size
+        if isinstance(out, int):
+            return ShapeSpec(channels=out)
+        return ShapeSpec(channels=out[0], height=out[1], width=out[2])
+
+
+def _fc_norm(norm: str, dim: int) -> nn.Module:
+    """1-d counterpart of a Detectron2 norm name (BN / SyncBN -> BatchNorm1d / SyncBatchNorm, GN, LN)."""
+    if norm == "BN":
+        return nn.BatchNorm1d(dim)
+    if norm == "SyncBN":
+        return nn.SyncBatchNorm(dim)
+    if norm == "GN":
+        return nn.GroupNorm(32, dim)
+    if norm == "LN":
+        return nn.LayerNorm(dim)
+    raise ValueError(f"unsupported norm {norm!r} for the fully connected layers of ViLDConvFCHead "
+                     f"(use BN, SyncBN, GN, LN or '')")

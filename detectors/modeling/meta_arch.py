@@ -1,0 +1,51 @@
+"""``ViLDRCNN``: Generalized R-CNN that forwards the batch's distillation targets to its RoI heads."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+
+from .roi_heads import DistillTargets
+
+__all__ = ["ViLDRCNN"]
+
+
+@META_ARCH_REGISTRY.register()
+class ViLDRCNN(GeneralizedRCNN):
+    """Generalized R-CNN whose training inputs may carry ``distill_boxes [K, 4]`` (xyxy, in the input
+    image) and ``distill_embeddings [K, D]`` (as produced by ``detectors.data.OVDatasetMapper``);
+    they reach ``roi_heads(..., distill=[DistillTargets])``. Inference is GeneralizedRCNN's.
+
+    The vocabulary lives in the RoI heads: ``model.roi_heads.set_vocabulary(embeddings, names)``.
+    """
+
+    def forward(self, batched_inputs: list[dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        if "instances" not in batched_inputs[0]:
+            raise ValueError("ViLDRCNN training inputs need 'instances' (ground truth)")
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        if self.proposal_generator is None:
+            raise ValueError("ViLDRCNN needs a proposal generator (MODEL.PROPOSAL_GENERATOR)")
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        distill = self.distill_targets(batched_inputs)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances, distill=distill)
+        return {**detector_losses, **proposal_losses}
+
+    def distill_targets(self, batched_inputs: list[dict]) -> list[DistillTargets] | None:
+        """Per-image targets on the model's device, or None if no input carries any."""
+        has = ["distill_boxes" in x for x in batched_inputs]
+        if not any(has):
+            return None
+        if not all(has):
+            raise ValueError("some inputs of the batch carry 'distill_boxes' and others do not")
+        out = []
+        for x in batched_inputs:
+            boxes, emb = x["distill_boxes"], x.get("distill_embeddings")
+            if not isinstance(emb, Tensor) or emb.shape[0] != boxes.shape[0]:
+                raise ValueError(f"image id {x.get('image_id')!r}: 'distill_embeddings' must be a tensor with one "
+                                 f"row per distill box ({boxes.shape[0]})")
+            out.append(DistillTargets(boxes.to(self.device).float(), emb.to(self.device).float()))
+        return out

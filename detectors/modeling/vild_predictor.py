@@ -1,0 +1,234 @@
+"""ViLD's text-embedding classifier (cosine logits over a swappable vocabulary) and box regressor."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from fvcore.nn import smooth_l1_loss
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
+
+from distill.vocab import normalize_name
+
+__all__ = ["ViLDOutputLayers", "ensemble_scores", "cosine_logits"]
+
+
+def cosine_logits(embeddings: Tensor, classifier: Tensor, *, temperature: float,
+                  background: Tensor | None = None) -> Tensor:
+    """``embeddings [R, D] . classifier [C, D]^T / temperature`` (both L2-normalized by the caller).
+
+    With ``background [D]`` the result is ``[R, C + 1]``, the background logit last (Detectron2's
+    convention).
+    """
+    logits = embeddings @ classifier.t()
+    if background is not None:
+        logits = torch.cat([logits, embeddings @ background.unsqueeze(1)], dim=1)
+    return logits / temperature
+
+
+def ensemble_scores(text_probs: Tensor, image_probs: Tensor, seen: Tensor, *, weight: float = 2.0 / 3.0) -> Tensor:
+    """ViLD-ensemble class scores ``[R, C]``: geometric mean weighted per class.
+
+    Seen (base) classes: ``p_text^weight * p_img^(1 - weight)``; unseen (novel) classes:
+    ``p_text^(1 - weight) * p_img^weight``.
+
+    Args:
+        text_probs: ``[R, C]`` foreground probabilities of the text branch (softmax with background).
+        image_probs: ``[R, C]`` probabilities of the distillation branch (softmax without background).
+        seen: bool ``[C]``.
+    """
+    w = torch.where(seen, torch.full_like(seen, weight, dtype=text_probs.dtype),
+                    torch.full_like(seen, 1.0 - weight, dtype=text_probs.dtype))
+    return text_probs.clamp_min(0).pow(w) * image_probs.clamp_min(0).pow(1.0 - w)
+
+
+class ViLDOutputLayers(nn.Module):
+    """Projection to the teacher's space + cosine classifier over text embeddings + class-agnostic boxes.
+
+    ``forward(x [R, F]) -> (logits [R, C + 1], deltas [R, 4])``; region embeddings come from
+    :meth:`embed`. The vocabulary (``C`` frozen, normalized text embeddings and their names) is a
+    non-persistent buffer: checkpoints hold no classifier, and :meth:`set_vocabulary` swaps it at any
+    time. In training, logits of classes outside the training vocabulary (``seen`` False: novel /
+    LVIS-rare classes) are masked to ``-inf``, so they never enter the softmax. The learnable
+    background embedding starts as N(0, 0.01) and is normalized at use.
+    """
+
+    @configurable
+    def __init__(self, input_shape: ShapeSpec, *, box2box_transform: Box2BoxTransform, class_embeddings: Tensor,
+                 class_names: Sequence[str], seen: Tensor | Sequence[bool] | None = None, temperature: float = 0.01,
+                 test_score_thresh: float = 0.05, test_nms_thresh: float = 0.5, test_topk_per_image: int = 100,
+                 smooth_l1_beta: float = 0.0, box_reg_loss_weight: float = 1.0,
+                 ensemble_weight: float = 2.0 / 3.0) -> None:
+        super().__init__()
+        in_features = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        embed_dim = int(class_embeddings.shape[1])
+        if temperature <= 0:
+            raise ValueError(f"MODEL.VILD.TEMPERATURE must be > 0, got {temperature}")
+        self.projection = nn.Linear(in_features, embed_dim)
+        self.bg_embedding = nn.Parameter(torch.randn(embed_dim) * 0.01)
+        self.bbox_pred = nn.Linear(in_features, len(box2box_transform.weights))
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.bbox_pred.bias)
+        self.box2box_transform = box2box_transform
+        self.temperature = float(temperature)
+        self.test_score_thresh = test_score_thresh
+        self.test_nms_thresh = test_nms_thresh
+        self.test_topk_per_image = test_topk_per_image
+        self.smooth_l1_beta = smooth_l1_beta
+        self.box_reg_loss_weight = box_reg_loss_weight
+        self.ensemble_weight = float(ensemble_weight)
+        self.register_buffer("class_embeddings", torch.zeros(0, embed_dim), persistent=False)
+        self.register_buffer("seen", torch.zeros(0, dtype=torch.bool), persistent=False)
+        self.class_names: list[str] = []
+        self.set_vocabulary(class_embeddings, class_names, seen=seen)
+        self.training_names = frozenset(normalize_name(n) for n, s in zip(self.class_names, self.seen.tolist()) if s)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec, *, class_embeddings: Tensor, class_names: Sequence[str],
+                    seen: Tensor | Sequence[bool] | None = None):
+        return {
+            "input_shape": input_shape,
+            "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
+            "class_embeddings": class_embeddings,
+            "class_names": class_names,
+            "seen": seen,
+            "temperature": cfg.MODEL.VILD.TEMPERATURE,
+            "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+            "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "smooth_l1_beta": cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA,
+            "box_reg_loss_weight": cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
+            "ensemble_weight": cfg.MODEL.VILD.ENSEMBLE_WEIGHT,
+        }
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_embeddings.shape[0])
+
+    def set_vocabulary(self, embeddings: Tensor, names: Sequence[str], *,
+                       seen: Tensor | Sequence[bool] | None = None) -> None:
+        """Replace the classifier by ``embeddings [N, D]`` (normalized here) for classes ``names``.
+
+        ``seen`` (bool ``[N]``) marks the classes trained on: they are the only ones scored in
+        training, and ViLD-ensemble weighs the two branches by it. Default: the names of the
+        training vocabulary given at construction (case/space-insensitive).
+        """
+        names = [str(n) for n in names]
+        embed_dim = self.projection.out_features
+        if embeddings.ndim != 2 or embeddings.shape != (len(names), embed_dim):
+            raise ValueError(f"vocabulary embeddings must be [{len(names)}, {embed_dim}] for {len(names)} names, "
+                             f"got {list(embeddings.shape)}")
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("vocabulary embeddings contain non-finite values")
+        keys = [normalize_name(n) for n in names]
+        duplicates = sorted({n for n, k in zip(names, keys) if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate class names in the vocabulary: {duplicates}")
+        if seen is None:
+            known = getattr(self, "training_names", None)
+            seen = [True] * len(names) if known is None else [k in known for k in keys]
+        seen = torch.as_tensor(seen, dtype=torch.bool).flatten()
+        if seen.numel() != len(names):
+            raise ValueError(f"seen must have {len(names)} entries, got {seen.numel()}")
+        device = self.projection.weight.device
+        self.class_embeddings = F.normalize(embeddings.detach().float(), dim=-1).to(device)
+        self.seen = seen.to(device)
+        self.class_names = names
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, x: Tensor) -> Tensor:
+        """Normalized region embeddings ``[R, D]`` of box-head features ``x [R, F]``."""
+        return F.normalize(self.projection(x.flatten(1)), dim=-1)
+
+    def class_logits(self, embeddings: Tensor, *, background: bool = True) -> Tensor:
+        """``[R, C (+1)]`` cosine logits / temperature; unseen classes masked to -inf in training."""
+        logits = cosine_logits(embeddings, self.class_embeddings, temperature=self.temperature,
+                               background=F.normalize(self.bg_embedding, dim=0) if background else None)
+        if self.training and not bool(self.seen.all()):
+            mask = torch.cat([~self.seen, self.seen.new_zeros(logits.shape[1] - self.num_classes)])
+            logits = logits.masked_fill(mask, float("-inf"))
+        return logits
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.flatten(1)
+        return self.class_logits(self.embed(x)), self.bbox_pred(x)
+
+    # ------------------------------------------------------------------ training
+    def losses(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> dict[str, Tensor]:
+        """Softmax cross-entropy over [training classes, background] and smooth-L1 box regression.
+
+        The box loss is summed over foreground RoIs and divided by the number of sampled RoIs
+        (Detectron2's normalization).
+        """
+        logits, deltas = predictions
+        gt_classes = cat([p.gt_classes for p in proposals]) if proposals else logits.new_zeros(0, dtype=torch.long)
+        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        if fg.any():
+            unseen = ~self.seen[gt_classes[fg]]
+            if unseen.any():
+                bad = sorted({self.class_names[i] for i in gt_classes[fg][unseen].tolist()})
+                raise ValueError(f"training annotations of classes outside the training vocabulary: {bad}; novel "
+                                 f"classes must not be annotated in training data (register it with base_only)")
+        _log_accuracy(logits, gt_classes, self.num_classes)
+        loss_cls = F.cross_entropy(logits, gt_classes, reduction="mean") if gt_classes.numel() else logits.sum() * 0
+        if proposals:
+            proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])
+            gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals])
+        else:
+            proposal_boxes = gt_boxes = deltas.new_zeros(0, 4)
+        fg_index = fg.nonzero().squeeze(1)
+        target = self.box2box_transform.get_deltas(proposal_boxes[fg_index], gt_boxes[fg_index])
+        loss_box = smooth_l1_loss(deltas[fg_index], target, self.smooth_l1_beta, reduction="sum")
+        loss_box = loss_box / max(gt_classes.numel(), 1)
+        return {"loss_cls": loss_cls, "loss_box_reg": loss_box * self.box_reg_loss_weight}
+
+    # ------------------------------------------------------------------ inference
+    def predict_boxes(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> tuple[Tensor, ...]:
+        """Per image ``[R_i, 4]`` decoded boxes."""
+        if not proposals:
+            return ()
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])
+        boxes = self.box2box_transform.apply_deltas(predictions[1], proposal_boxes)
+        return boxes.split([len(p) for p in proposals])
+
+    def predict_probs(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances], *,
+                      image_embeddings: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Per image ``[R_i, C + 1]`` class probabilities (background last).
+
+        With ``image_embeddings [R, D]`` (ViLD-ensemble's distillation branch) the foreground
+        probabilities are :func:`ensemble_scores` of the two branches.
+        """
+        probs = F.softmax(predictions[0], dim=-1)
+        if image_embeddings is not None:
+            image_probs = F.softmax(self.class_logits(image_embeddings, background=False), dim=-1)
+            fg = ensemble_scores(probs[:, :-1], image_probs, self.seen, weight=self.ensemble_weight)
+            probs = torch.cat([fg, probs[:, -1:]], dim=1)
+        return probs.split([len(p) for p in proposals])
+
+    def inference(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances], *,
+                  image_embeddings: Tensor | None = None) -> tuple[list[Instances], list[Tensor]]:
+        """Detections per image (score threshold, per-class NMS, top-k), as ``fast_rcnn_inference``."""
+        boxes = self.predict_boxes(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals, image_embeddings=image_embeddings)
+        return fast_rcnn_inference(boxes, scores, [p.image_size for p in proposals], self.test_score_thresh,
+                                   self.test_nms_thresh, self.test_topk_per_image)
+
+
+def _log_accuracy(logits: Tensor, gt_classes: Tensor, num_classes: int) -> None:
+    """Foreground / overall classification accuracy of the sampled RoIs to the event storage."""
+    if gt_classes.numel() == 0:
+        return
+    pred = logits.argmax(dim=1)
+    fg = (gt_classes >= 0) & (gt_classes < num_classes)
+    storage = get_event_storage()
+    storage.put_scalar("vild/cls_accuracy", (pred == gt_classes).float().mean().item())
+    if fg.any():
+        storage.put_scalar("vild/fg_cls_accuracy", (pred[fg] == gt_classes[fg]).float().mean().item())

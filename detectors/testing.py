@@ -1,0 +1,99 @@
+"""Tiny real inputs for tests and benchmarks: a few-image COCO-format dataset and a small ViLD config."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from detectron2.config import CfgNode, get_cfg
+
+from .config import add_ovdistill_config
+from .modeling.text_embeddings import save_text_embeddings
+
+__all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config"]
+
+TINY_CLASSES = (("red box", "base", (220, 40, 40)), ("green box", "base", (40, 200, 40)),
+                ("blue box", "novel", (40, 40, 220)))
+"""(name, split, RGB colour) of the tiny dataset's classes."""
+
+
+def write_tiny_dataset(root: str | os.PathLike, *, num_images: int = 4, size: int = 64, seed: int = 0,
+                       classes: Sequence[tuple[str, str, tuple[int, int, int]]] = TINY_CLASSES,
+                       base_only: bool = False) -> tuple[Path, Path]:
+    """Images with 1-3 filled rectangles on noise, and their COCO json (categories carry ``split``).
+
+    Returns ``(json_path, image_root)``. With ``base_only`` the novel objects are drawn but not
+    annotated (a training split).
+    """
+    root = Path(root)
+    image_root = root / "images"
+    image_root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        canvas = Image.fromarray(rng.integers(90, 160, (size, size, 3), dtype=np.uint8))
+        draw = ImageDraw.Draw(canvas)
+        for _ in range(int(rng.integers(1, 4))):
+            cat = int(rng.integers(0, len(classes)))
+            w, h = (int(v) for v in rng.integers(size // 6, size // 2, 2))
+            x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+            draw.rectangle([x, y, x + w - 1, y + h - 1], fill=tuple(classes[cat][2]))
+            if base_only and classes[cat][1] != "base":
+                continue
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat + 1,
+                                "bbox": [x, y, w, h], "area": float(w * h), "iscrowd": 0})
+        name = f"{image_id:04d}.png"
+        canvas.save(image_root / name)
+        images.append({"id": image_id, "file_name": name, "width": size, "height": size})
+    categories = [{"id": i + 1, "name": name, "split": split} for i, (name, split, _) in enumerate(classes)]
+    json_path = root / "instances.json"
+    json_path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}),
+                         encoding="utf-8")
+    return json_path, image_root
+
+
+def write_random_text_embeddings(path: str | os.PathLike, names: Sequence[str], *, dim: int = 16, seed: int = 0,
+                                 fingerprint: str = "random-test-teacher") -> Path:
+    """A classifier file with random normalized embeddings (a stand-in teacher for model tests)."""
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.nn.functional.normalize(torch.randn(len(names), dim, generator=generator), dim=-1)
+    return save_text_embeddings(path, list(names), embeddings, teacher_fingerprint=fingerprint)
+
+
+def tiny_vild_config(*, train: str, test: str, text_embeddings: str | os.PathLike, output_dir: str | os.PathLike,
+                     distill: bool = False, ensemble: bool = False, box_norm: str = "BN") -> CfgNode:
+    """A CPU ViLD config small enough for unit tests (width-8 ResNet-10-FPN, 64 px, 2 images per batch)."""
+    cfg = get_cfg()
+    add_ovdistill_config(cfg)
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "MODEL.META_ARCHITECTURE", "ViLDRCNN",
+        "MODEL.BACKBONE.NAME", "build_basic_resnet_fpn_backbone", "MODEL.BACKBONE.FREEZE_AT", 0,
+        "MODEL.BASIC_RESNET.DEPTH", 10, "MODEL.BASIC_RESNET.WIDTH", 8, "MODEL.RESNETS.NORM", "BN",
+        "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"],
+        "MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4", "res5"], "MODEL.FPN.OUT_CHANNELS", 16,
+        "MODEL.ANCHOR_GENERATOR.SIZES", [[8], [16], [32], [64], [128]],
+        "MODEL.RPN.IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"], "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50, "MODEL.RPN.PRE_NMS_TOPK_TEST", 100, "MODEL.RPN.POST_NMS_TOPK_TEST", 30,
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
+        "MODEL.ROI_HEADS.NAME", "ViLDROIHeads", "MODEL.ROI_HEADS.IN_FEATURES", ["p2", "p3", "p4", "p5"],
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        "MODEL.ROI_BOX_HEAD.NAME", "ViLDConvFCHead", "MODEL.ROI_BOX_HEAD.NUM_CONV", 1,
+        "MODEL.ROI_BOX_HEAD.CONV_DIM", 16, "MODEL.ROI_BOX_HEAD.NUM_FC", 1, "MODEL.ROI_BOX_HEAD.FC_DIM", 32,
+        "MODEL.ROI_BOX_HEAD.NORM", box_norm, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True,
+        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 7,
+        "MODEL.VILD.TEXT_EMBEDDINGS", str(text_embeddings), "MODEL.VILD.ENSEMBLE", ensemble,
+        "MODEL.VILD.DISTILL.ENABLED", distill, "MODEL.VILD.DISTILL.ROIS_PER_IMAGE", 8,
+        "DATASETS.TRAIN", (train,), "DATASETS.TEST", (test,),
+        "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64, "INPUT.MIN_SIZE_TEST", 64,
+        "INPUT.MAX_SIZE_TEST", 64, "INPUT.FORMAT", "RGB",
+        "DATALOADER.NUM_WORKERS", 0, "DATALOADER.ASPECT_RATIO_GROUPING", False,
+        "SOLVER.IMS_PER_BATCH", 2, "SOLVER.BASE_LR", 0.01, "SOLVER.MAX_ITER", 4, "SOLVER.STEPS", (),
+        "SOLVER.WARMUP_ITERS", 0, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.DETECTIONS_PER_IMAGE", 20,
+        "TEST.EVAL_PERIOD", 0, "SEED", 0, "OUTPUT_DIR", str(output_dir),
+    ])
+    return cfg

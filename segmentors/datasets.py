@@ -1,0 +1,112 @@
+"""``ToySegDataset``: the embedded toy world's semantic-segmentation split as an MMSeg dataset.
+
+Layout (written by ``distill.toy``)::
+
+    <root>/images/{split}/NNNNNN.png     RGB images
+    <root>/seg/{split}/NNNNNN.png        labels: 0 background, 1..12 categories, 255 ignore
+    <root>/seg/classes.json              {"classes": [...], "palette": [[r, g, b], ...], "unseen": [...],
+                                          "ignore_index": 255}
+
+Real datasets (VOC, Pascal Context, COCO-Stuff) use MMSeg's own dataset classes; see ``configs/seg``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+
+__all__ = ["ToySegDataset", "read_seg_classes", "PLACEHOLDER_PREFIX"]
+
+PLACEHOLDER_PREFIX = "<toy_"
+
+
+def read_seg_classes(path: str | Path) -> dict[str, Any]:
+    """Read and validate a ``classes.json`` (classes, palette, unseen, ignore_index)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"segmentation classes file not found: {path}")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    classes = info.get("classes") if isinstance(info, dict) else None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise ValueError(f"{path}: 'classes' must be a non-empty list of names")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{path}: duplicate class names in 'classes'")
+    unseen = info.get("unseen", [])
+    unknown = [c for c in unseen if c not in classes]
+    if unknown:
+        raise ValueError(f"{path}: unseen classes {unknown} are not in 'classes'")
+    palette = info.get("palette")
+    if palette is not None and (len(palette) != len(classes) or any(len(p) != 3 for p in palette)):
+        raise ValueError(f"{path}: 'palette' must hold one [r, g, b] per class ({len(classes)})")
+    return {"classes": classes, "unseen": list(unseen), "palette": palette,
+            "ignore_index": int(info.get("ignore_index", 255))}
+
+
+@DATASETS.register_module()
+class ToySegDataset(BaseSegDataset):
+    """The toy world's ``images/{split}`` + ``seg/{split}`` PNG pairs; classes, palette and the unseen
+    list (``metainfo['unseen_classes']``, read by ``OVSegMetric``) from ``seg/classes.json``.
+
+    Args:
+        data_root: the toy world root (toy configs leave ``'<toy_world>'``, filled in by the tools).
+        split: "train" or "val".
+        classes_file: path of ``classes.json`` relative to ``data_root``.
+        metainfo: optional; its ``classes`` must equal the file's (a guard against a stale config).
+        **kwargs: ``BaseSegDataset`` arguments (pipeline, test_mode, indices, ...).
+
+    Raises:
+        FileNotFoundError: missing root, classes file, image or label file (named).
+        ValueError: unfilled placeholder root, malformed classes file, classes that differ from the config.
+    """
+
+    METAINFO: dict = dict()
+
+    def __init__(self, *, data_root: str, split: str = "train", classes_file: str = "seg/classes.json",
+                 metainfo: dict | None = None, **kwargs) -> None:
+        if str(data_root).startswith(PLACEHOLDER_PREFIX):
+            raise ValueError(f"ToySegDataset data_root is the placeholder {data_root!r}: run the config through "
+                             f"tools/train_seg.py / tools/test_seg.py (toy_world=True fills it) or set data_root")
+        if split not in ("train", "val"):
+            raise ValueError(f"ToySegDataset split must be 'train' or 'val', got {split!r}")
+        classes_path = Path(data_root) / classes_file
+        info = read_seg_classes(classes_path)
+        meta = {"classes": tuple(info["classes"]), "unseen_classes": tuple(info["unseen"])}
+        if info["palette"] is not None:
+            meta["palette"] = [list(p) for p in info["palette"]]
+        extra = dict(metainfo or {})
+        if "classes" in extra and list(extra.pop("classes")) != info["classes"]:
+            raise ValueError(f"{classes_path}: classes {info['classes']} differ from the config's "
+                             f"metainfo classes {list((metainfo or {})['classes'])}")
+        meta.update(extra)
+        self.split = split
+        kwargs.setdefault("data_prefix", dict(img_path=f"images/{split}", seg_map_path=f"seg/{split}"))
+        kwargs.setdefault("ignore_index", info["ignore_index"])
+        super().__init__(data_root=data_root, img_suffix=".png", seg_map_suffix=".png", metainfo=meta, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        """Image/label pairs sorted by file name; every image needs its label file and vice versa."""
+        img_dir = Path(self.data_prefix["img_path"])
+        seg_dir = Path(self.data_prefix["seg_map_path"])
+        for directory in (img_dir, seg_dir):
+            if not directory.is_dir():
+                raise FileNotFoundError(f"ToySegDataset: directory not found: {directory}")
+        images = sorted(p.name for p in img_dir.iterdir() if p.suffix == self.img_suffix)
+        labels = {p.name for p in seg_dir.iterdir() if p.suffix == self.seg_map_suffix}
+        if not images:
+            raise FileNotFoundError(f"ToySegDataset: no {self.img_suffix} images in {img_dir}")
+        missing = [name for name in images if name not in labels]
+        if missing:
+            raise FileNotFoundError(f"ToySegDataset: label file {seg_dir / missing[0]} not found for image "
+                                    f"{img_dir / missing[0]} ({len(missing)} labels missing)")
+        orphans = sorted(labels - set(images))
+        if orphans:
+            raise FileNotFoundError(f"ToySegDataset: image file {img_dir / orphans[0]} not found for label "
+                                    f"{seg_dir / orphans[0]} ({len(orphans)} images missing)")
+        return [dict(img_path=str(img_dir / name), seg_map_path=str(seg_dir / name), label_map=self.label_map,
+                     reduce_zero_label=self.reduce_zero_label, seg_fields=[]) for name in images]

@@ -1,0 +1,173 @@
+"""Decode heads whose classifier is a fixed text-embedding matrix (MaskCLIP+ students, LSeg).
+
+``TextClassifierMixin`` turns any MMSeg decode head into an open-vocabulary one: its ``conv_seg``
+becomes a 1x1 projection ``channels -> D`` (so the head's usual ``conv_seg`` init still applies), the
+projected pixels are L2-normalized and scored against fixed, L2-normalized text embeddings read from a
+file (``segmentors.text_embeddings``)::
+
+    logits[b, n, y, x] = (1 / temperature) * normalize(proj(feat))[b, :, y, x] . text[n]
+
+With ``learned_background=True`` a learnable, normalized background embedding is prepended (label 0),
+as in MaskCLIP+ on Context-60. ``train_excluded_classes`` drops classes from the training label set
+(their logits are masked out of the softmax and their pixels ignored), the inductive zero-shot setting
+for LSeg.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.decode_heads.fcn_head import FCNHead
+from mmseg.models.decode_heads.sep_aspp_head import DepthwiseSeparableASPPHead
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+from .text_embeddings import load_text_embeddings
+from .utils import ignore_labels
+
+__all__ = ["TextClassifierMixin", "TextFCNHead", "TextDeepLabV2Head", "TextDepthwiseSeparableASPPHead", "LSegHead"]
+
+_MASKED_LOGIT = -1e4
+
+
+class TextClassifierMixin:
+    """Mixin for ``BaseDecodeHead`` subclasses (put it first in the bases).
+
+    Args:
+        text_embeddings: path of the text-embedding file (``{names, embeddings, teacher_fingerprint}``).
+        class_names: expected names in the file (checked; the tools also use them to create the file).
+        learned_background: prepend a learned background embedding as label 0.
+        temperature: logits are cosine similarities divided by this (LSeg: 0.07).
+        train_excluded_classes: labels left out of training (masked logits, ignored pixels).
+        **kwargs: the decode head's own arguments; ``num_classes`` defaults to the file's classes
+            (+1 with the learned background) and must equal that when given.
+    """
+
+    def __init__(self, *, text_embeddings: str, class_names: Sequence[str | Sequence[str]] | None = None,
+                 learned_background: bool = False, temperature: float = 0.07,
+                 train_excluded_classes: Sequence[int] = (), **kwargs) -> None:
+        loaded = load_text_embeddings(text_embeddings, names=class_names)
+        num_classes = loaded.embeddings.shape[0] + int(learned_background)
+        given = kwargs.setdefault("num_classes", num_classes)
+        if given != num_classes:
+            raise ValueError(f"num_classes={given} but text-embedding file {text_embeddings} holds "
+                             f"{loaded.embeddings.shape[0]} classes (+{int(learned_background)} learned background)")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__(**kwargs)
+        bad = [c for c in train_excluded_classes if not 0 <= int(c) < num_classes]
+        if bad:
+            raise ValueError(f"train_excluded_classes {bad} outside [0, {num_classes})")
+        embed_dim = loaded.embeddings.shape[1]
+        self.text_embeddings_path = str(text_embeddings)
+        self.temperature = float(temperature)
+        self.train_excluded_classes = tuple(int(c) for c in train_excluded_classes)
+        self.conv_seg = nn.Conv2d(self.channels, embed_dim, kernel_size=1)
+        self.register_buffer("text_embeddings", loaded.embeddings.clone(), persistent=False)
+        self.background_embedding = (nn.Parameter(torch.randn(1, embed_dim) * 0.01) if learned_background
+                                     else None)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.text_embeddings.shape[1])
+
+    def class_embeddings(self) -> Tensor:
+        """``[num_classes, D]`` normalized classifier (learned background first, if any)."""
+        if self.background_embedding is None:
+            return self.text_embeddings
+        return torch.cat([F.normalize(self.background_embedding, dim=1), self.text_embeddings], dim=0)
+
+    def pixel_embeddings(self, feat: Tensor) -> Tensor:
+        """``[B, channels, h, w]`` head features -> ``[B, D, h, w]`` L2-normalized pixel embeddings."""
+        if self.dropout is not None:
+            feat = self.dropout(feat)
+        return F.normalize(self.conv_seg(feat), dim=1)
+
+    def cls_seg(self, feat: Tensor) -> Tensor:
+        """``[B, channels, h, w]`` -> ``[B, num_classes, h, w]`` scaled cosine logits."""
+        pixels = self.pixel_embeddings(feat)
+        classifier = self.class_embeddings().to(pixels.dtype)
+        return torch.einsum("bdhw,nd->bnhw", pixels, classifier) / self.temperature
+
+    def loss_by_feat(self, seg_logits: Tensor, batch_data_samples: list) -> dict:
+        if self.train_excluded_classes:
+            mask = torch.zeros(seg_logits.shape[1], dtype=torch.bool, device=seg_logits.device)
+            mask[list(self.train_excluded_classes)] = True
+            seg_logits = seg_logits.masked_fill(mask[None, :, None, None], _MASKED_LOGIT)
+            batch_data_samples = ignore_labels(batch_data_samples, self.train_excluded_classes,
+                                               ignore_index=self.ignore_index)
+        return super().loss_by_feat(seg_logits, batch_data_samples)
+
+
+@MODELS.register_module()
+class TextFCNHead(TextClassifierMixin, FCNHead):
+    """MMSeg's ``FCNHead`` with the text-embedding classifier (any backbone, smallest student)."""
+
+
+@MODELS.register_module()
+class TextDepthwiseSeparableASPPHead(TextClassifierMixin, DepthwiseSeparableASPPHead):
+    """DeepLabV3+ (MMSeg's ``DepthwiseSeparableASPPHead``) with the text-embedding classifier."""
+
+
+@MODELS.register_module()
+class TextDeepLabV2Head(TextClassifierMixin, BaseDecodeHead):
+    """DeepLabV2: parallel 3x3 atrous convolutions (dilations 6/12/18/24) whose outputs are summed, then
+    the text-embedding classifier (the MaskCLIP+ VOC / COCO-Stuff student head).
+
+    Args:
+        dilations: dilation rate of each branch.
+        **kwargs: ``TextClassifierMixin`` and ``BaseDecodeHead`` arguments (``norm_cfg`` / ``act_cfg``
+            apply to every branch).
+    """
+
+    def __init__(self, *, dilations: Sequence[int] = (6, 12, 18, 24), **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not dilations:
+            raise ValueError("dilations must not be empty")
+        self.dilations = tuple(int(d) for d in dilations)
+        self.branches = nn.ModuleList(
+            ConvModule(self.in_channels, self.channels, 3, padding=d, dilation=d, conv_cfg=self.conv_cfg,
+                       norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+            for d in self.dilations)
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        x = self._transform_inputs(inputs)
+        feat = torch.stack([branch(x) for branch in self.branches]).sum(dim=0)
+        return self.cls_seg(feat)
+
+
+@MODELS.register_module()
+class LSegHead(TextClassifierMixin, BaseDecodeHead):
+    """LSeg-style dense text-embedding head for any multi-level MMSeg backbone.
+
+    Every selected level gets a 1x1 lateral conv to ``channels``; coarser levels are upsampled and
+    added top-down onto the finest one, then ``num_convs`` 3x3 convs fuse the result, which is
+    projected to the text space: ``logits = (1 / 0.07) * pixel . text``.
+
+    Use ``input_transform='multiple_select'`` with lists ``in_channels`` / ``in_index`` (a single
+    level also works with ints).
+    """
+
+    def __init__(self, *, num_convs: int = 2, temperature: float = 0.07, **kwargs) -> None:
+        super().__init__(temperature=temperature, **kwargs)
+        levels = self.in_channels if isinstance(self.in_channels, (list, tuple)) else [self.in_channels]
+        self.laterals = nn.ModuleList(
+            ConvModule(c, self.channels, 1, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+            for c in levels)
+        self.fuse = nn.Sequential(*[
+            ConvModule(self.channels, self.channels, 3, padding=1, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
+                       act_cfg=self.act_cfg) for _ in range(num_convs)])
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        x = self._transform_inputs(inputs)
+        levels = list(x) if isinstance(x, (list, tuple)) else [x]
+        feats = [lateral(level) for lateral, level in zip(self.laterals, levels)]
+        order = sorted(range(len(feats)), key=lambda i: feats[i].shape[-2] * feats[i].shape[-1])
+        out = feats[order[0]]                                   # coarsest
+        for i in order[1:]:
+            out = feats[i] + resize(out, size=feats[i].shape[2:], mode="bilinear", align_corners=self.align_corners)
+        return self.cls_seg(self.fuse(out))

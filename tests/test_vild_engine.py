@@ -1,0 +1,72 @@
+"""OVTrainer's data side: region-target checks and bad inputs caught before training starts."""
+import numpy as np
+import pytest
+
+pytest.importorskip("detectron2")
+
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+
+from detectors.data import register_ov_dataset  # noqa: E402
+from detectors.engine import OVTrainer, build_region_targets  # noqa: E402
+from detectors.testing import (  # noqa: E402
+    TINY_CLASSES,
+    tiny_vild_config,
+    write_random_text_embeddings,
+    write_tiny_dataset,
+)
+from distill.cache import EmbeddingStoreWriter  # noqa: E402
+
+
+def _store(root, image_ids, *, fingerprint, dim=16):
+    writer = EmbeddingStoreWriter(root, {"teacher": "t", "teacher_fingerprint": fingerprint, "embed_dim": dim,
+                                         "num_shards": 1, "num_images": len(image_ids)})
+    emb = np.ones((1, dim), np.float16) / np.sqrt(dim)
+    writer.write_shard(0, [(i, np.array([[1, 1, 20, 20]], np.float32), emb) for i in image_ids])
+    return str(root)
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=3, base_only=True)
+    name = f"vild_engine_tiny_{len(DatasetCatalog.list())}"
+    register_ov_dataset(name, json_path, image_root, base_only=True)
+    text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES])
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp_path / "out", distill=True)
+    dicts = DatasetCatalog.get(name)
+    yield cfg, dicts, tmp_path
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_cache_of_another_teacher_is_refused(setup):
+    cfg, dicts, tmp = setup
+    cfg.MODEL.VILD.DISTILL.CACHE = _store(tmp / "cache", [d["image_id"] for d in dicts], fingerprint="other-teacher")
+    with pytest.raises(ValueError, match="different teacher"):
+        build_region_targets(cfg, dicts)
+
+
+def test_cache_missing_images_error_or_skip(setup):
+    cfg, dicts, tmp = setup
+    cfg.MODEL.VILD.DISTILL.CACHE = _store(tmp / "cache", [dicts[0]["image_id"]], fingerprint="random-test-teacher")
+    with pytest.raises(ValueError, match="lacks 2 of the 3 images"):
+        build_region_targets(cfg, dicts)
+    cfg.MODEL.VILD.DISTILL.ON_MISSING = "skip"
+    targets = build_region_targets(cfg, dicts)
+    assert targets.get(dicts[1]["image_id"]).boxes.shape == (0, 4)
+    batch = next(iter(OVTrainer.build_train_loader(cfg)))
+    assert all("distill_boxes" in x for x in batch)
+
+
+def test_missing_image_file_stops_before_training(setup):
+    cfg, dicts, tmp = setup
+    cfg.MODEL.VILD.DISTILL.ENABLED = False
+    (tmp / "data" / "images" / "0002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="0002.png"):
+        OVTrainer.build_train_loader(cfg)
+
+
+def test_empty_text_embeddings_key_is_explained(setup):
+    cfg, _, _ = setup
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = ""
+    with pytest.raises(ValueError, match="TEXT_EMBEDDINGS is empty"):
+        OVTrainer.build_model(cfg)

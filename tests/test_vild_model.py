@@ -1,0 +1,132 @@
+"""ViLD student built through Detectron2's registries on a tiny dataset (CPU, random text embeddings)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.structures import Boxes  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from detectors.data import OVDatasetMapper, load_ov_json, register_ov_dataset  # noqa: E402
+from detectors.modeling import ViLDROIHeads  # noqa: E402
+from detectors.testing import (  # noqa: E402
+    TINY_CLASSES,
+    tiny_vild_config,
+    write_random_text_embeddings,
+    write_tiny_dataset,
+)
+from distill.hooks import RegionTargets  # noqa: E402
+from distill.losses import l1_region_distill  # noqa: E402
+
+
+class RandomTargets:
+    fingerprint = "random-test-teacher"
+    embed_dim = 16
+
+    def get(self, image_id):
+        rng = np.random.default_rng(int(image_id))
+        boxes = np.array([[2, 2, 30, 30], [10, 20, 60, 50], [0, 0, 64, 64]], np.float32)
+        emb = rng.normal(size=(3, 16)).astype(np.float32)
+        return RegionTargets(boxes, emb / np.linalg.norm(emb, axis=1, keepdims=True))
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=2, base_only=True)
+    name = f"vild_model_tiny_{len(DatasetCatalog.list())}"
+    register_ov_dataset(name, json_path, image_root, base_only=True)
+    text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES] + ["purple box"])
+    yield name, text, tmp_path
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def _batch(cfg, name, targets=None):
+    mapper = OVDatasetMapper(cfg, True, region_targets=targets)
+    return [mapper(d) for d in load_ov_json(MetadataCatalog.get(name).json_file, MetadataCatalog.get(name).image_root)]
+
+
+def test_vild_distillation_pools_distill_boxes_with_the_rois(tiny):
+    name, text, tmp = tiny
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True, box_norm="")
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    assert isinstance(model.roi_heads, ViLDROIHeads)
+    batch = _batch(cfg, name, RandomTargets())
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_distill", "loss_rpn_cls", "loss_rpn_loc"}
+    # recompute the distillation term by hand: pool only the distill boxes (no batch norm in the head)
+    heads = model.roi_heads
+    with torch.no_grad():
+        images = model.preprocess_image(batch)
+        features = model.backbone(images.tensor)
+        pooled = heads.box_pooler([features[f] for f in heads.box_in_features],
+                                  [Boxes(x["distill_boxes"]) for x in batch])
+        student = heads.box_predictor.embed(heads.box_head(pooled))
+    teacher = torch.cat([x["distill_embeddings"] for x in batch])
+    expected = 0.5 * l1_region_distill(student, teacher)
+    assert losses["loss_distill"].item() == pytest.approx(expected.item(), rel=1e-4)
+    losses["loss_distill"].backward()
+    assert heads.box_predictor.projection.weight.grad.abs().sum() > 0
+
+
+def test_missing_distill_targets_is_a_clear_error(tiny):
+    name, text, tmp = tiny
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True)
+    model = build_model(cfg).train()
+    with EventStorage(), pytest.raises(ValueError, match="distill_boxes"):
+        model(_batch(cfg, name))
+
+
+def test_ensemble_trains_its_own_branch_and_scores_with_both(tiny):
+    name, text, tmp = tiny
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True, ensemble=True)
+    model = build_model(cfg).train()
+    heads = model.roi_heads
+    with EventStorage():
+        losses = model(_batch(cfg, name, RandomTargets()))
+    losses["loss_distill"].backward()
+    assert heads.image_projection.weight.grad.abs().sum() > 0
+    assert heads.box_predictor.projection.weight.grad is None  # the text branch gets no distillation
+    model.eval()
+    batch = [{"image": x["image"], "height": 64, "width": 64} for x in _batch(cfg, name)]
+    with torch.no_grad():
+        out = model(batch)
+    instances = out[0]["instances"]
+    assert len(instances) > 0 and int(instances.pred_classes.max()) < 3
+    assert (instances.scores <= 1).all() and (instances.scores >= 0).all()
+
+
+def test_vocabulary_swap_at_inference(tiny):
+    name, text, tmp = tiny
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp)
+    model = build_model(cfg).eval()
+    heads = model.roi_heads
+    assert heads.num_classes == 3 and heads.box_predictor.seen.tolist() == [True, True, False]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not any("class_embeddings" in k for k in state)
+    new = torch.nn.functional.normalize(torch.randn(7, 16), dim=-1)
+    heads.set_vocabulary(new, [f"thing {i}" for i in range(6)] + ["Red Box"])
+    assert heads.box_predictor.seen.tolist() == [False] * 6 + [True]
+    batch = [{"image": x["image"], "height": 64, "width": 64} for x in _batch(cfg, name)]
+    with torch.no_grad():
+        out = model(batch)
+    assert int(out[0]["instances"].pred_classes.max()) <= 6
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    embeddings, names, seen = heads.get_vocabulary()
+    assert names[-1] == "Red Box" and embeddings.shape == (7, 16) and seen[-1]
+
+
+@pytest.mark.slow  # a fresh interpreter importing detectron2
+def test_students_never_import_a_teacher():
+    code = ("import sys, detectors, detectors.engine, detectors.modeling, detectors.data; "
+            "bad = [m for m in ('open_clip', 'distill.teachers') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
