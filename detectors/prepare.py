@@ -231,6 +231,22 @@ def ensure_proposals(cfg: CfgNode) -> str:
     return str(out)
 
 
+def _regions_json(cfg: CfgNode) -> str:
+    """The json whose images (and, for SOURCE gt, boxes) get teacher embeddings: the training set's, made
+    base-only first when the training set is (ground-truth regions must never include novel objects)."""
+    train_name = cfg.DATASETS.TRAIN[0]
+    meta = get_ov_metadata(train_name)
+    if cfg.MODEL.VILD.DISTILL.SOURCE != "gt" or not meta.get("base_only", False):
+        return meta.json_file
+    from distill.vocab import make_base_only_json
+
+    key = sha256_json([_file_key(meta.json_file), sorted(meta.base_class_ids)])[:12]
+    path = cache_dir("vild", "base_only", f"{train_name}-{key}.json")
+    if not path.is_file():
+        make_base_only_json(meta.json_file, path, keep_category_ids=meta.base_class_ids)
+    return str(path)
+
+
 def ensure_region_cache(cfg: CfgNode, teacher: Callable[[], Any]) -> str:
     """Make ``MODEL.VILD.DISTILL.CACHE`` a complete embedding store of the training set; returns its path.
 
@@ -262,15 +278,7 @@ def ensure_region_cache(cfg: CfgNode, teacher: Callable[[], Any]) -> str:
             return path
         except (FileNotFoundError, ValueError):
             pass
-        dataset_json = meta.json_file
-        if distill.SOURCE == "gt" and meta.get("base_only", False):
-            # ground-truth regions of a base-only training set: never embed novel annotations
-            from distill.vocab import make_base_only_json
-
-            dataset_json = str(cache_dir("vild", "base_only", f"{train_name}-{sha256_json(settings)[:12]}.json"))
-            if not Path(dataset_json).is_file():
-                make_base_only_json(meta.json_file, dataset_json, keep_category_ids=meta.base_class_ids)
-        precompute_region_embeddings(teacher(), dataset_json, meta.image_root, path, proposals=proposals,
+        precompute_region_embeddings(teacher(), _regions_json(cfg), meta.image_root, path, proposals=proposals,
                                      source=distill.SOURCE, max_per_image=distill.MAX_PER_IMAGE, mode=distill.MODE,
                                      scales=tuple(distill.SCALES), rank=0, world_size=1)
         return path
@@ -302,6 +310,6 @@ def build_online_targets(cfg: CfgNode, *, expect_fingerprint: str | None = None)
         raise ValueError(f"the configured teacher's fingerprint {teacher.fingerprint!r} differs from the text "
                          f"classifier's {expect_fingerprint!r} ({cfg.MODEL.VILD.TEXT_EMBEDDINGS})")
     proposals = ensure_proposals(cfg) if distill.SOURCE == "proposals" else None
-    return OnlineRegionTargets.from_coco_json(teacher, meta.json_file, meta.image_root, proposals=proposals,
+    return OnlineRegionTargets.from_coco_json(teacher, _regions_json(cfg), meta.image_root, proposals=proposals,
                                               max_per_image=distill.MAX_PER_IMAGE, mode=distill.MODE,
                                               scales=tuple(distill.SCALES), on_missing=distill.ON_MISSING)

@@ -11,6 +11,11 @@ With ``learned_background=True`` a learnable, normalized background embedding is
 as in MaskCLIP+ on Context-60. ``train_excluded_classes`` drops classes from the training label set
 (their logits are masked out of the softmax and their pixels ignored), the inductive zero-shot setting
 for LSeg.
+
+The text embeddings and a hash of their class names are saved with checkpoints. When a checkpoint is
+loaded, the head keeps the embeddings of its file (so a checkpoint can be evaluated on another
+vocabulary), but refuses a checkpoint that was trained with *different* embeddings for the *same*
+class names (e.g. the teacher changed since training): that would be a silently wrong evaluation.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from mmseg.models.decode_heads.sep_aspp_head import DepthwiseSeparableASPPHead
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from torch import Tensor, nn
+
+from distill.utils import sha256_json
 
 from .text_embeddings import load_text_embeddings
 from .utils import ignore_labels
@@ -67,9 +74,11 @@ class TextClassifierMixin:
         self.temperature = float(temperature)
         self.train_excluded_classes = tuple(int(c) for c in train_excluded_classes)
         self.conv_seg = nn.Conv2d(self.channels, embed_dim, kernel_size=1)
-        self.register_buffer("text_embeddings", loaded.embeddings.clone(), persistent=False)
+        self.register_buffer("text_embeddings", loaded.embeddings.clone())
+        self.register_buffer("text_names_hash", torch.tensor(int(sha256_json(loaded.names)[:15], 16)))
         self.background_embedding = (nn.Parameter(torch.randn(1, embed_dim) * 0.01) if learned_background
                                      else None)
+        self.register_load_state_dict_pre_hook(_keep_file_text_embeddings)
 
     @property
     def embed_dim(self) -> int:
@@ -101,6 +110,22 @@ class TextClassifierMixin:
             batch_data_samples = ignore_labels(batch_data_samples, self.train_excluded_classes,
                                                ignore_index=self.ignore_index)
         return super().loss_by_feat(seg_logits, batch_data_samples)
+
+
+def _keep_file_text_embeddings(module: TextClassifierMixin, state_dict: dict, prefix: str, *args) -> None:
+    """Load-state-dict pre-hook: keep the file's text embeddings; refuse same-names-other-embeddings."""
+    emb_key, hash_key = prefix + "text_embeddings", prefix + "text_names_hash"
+    if emb_key not in state_dict:
+        return
+    stored, current = state_dict[emb_key], module.text_embeddings
+    same_names = hash_key in state_dict and int(state_dict[hash_key]) == int(module.text_names_hash)
+    if same_names and (stored.shape != current.shape
+                       or not torch.allclose(stored.to(current), current, atol=1e-4)):
+        raise ValueError(f"the checkpoint was trained with other text embeddings for the same classes than "
+                         f"{module.text_embeddings_path} (was it recomputed with another teacher?); restore the "
+                         f"training run's text-embedding file or retrain")
+    state_dict[emb_key] = current.detach().clone()
+    state_dict[hash_key] = module.text_names_hash.detach().clone()
 
 
 @MODELS.register_module()

@@ -131,6 +131,22 @@ def test_text_head_num_classes_and_names_checked(tmp_path):
                           class_names=["a", "c"]))
 
 
+def test_checkpoint_text_embeddings_must_match_the_file(tmp_path):
+    def head(names, seed):
+        path = tmp_path / f"t{seed}_{len(names)}_{names[-1]}.pt"
+        write_text_file(path, names, seed=seed)
+        return MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4, text_embeddings=str(path)))
+
+    trained = head(["a", "b"], seed=0)
+    state = trained.state_dict()
+    head(["a", "b"], seed=0).load_state_dict(state)                       # same file: fine
+    other_vocab = head(["a", "c"], seed=1)                                 # open-vocabulary transfer
+    other_vocab.load_state_dict(state)
+    assert not torch.allclose(other_vocab.text_embeddings, trained.text_embeddings)
+    with pytest.raises(ValueError, match="other text embeddings for the same classes"):
+        head(["a", "b"], seed=2).load_state_dict(state)                    # same names, other teacher
+
+
 def test_train_excluded_classes_leave_the_label_set(tmp_path):
     head, _ = _fcn_head(tmp_path, ["a", "b", "c"], train_excluded_classes=[2],
                         loss_decode=dict(type="CrossEntropyLoss", avg_non_ignore=True))

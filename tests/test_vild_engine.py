@@ -70,3 +70,24 @@ def test_empty_text_embeddings_key_is_explained(setup):
     cfg.MODEL.VILD.TEXT_EMBEDDINGS = ""
     with pytest.raises(ValueError, match="TEXT_EMBEDDINGS is empty"):
         OVTrainer.build_model(cfg)
+
+
+def test_ground_truth_regions_never_include_novel_objects(tmp_path, monkeypatch):
+    import json
+
+    from detectors.prepare import _regions_json
+
+    monkeypatch.setenv("OVDISTILL_CACHE", str(tmp_path / "cache"))
+    json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=6, seed=2)  # novel annotated
+    assert any(a["category_id"] == 3 for a in json.loads(json_path.read_text())["annotations"])
+    name = f"vild_engine_gt_{len(DatasetCatalog.list())}"
+    register_ov_dataset(name, json_path, image_root, base_only=True)
+    text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES])
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp_path, distill=True)
+    cfg.MODEL.VILD.DISTILL.SOURCE = "gt"
+    regions = json.loads(open(_regions_json(cfg)).read())
+    assert regions["annotations"] and all(a["category_id"] in (1, 2) for a in regions["annotations"])
+    cfg.MODEL.VILD.DISTILL.SOURCE = "proposals"  # proposals are class-agnostic: the json is used as is
+    assert _regions_json(cfg) == str(json_path)
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
