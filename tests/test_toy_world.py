@@ -22,8 +22,10 @@ from distill.toy.world import ToyWorldConfig, _crop_square, iter_captions
 from distill.toy.zeroshot import dense_features
 
 TINY = dict(n_train=4, n_val=6, n_captions=24, image_size=64, caption_image_size=32)
-TINY_TEACHER = dict(embed_dim=16, image_size=32, vit_width=32, vit_layers=2, vit_head_width=16, patch_size=8,
-                    text_width=32, text_layers=1, text_heads=2, epochs=1, batch_size=8, max_captions=8)
+TINY_TEXT = dict(embed_dim=16, image_size=32, text_width=32, text_layers=1, text_heads=2, epochs=1, batch_size=8,
+                 max_captions=8)
+TINY_RESNET = dict(TINY_TEXT, resnet_width=8)
+TINY_VIT = dict(TINY_TEXT, vit_width=32, vit_layers=2, vit_head_width=16, patch_size=8)
 NOVEL_IDS = {c.id for c in CATEGORIES if c.split == "novel"}
 
 
@@ -212,7 +214,7 @@ def test_world_cache_reuses_and_repairs(tmp_path: Path) -> None:
 
 
 def test_tiny_teacher_loads_like_real_clip_weights(tiny_world: ToyWorld, tmp_path: Path) -> None:
-    files = ensure_toy_teacher(tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_TEACHER)
+    files = ensure_toy_teacher(tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_RESNET)
     assert files.model_config.stem == files.model_name and files.checkpoint.is_file()
     config = json.loads(files.model_config.read_text())
     assert set(config) == {"embed_dim", "vision_cfg", "text_cfg"} and config["text_cfg"]["vocab_size"] == 49408
@@ -223,7 +225,7 @@ def test_tiny_teacher_loads_like_real_clip_weights(tiny_world: ToyWorld, tmp_pat
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key])
     tokens = open_clip.get_tokenizer(files.model_name)(["a photo of a star."])
-    assert tokens.shape == (1, 32)
+    assert tokens.shape == (1, 16)
     with torch.no_grad():
         assert model.encode_text(tokens).shape == (1, 16)
         assert model.encode_image(torch.zeros(2, 3, 32, 32)).shape == (2, 16)
@@ -231,14 +233,30 @@ def test_tiny_teacher_loads_like_real_clip_weights(tiny_world: ToyWorld, tmp_pat
 
     checkpoint_bytes = files.checkpoint.read_bytes()
     files.checkpoint.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 2])  # truncated checkpoint
-    rebuilt = ensure_toy_teacher(tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_TEACHER)
+    rebuilt = ensure_toy_teacher(tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_RESNET)
     assert verify_complete(rebuilt.root) is None
     torch.load(rebuilt.checkpoint, map_location="cpu", weights_only=True)
 
 
+def test_vit_teacher_trains_against_the_locked_resnet_text_tower(tiny_world: ToyWorld, tmp_path: Path) -> None:
+    vit = ensure_toy_teacher(tiny_world, arch="vit", root=tmp_path / "v", evaluate=False, progress=False, **TINY_VIT)
+    source = tmp_path / "v-text"
+    assert verify_complete(source) is None and verify_complete(vit.root) is None
+    text_source = torch.load(source / "checkpoint.pt", map_location="cpu", weights_only=True)
+    weights = torch.load(vit.checkpoint, map_location="cpu", weights_only=True)
+    text_keys = [k for k in weights if not k.startswith("visual.") and k != "logit_scale"]
+    assert "token_embedding.weight" in text_keys
+    for key in text_keys:
+        torch.testing.assert_close(weights[key], text_source[key], rtol=0, atol=0)
+    assert weights["visual.conv1.weight"].shape[-1] == 8  # a ViT image tower (patch 8)
+    with pytest.raises(ValueError, match="needs a text_checkpoint"):
+        from distill.toy import train_toy_teacher
+        train_toy_teacher(tiny_world, tmp_path / "x", config=ToyTeacherConfig(arch="vit", **TINY_VIT))
+
+
 def test_maskclip_dense_path_equals_self_attention_only_block(tmp_path: Path) -> None:
     """The value path of the last block == running it with attention restricted to each token itself."""
-    config = ToyTeacherConfig(**TINY_TEACHER)
+    config = ToyTeacherConfig(arch="vit", **TINY_VIT)
     path = tmp_path / f"{config.model_name}.json"
     path.write_text(json.dumps(config.model_config()))
     name = register_model_config(path)
@@ -286,14 +304,20 @@ def test_default_teacher_metrics_are_reproducible(default_teacher) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 4 open: the default toy teacher does not reach the 80% crop top-1 target yet "
-    "(measured ~5% base / ~18% novel, chance 8%)",
-    strict=False,
-)
 def test_default_teacher_zero_shot_floor(default_teacher) -> None:
-    """The default teacher classifies crops of base AND novel objects (issue 4's target)."""
+    """The default (resnet) teacher classifies crops of base AND novel objects (measured ~87% / ~90%)."""
     _, files = default_teacher
     metrics = files.info["metrics"]
-    assert metrics["crop"]["base_top1"] >= 0.8, metrics["crop"]
-    assert metrics["crop"]["novel_top1"] >= 0.8, metrics["crop"]
+    for key in ("crop", "crop_vild"):
+        assert metrics[key]["base_top1"] >= 0.8, metrics[key]
+        assert metrics[key]["novel_top1"] >= 0.8, metrics[key]
+
+
+@pytest.mark.slow
+def test_vit_teacher_zero_shot_floor(default_teacher) -> None:
+    """The ViT teacher (locked resnet text tower) is weaker but far above chance (8%): measured ~65-70%."""
+    world, _ = default_teacher
+    metrics = ensure_toy_teacher(world, arch="vit").info["metrics"]
+    for key in ("crop", "crop_vild"):
+        assert metrics[key]["base_top1"] >= 0.55, metrics[key]
+        assert metrics[key]["novel_top1"] >= 0.55, metrics[key]

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the ovdistill cache)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
-    parser.add_argument("--arch", choices=("vit", "resnet"), default="vit", help="teacher image tower")
+    parser.add_argument("--arch", choices=("resnet", "vit"), default="resnet",
+                        help="teacher image tower (vit also builds the resnet whose text tower it reuses)")
     parser.add_argument("--epochs", type=int, default=None, help="override the teacher's training epochs")
     parser.add_argument("--json", action="store_true", help="also print the full metrics as JSON (last line)")
     args = parser.parse_args(argv)

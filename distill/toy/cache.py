@@ -133,27 +133,38 @@ class ToyTeacherFiles:
         return model, tokenizer
 
 
-def ensure_toy_teacher(world: ToyWorld, *, arch: str = "vit", root: str | Path | None = None, force: bool = False,
+def ensure_toy_teacher(world: ToyWorld, *, arch: str = "resnet", root: str | Path | None = None, force: bool = False,
                        evaluate: bool = True, progress: bool = True, **overrides: Any) -> ToyTeacherFiles:
     """The tiny CLIP teacher trained on ``world``'s captions, trained once and cached.
 
-    ``overrides`` change :class:`ToyTeacherConfig` fields. With ``evaluate`` the zero-shot table (see
-    :func:`distill.toy.zeroshot.evaluate_toy_teacher`) is computed at build time and stored in
+    ``arch``: "resnet" (best crop accuracy) or "vit" (patch tokens for MaskCLIP / CLIP-ES; its image tower is
+    trained against the locked text tower of the matching resnet teacher, which is ensured first and cached
+    next to it). ``overrides`` change :class:`ToyTeacherConfig` fields. With ``evaluate`` the zero-shot table
+    (:func:`distill.toy.zeroshot.evaluate_toy_teacher`) is computed at build time and stored in
     ``teacher.json``. Interrupted training resumes from its last finished epoch.
     """
     config = ToyTeacherConfig.from_overrides(arch=arch, **overrides)
     name = f"teacher-v{TEACHER_VERSION}-{arch}-{world.fingerprint[:10]}-{config.key}"
     final = Path(root) if root is not None else cache_dir("toy", name)
+    source: ToyTeacherFiles | None = None
+    if config.lock_text:
+        text = config.text_source()
+        source_root = None if root is None else final.with_name(final.name + "-text")
+        source = ensure_toy_teacher(world, root=source_root, force=force, evaluate=evaluate, progress=progress,
+                                    **{k: v for k, v in asdict(text).items() if k not in ("arch", "lock_text", "lr")})
 
     def accept(path: Path) -> bool:
         info = json.loads((path / "teacher.json").read_text(encoding="utf-8"))
         return (info.get("world") == world.fingerprint and sha256_json(info.get("config")) == sha256_json(asdict(config))
+                and info.get("text_source") == (None if source is None else sha256_file(source.checkpoint))
                 and (not evaluate or "metrics" in info))
 
     def build(tmp: Path) -> dict[str, Any]:
-        log = train_toy_teacher(world, tmp, config=config, progress=progress)
+        log = train_toy_teacher(world, tmp, config=config, progress=progress,
+                                text_checkpoint=None if source is None else source.checkpoint)
         info: dict[str, Any] = {"model_name": config.model_name, "version": TEACHER_VERSION,
-                                "world": world.fingerprint, "config": asdict(config), "train": log}
+                                "world": world.fingerprint, "config": asdict(config), "train": log,
+                                "text_source": None if source is None else sha256_file(source.checkpoint)}
         if evaluate:
             from .zeroshot import evaluate_toy_teacher  # local: evaluation is optional at build time
             model, tokenizer, _ = load_toy_clip(tmp / f"{config.model_name}.json", tmp / "checkpoint.pt")

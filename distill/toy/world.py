@@ -30,7 +30,7 @@ from ..utils import sha256_file, sha256_json
 from .scene import SceneObject, render_background, sample_scene
 from .shapes import CATEGORIES, COLORS
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ("train", "val")
 _STREAMS = {"train": 0, "val": 1, "captions": 2}
 
