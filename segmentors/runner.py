@@ -5,7 +5,7 @@
    ``toy_world=True`` (or a dict of options), for the toy-world tokens: ``<toy_world>`` (world root),
    ``<toy_teacher_model>``, ``<toy_teacher_config>``, ``<toy_teacher_checkpoint>``. The world and its
    teacher come from ``distill.toy.ensure_toy_world()`` / ``ensure_toy_teacher()`` (built once, cached).
-   ``toy_world`` options: ``dict(seed=0, arch='vit', root=None, sizes=dict(...), teacher=dict(...),
+   ``toy_world`` options: ``dict(seed=0, arch='resnet', root=None, sizes=dict(...), teacher=dict(...),
    teacher_root=None)`` (``sizes``: ``ToyWorldConfig`` fields; ``teacher``: ``ToyTeacherConfig`` fields).
 3. Text-embedding files: every model sub-config with ``text_embeddings='path.pt'`` and ``class_names``
    gets its file computed with the config's ``teacher`` (prompt templates ``text_templates``) when it is
@@ -89,7 +89,7 @@ def toy_placeholders(options: Any) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown toy_world option(s) {unknown}; known: {sorted(known)}")
     world = ensure_toy_world(seed=int(opts.get("seed", 0)), root=opts.get("root"), **dict(opts.get("sizes") or {}))
-    files = ensure_toy_teacher(world, arch=opts.get("arch", "vit"), root=opts.get("teacher_root"),
+    files = ensure_toy_teacher(world, arch=opts.get("arch", "resnet"), root=opts.get("teacher_root"),
                                **dict(opts.get("teacher") or {}))
     return {"<toy_world>": str(world.root), "<toy_teacher_model>": str(files.model_name),
             "<toy_teacher_config>": str(files.model_config), "<toy_teacher_checkpoint>": str(files.checkpoint)}

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.teachers import Teacher, build_teacher
-from distill.teachers.maskclip import dense_stride
 
 __all__ = ["build_teacher_from_cfg", "TeacherHandle", "dense_pixel_logits"]
 
@@ -65,8 +64,7 @@ def dense_pixel_logits(teacher: Teacher, images: Tensor, classifier: Tensor, *, 
         ``[B, N, H, W]`` float32 on ``images.device``.
     """
     height, width = images.shape[-2:]
-    model = getattr(teacher, "model", None)
-    stride = dense_stride(model.visual) if model is not None else 1
+    stride = getattr(teacher, "dense_stride", 1)
     new_h, new_w = max(stride, round(height / stride) * stride), max(stride, round(width / stride) * stride)
     pixels = images
     if (new_h, new_w) != (height, width):

@@ -319,6 +319,26 @@ def test_resnet_dense_is_v_and_c_proj_per_location(rn):
     assert got.shape == (1, 32, 2, 3)
 
 
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_resnet_dense_output_stride_is_the_strided_network_evaluated_densely(files, rn, output_stride):
+    """Strides turned into dilations: sampling the dense map every 32/os cells gives the plain network's map
+    (exactly, away from the bottom/right border where the dilated pooling pads by replication)."""
+    config, ckpt = files["rn"]
+    dense = ClipTeacher("ovd-test-rn", pretrained=str(ckpt), model_config=config, dense_output_stride=output_stride)
+    assert dense.dense_stride == output_stride and rn.dense_stride == 32
+    image = _image(128, 160, 4)[None]
+    plain, fine = rn.dense_embeddings(image), dense.dense_embeddings(image)
+    assert plain.shape == (1, 32, 4, 5) and fine.shape == (1, 32, 128 // output_stride, 160 // output_stride)
+    step = 32 // output_stride
+    torch.testing.assert_close(fine[..., ::step, ::step][..., :-1, :-1], plain[..., :-1, :-1], rtol=0, atol=1e-5)
+    # the in-between cells are new evaluations (random init varies little over space: ~3e-3)
+    assert (fine[..., 1::step, ::step][..., :-1, :-1] - plain[..., :-1, :-1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
+        ClipTeacher("ovd-test-rn", pretrained=str(ckpt), model_config=config, dense_output_stride=4).dense_embeddings(image)
+    with pytest.raises(ValueError, match="applies to ResNet"):
+        ClipTeacher("ovd-test-vit", pretrained=str(files["vit"][1]), model_config=files["vit"][0], dense_output_stride=16)
+
+
 def test_pixel_logits_cosine_and_refinements(vit, rn):
     classifier = vit.text_classifier(["cat", "dog", "sky"], templates="simple", cache=False)
     images = _image(64, 64, 10)[None]

@@ -38,6 +38,8 @@ class ClipTeacher(Teacher):
         device: where the model runs and outputs are returned.
         precision: "fp32", or "fp16"/"bf16" for autocast inference (weights stay fp32).
         allow_random_init: allow ``pretrained=None`` (random weights; tests/benchmarks only).
+        dense_output_stride: ResNet only: 32 (default, the plain network as in MaskCLIP's R50 configs), 16
+            (MaskCLIP's ``r50dc5``) or 8; res5 (and res4) strides become dilations, same weights.
 
     Attributes:
         embed_dim, input_size ``(h, w)``, image_size (``int`` if square, else ``input_size``), mean, std
@@ -46,7 +48,7 @@ class ClipTeacher(Teacher):
 
     def __init__(self, model_name: str, *, pretrained: str | os.PathLike | None = None,
                  model_config: str | os.PathLike | Mapping | None = None, device: str | torch.device = "cpu",
-                 precision: str = "fp32", allow_random_init: bool = False):
+                 precision: str = "fp32", allow_random_init: bool = False, dense_output_stride: int | None = None):
         super().__init__()
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
@@ -66,6 +68,10 @@ class ClipTeacher(Teacher):
         self.register_buffer("_std", torch.tensor(self.std, device=device).view(3, 1, 1) * 255, persistent=False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.context_length = int(getattr(self.model, "context_length", 0) or self.tokenizer.context_length)
+        if dense_output_stride is not None and dense_kind(self.model.visual) != "resnet":
+            raise ValueError(f"dense_output_stride applies to ResNet teachers; {model_name} is a ViT "
+                             f"(its dense stride is the patch size)")
+        self.dense_output_stride = dense_output_stride
         self.fingerprint = sha256_json({"config": loaded.config, "weights": loaded.weights,
                                         "preprocess": {"size": list(self.input_size), "mean": self.mean,
                                                        "std": self.std}})
@@ -220,7 +226,7 @@ class ClipTeacher(Teacher):
                                  output_size: int, progress: bool) -> list[Tensor]:
         from distill.ops import roi_embed
 
-        stride = dense_stride(self.model.visual)
+        stride = self.dense_stride
         out = []
         for image, bx in tqdm(list(zip(images, boxes)), disable=not progress, desc="dense regions", unit="img"):
             if bx.shape[0] == 0:
@@ -242,13 +248,19 @@ class ClipTeacher(Teacher):
         return out
 
     # ------------------------------------------------------------------ dense (MaskCLIP)
+    @property
+    def dense_stride(self) -> int:
+        """Input pixels per dense-feature cell: the patch size (ViT) or the ResNet's output stride (32 unless
+        ``dense_output_stride`` was given)."""
+        return self.dense_output_stride or dense_stride(self.model.visual)
+
     def _dense(self, x: Tensor, *, return_keys: bool = False, record_attention: int = 0) -> DenseOutput:
         visual = self.model.visual
         with self._autocast():
             if dense_kind(visual) == "resnet":
                 if record_attention:
                     raise ValueError("record_attention needs a ViT teacher")
-                return resnet_dense_forward(visual, x, return_keys=return_keys)
+                return resnet_dense_forward(visual, x, return_keys=return_keys, output_stride=self.dense_stride)
             return vit_dense_forward(visual, x, return_keys=return_keys, record_attention=record_attention)
 
     @torch.no_grad()

@@ -152,9 +152,55 @@ def vit_dense_forward(visual: VisionTransformer, x: Tensor, *, return_keys: bool
     return DenseOutput(features=features, keys=key_map, attentions=attentions)
 
 
-def resnet_dense_forward(visual: ModifiedResNet, x: Tensor, *, return_keys: bool = False) -> DenseOutput:
-    """MaskCLIP dense pass of an open_clip ModifiedResNet: ``c_proj(v_proj(res5))`` per location."""
-    feats = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(x)))))   # [B, C, h, w]
+def _dilated_average(x: Tensor, size: int, dilation: int) -> Tensor:
+    """``AvgPool2d(size)`` evaluated at every location (stride 1, taps ``dilation`` apart), same-size output."""
+    pad = (size - 1) * dilation
+    weight = x.new_full((x.shape[1], 1, size, size), 1.0 / size ** 2)
+    return F.conv2d(F.pad(x, (0, pad, 0, pad), mode="replicate"), weight, dilation=dilation, groups=x.shape[1])
+
+
+def _bottleneck_dense(block: nn.Module, x: Tensor, *, dilation: int, keep_resolution: bool) -> tuple[Tensor, int]:
+    """One open_clip ``Bottleneck`` whose 3x3 conv runs at ``dilation``; with ``keep_resolution`` its
+    stride turns into dilation of everything after it (the a-trous / shift-and-stitch identity: the
+    result sampled every ``stride`` pixels equals the strided block). Returns (output, next dilation)."""
+    stride = block.stride
+    dense = keep_resolution and stride > 1
+
+    def pool(t: Tensor) -> Tensor:
+        if stride == 1:
+            return t
+        return _dilated_average(t, stride, dilation) if dense else F.avg_pool2d(t, stride)
+
+    out = block.act1(block.bn1(block.conv1(x)))
+    out = block.act2(block.bn2(F.conv2d(out, block.conv2.weight, block.conv2.bias, padding=dilation,
+                                        dilation=dilation)))
+    out = block.bn3(block.conv3(pool(out)))
+    if block.downsample is not None:
+        identity = pool(x)
+        for name, layer in block.downsample.named_children():
+            if name != "-1":                                     # "-1" is the strided AvgPool2d, done above
+                identity = layer(identity)
+    else:
+        identity = x
+    return block.act3(out + identity), dilation * stride if dense else dilation
+
+
+def resnet_dense_forward(visual: ModifiedResNet, x: Tensor, *, return_keys: bool = False,
+                         output_stride: int = 32) -> DenseOutput:
+    """MaskCLIP dense pass of an open_clip ModifiedResNet: ``c_proj(v_proj(res5))`` per location.
+
+    ``output_stride`` 32 is the plain network (MaskCLIP's R50 configs); 16 and 8 keep res5 (and res4) at
+    higher resolution by turning their strides into dilations (MaskCLIP's ``r50dc5`` configs use 16), the
+    same weights evaluated densely. ``x``: ``[B, 3, H, W]`` -> features ``[B, D, H / os, W / os]``.
+    """
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"resnet output_stride must be 8, 16 or 32, got {output_stride}")
+    feats, dilation = visual.stem(x), 1
+    dense_layers = {32: (), 16: (4,), 8: (3, 4)}[output_stride]
+    for index, layer in enumerate((visual.layer1, visual.layer2, visual.layer3, visual.layer4), start=1):
+        for block in layer:
+            feats, dilation = _bottleneck_dense(block, feats, dilation=dilation,
+                                                keep_resolution=index in dense_layers)
     pool = visual.attnpool
     per_loc = feats.permute(0, 2, 3, 1)                                                  # [B, h, w, C]
     features = pool.c_proj(pool.v_proj(per_loc)).permute(0, 3, 1, 2)

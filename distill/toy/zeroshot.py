@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..teachers.maskclip import dense_kind, resnet_dense_forward, vit_dense_forward
 from .teacher import normalize_images
 from .world import ToyWorld, _crop_square
 
 BACKGROUND_PROMPT = "a photo of an empty background."
+RESNET_DENSE_STRIDE = 16   # toy images are 128 px: the plain stride-32 grid (4x4) is too coarse to segment
 
 
 @torch.no_grad()
@@ -92,68 +94,38 @@ def crop_zero_shot(model: torch.nn.Module, tokenizer: Callable, world: ToyWorld,
             "n_base": int((~is_novel).sum()), "n_novel": int(is_novel.sum())}
 
 
-def _vit_dense(visual: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """MaskCLIP ViT path: value-only last block, ln_post, proj on every patch. Returns [B, D, h, w]."""
-    b, _, height, width = pixels.shape
-    ph, pw = visual.patch_size
-    gh, gw = height // ph, width // pw
-    x = visual.conv1(pixels).flatten(2).transpose(1, 2)
-    pos = visual.positional_embedding
-    cls_pos, grid_pos = pos[:1], pos[1:]
-    g0 = visual.grid_size
-    if (gh, gw) != tuple(g0):
-        grid_pos = grid_pos.reshape(1, g0[0], g0[1], -1).permute(0, 3, 1, 2)
-        grid_pos = F.interpolate(grid_pos, size=(gh, gw), mode="bicubic", align_corners=False)
-        grid_pos = grid_pos.permute(0, 2, 3, 1).reshape(gh * gw, -1)
-    cls = visual.class_embedding.view(1, 1, -1).expand(b, 1, -1)
-    x = torch.cat([cls, x], dim=1) + torch.cat([cls_pos, grid_pos], dim=0)
-    x = visual.ln_pre(x)
-    blocks = visual.transformer.resblocks
-    for block in blocks[:-1]:
-        x = block(x)
-    last = blocks[-1]
-    width_ = x.shape[-1]
-    attn = last.attn
-    value = F.linear(last.ln_1(x), attn.in_proj_weight[2 * width_:], attn.in_proj_bias[2 * width_:])
-    x = x + last.ls_1(attn.out_proj(value))
-    x = x + last.ls_2(last.mlp(last.ln_2(x)))
-    x = visual.ln_post(x) @ visual.proj
-    return x[:, 1:].reshape(b, gh, gw, -1).permute(0, 3, 1, 2)
-
-
-def _resnet_dense(visual: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """MaskCLIP ResNet path: res5 features -> v_proj -> c_proj as 1x1 convs. Returns [B, D, h, w]."""
-    x = visual.stem(pixels) if hasattr(visual, "stem") else pixels
-    for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
-        x = layer(x)
-    pool = visual.attnpool
-    x = F.conv2d(x, pool.v_proj.weight[:, :, None, None], pool.v_proj.bias)
-    return F.conv2d(x, pool.c_proj.weight[:, :, None, None], pool.c_proj.bias)
-
-
 @torch.no_grad()
-def dense_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Un-normalized MaskCLIP dense embeddings [B, D, h, w] of uint8 images [B, 3, H, W] (any size)."""
+def dense_features(model: torch.nn.Module, images: torch.Tensor, *, output_stride: int | None = None) -> torch.Tensor:
+    """Un-normalized MaskCLIP dense embeddings [B, D, h, w] of uint8 images [B, 3, H, W] (any size).
+
+    The same dense passes as ``ClipTeacher`` (``distill.teachers.maskclip``); ``output_stride`` (ResNet only:
+    32, 16 or 8) as ``ClipTeacher(dense_output_stride=...)``.
+    """
     pixels = normalize_images(images, model)
-    visual = model.visual
-    if hasattr(visual, "attnpool"):
-        return _resnet_dense(visual, pixels)
-    if hasattr(visual, "conv1") and hasattr(visual, "transformer"):
-        return _vit_dense(visual, pixels)
-    raise ValueError(f"dense features: unsupported visual tower {type(visual).__name__}")
+    if dense_kind(model.visual) == "resnet":
+        return resnet_dense_forward(model.visual, pixels, output_stride=output_stride or 32).features
+    if output_stride is not None:
+        raise ValueError("output_stride applies to ResNet teachers only")
+    return vit_dense_forward(model.visual, pixels).features
 
 
 @torch.no_grad()
 def dense_zero_shot(model: torch.nn.Module, tokenizer: Callable, world: ToyWorld, *, split: str = "val",
-                    input_size: int | None = None, batch_size: int = 32) -> dict[str, Any]:
+                    input_size: int | None = None, output_stride: int | None = None, batch_size: int = 32
+                    ) -> dict[str, Any]:
     """Zero-shot semantic segmentation mIoU on ``seg/<split>`` (fractions in [0, 1]).
 
     Per-patch cosine against [background prompt] + the 12 class prompts, bilinear upsampling, argmax.
     ``input_size``: resize images to this before the model (default: native resolution, positional
-    embeddings interpolated). ``miou`` covers background + 12 classes; ``seen_miou``/``unseen_miou``
+    embeddings interpolated). ``output_stride``: ResNet dense stride (default ``RESNET_DENSE_STRIDE``; ignored
+    for a ViT, whose stride is its patch size). ``miou`` covers background + 12 classes; ``seen_miou``/``unseen_miou``
     cover base/novel classes.
     """
     model.eval()
+    if dense_kind(model.visual) == "resnet":
+        output_stride = output_stride or RESNET_DENSE_STRIDE
+    else:
+        output_stride = None
     names = world.class_names
     classifier = torch.cat([text_classifier(model, tokenizer, [BACKGROUND_PROMPT], template="{}"),
                             text_classifier(model, tokenizer, names)])
@@ -168,7 +140,7 @@ def dense_zero_shot(model: torch.nn.Module, tokenizer: Callable, world: ToyWorld
         gts = torch.from_numpy(np.stack([np.asarray(Image.open(world.seg_dir(split) / f)) for f in chunk])).long()
         inputs = images if input_size is None else F.interpolate(images.float(), size=(input_size, input_size),
                                                                  mode="bilinear", align_corners=False)
-        feats = F.normalize(dense_features(model, inputs), dim=1)
+        feats = F.normalize(dense_features(model, inputs, output_stride=output_stride), dim=1)
         logits = torch.einsum("bdhw,kd->bkhw", feats, classifier)
         logits = F.interpolate(logits, size=gts.shape[-2:], mode="bilinear", align_corners=False)
         pred = logits.argmax(1)
@@ -210,6 +182,6 @@ def format_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["BACKGROUND_PROMPT", "text_classifier", "val_crops", "crop_zero_shot", "dense_features",
+__all__ = ["BACKGROUND_PROMPT", "RESNET_DENSE_STRIDE", "text_classifier", "val_crops", "crop_zero_shot", "dense_features",
            "dense_zero_shot", "evaluate_toy_teacher", "format_table"]
 
