@@ -15,7 +15,8 @@ from detectron2.config import CfgNode, get_cfg
 from .config import add_ovdistill_config
 from .modeling.text_embeddings import save_text_embeddings
 
-__all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config"]
+__all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config",
+           "write_random_text_encoder", "tiny_baron_config", "StubTeacher"]
 
 TINY_CLASSES = (("red box", "base", (220, 40, 40)), ("green box", "base", (40, 200, 40)),
                 ("blue box", "novel", (40, 40, 220)))
@@ -95,5 +96,61 @@ def tiny_vild_config(*, train: str, test: str, text_embeddings: str | os.PathLik
         "SOLVER.IMS_PER_BATCH", 2, "SOLVER.BASE_LR", 0.01, "SOLVER.MAX_ITER", 4, "SOLVER.STEPS", (),
         "SOLVER.WARMUP_ITERS", 0, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.DETECTIONS_PER_IMAGE", 20,
         "TEST.EVAL_PERIOD", 0, "SEED", 0, "OUTPUT_DIR", str(output_dir),
+    ])
+    return cfg
+
+
+def write_random_text_encoder(path: str | os.PathLike, *, dim: int = 16, width: int = 16, context_length: int = 16,
+                              seed: int = 0, fingerprint: str = "random-test-teacher") -> Path:
+    """A random-init pseudo-word text encoder file (``distill.text_encoder``) for model tests."""
+    from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, save_text_encoder
+
+    torch.manual_seed(seed)
+    encoder = PseudoTextEncoder(TextEncoderConfig(width=width, layers=1, heads=2, context_length=context_length,
+                                                  embed_dim=dim))
+    with torch.no_grad():
+        for param in encoder.parameters():
+            param.normal_(0.0, 0.2)
+    return save_text_encoder(path, encoder, teacher_fingerprint=fingerprint)
+
+
+class StubTeacher:
+    """A fixed random "teacher" for model tests: crop embeddings from mean colours, dense tokens from a
+    random 1x1 projection of 8x8-pooled pixels (``OnlineTeacher`` interface)."""
+
+    def __init__(self, *, dim: int = 16, fingerprint: str = "random-test-teacher", seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.weight = torch.randn(dim, 3, generator=generator)
+        self.embed_dim, self.fingerprint = dim, fingerprint
+        self.calls: list[str] = []
+
+    def region_embeddings(self, images, boxes, *, mode: str = "crop", scales=(1.0,)) -> list[torch.Tensor]:
+        self.calls.append(mode)
+        out = []
+        for image, bx in zip(images, boxes):
+            rows = []
+            for x1, y1, x2, y2 in bx.tolist():
+                if not (x2 > x1 and y2 > y1):
+                    raise ValueError(f"degenerate box {[x1, y1, x2, y2]}")
+                crop = image[:, int(y1):max(int(y2), int(y1) + 1), int(x1):max(int(x2), int(x1) + 1)].float()
+                rows.append(self.weight @ (crop.mean(dim=(1, 2)) / 255.0 - 0.5))
+            out.append(torch.nn.functional.normalize(torch.stack(rows), dim=-1) if rows else torch.zeros(0, self.embed_dim))
+        return out
+
+    def dense_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls.append("dense")
+        pixels = torch.nn.functional.avg_pool2d(images.float() / 255.0 - 0.5, 8)
+        return torch.einsum("dc,bchw->bdhw", self.weight, pixels)
+
+
+def tiny_baron_config(*, train: str, test: str, text_embeddings: str | os.PathLike, text_encoder: str | os.PathLike,
+                      output_dir: str | os.PathLike, ensemble: bool = False) -> CfgNode:
+    """:func:`tiny_vild_config` switched to BARON (1 pseudo word per region, small queues)."""
+    cfg = tiny_vild_config(train=train, test=test, text_embeddings=text_embeddings, output_dir=output_dir,
+                           ensemble=ensemble)
+    cfg.merge_from_list([
+        "MODEL.META_ARCHITECTURE", "BaronRCNN", "MODEL.ROI_HEADS.NAME", "BaronROIHeads",
+        "MODEL.BARON.TEXT_ENCODER", str(text_encoder), "MODEL.BARON.NUM_WORDS", 1, "MODEL.BARON.QUEUE_SIZE", 32,
+        "MODEL.BARON.POS_EMBED_FEATS", 8, "MODEL.BARON.SAMPLING.TOPK", 20, "MODEL.VILD.TEMPERATURE", 0.02,
     ])
     return cfg
