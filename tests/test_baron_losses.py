@@ -67,6 +67,10 @@ def test_queued_loss_masks_then_enqueues():
     assert same_image.item() == pytest.approx(0.0, abs=1e-7)
     other_image = loss(a, a, image_ids=torch.tensor([4]))   # the two queued copies are negatives now
     assert other_image.item() == pytest.approx(0.5 * math.log(3.0), rel=1e-5)  # logits [S, S, S] both ways
+    student = torch.tensor([[0.6, 0.8]], requires_grad=True)
+    total = loss(student, a, image_ids=torch.tensor([5])) + loss(student, a, image_ids=torch.tensor([6]))
+    total.backward()                                          # enqueueing did not break the first graph
+    assert student.grad.abs().sum() > 0
     loss.eval()
     loss(a, a, image_ids=torch.tensor([9]))
-    assert int(loss.student_queue.count) == 3                # no enqueue at evaluation
+    assert int(loss.student_queue.count) == 5                # no enqueue at evaluation

@@ -113,7 +113,7 @@ class EmbeddingQueue(nn.Module):
     integer id (e.g. its image id, for masking same-image negatives; -1 when not given).
 
     Stored as buffers (saved in checkpoints, moved with ``.to()``). Enqueued values are detached.
-    ``get()`` returns the filled part, [min(seen, size), dim], oldest first; ``get_ids()`` its ids.
+    ``get()`` returns a copy of the filled part, [min(seen, size), dim], oldest first; ``get_ids()`` its ids.
     """
 
     def __init__(self, dim: int, *, size: int = 1024) -> None:
@@ -148,9 +148,10 @@ class EmbeddingQueue(nn.Module):
         self.count += k
 
     def _order(self, buffer: Tensor) -> Tensor:
+        """A copy (later enqueues must not change tensors an autograd graph saved)."""
         n = int(self.count)
         if n < self.size:
-            return buffer[:n]
+            return buffer[:n].clone()
         start = n % self.size
         return torch.cat([buffer[start:], buffer[:start]])
 
