@@ -1,4 +1,5 @@
-"""Tiny real inputs for tests and benchmarks: a few-image COCO-format dataset and a small ViLD config."""
+"""Tiny real inputs for tests and benchmarks: a few-image COCO-format dataset, small ViLD / BARON configs, a
+stub teacher, and helpers running toy configs end to end (resume / eval-only checks)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ from .config import add_ovdistill_config
 from .modeling.text_embeddings import save_text_embeddings
 
 __all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config",
-           "write_random_text_encoder", "tiny_baron_config", "StubTeacher"]
+           "write_random_text_encoder", "tiny_baron_config", "StubTeacher", "TINY_TOY_OPTS", "toy_run_args",
+           "read_metrics", "final_weights", "check_resume_and_eval_only"]
 
 TINY_CLASSES = (("red box", "base", (220, 40, 40)), ("green box", "base", (40, 200, 40)),
                 ("blue box", "novel", (40, 40, 220)))
@@ -154,3 +156,77 @@ def tiny_baron_config(*, train: str, test: str, text_embeddings: str | os.PathLi
         "MODEL.BARON.POS_EMBED_FEATS", 8, "MODEL.BARON.SAMPLING.TOPK", 20, "MODEL.VILD.TEMPERATURE", 0.02,
     ])
     return cfg
+
+
+TINY_TOY_OPTS = (
+    "DATASETS.TOY.OVERRIDES", "['n_train=8','n_val=4','n_captions=96','image_size=64']",
+    "MODEL.VILD.TEACHER.TOY_OVERRIDES",
+    "['epochs=1','max_captions=96','vit_width=32','vit_layers=1','text_width=32','text_layers=1','embed_dim=32',"
+    "'image_size=32','batch_size=32']",
+    "MODEL.BASIC_RESNET.DEPTH", "10", "MODEL.BASIC_RESNET.WIDTH", "8", "MODEL.FPN.OUT_CHANNELS", "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
+    "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "6", "SOLVER.STEPS", "(4,)",
+    "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "3",
+)
+"""``KEY VALUE`` overrides shrinking a toy config to a few-second run: an 8-image world of 64 px, a one-epoch
+teacher, a width-8 ResNet-10, 6 iterations with checkpoints every 3 (integration tests)."""
+
+
+def toy_run_args(config: str, output_dir: Path, *opts: str, flags: Sequence[str] = ()):
+    """``tools/train_net.py`` arguments for ``config`` with :data:`TINY_TOY_OPTS` + ``opts``; the toy world
+    lives next to ``output_dir`` (``<parent>/world``)."""
+    from .cli import argument_parser
+
+    return argument_parser().parse_args(["--config", config, *flags, *TINY_TOY_OPTS, "DATASETS.TOY.ROOT",
+                                         str(Path(output_dir).parent / "world"), "OUTPUT_DIR", str(output_dir),
+                                         *opts])
+
+
+def read_metrics(output_dir: Path) -> dict:
+    """``OUTPUT_DIR/ov_metrics.json``."""
+    return json.loads((Path(output_dir) / "ov_metrics.json").read_text())
+
+
+def final_weights(output_dir: Path) -> dict:
+    """The model state of ``OUTPUT_DIR/model_final.pth``."""
+    return torch.load(Path(output_dir) / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+
+
+def check_resume_and_eval_only(config: str, root: Path, *opts: str, interrupt_at: int = 2) -> dict:
+    """Train ``config`` uninterrupted (``root/full``) and interrupted after iteration ``interrupt_at`` then
+    resumed (``root/part``); assert identical final weights and metrics, and that ``--eval-only``
+    reproduces the metrics. Returns the metrics."""
+    from detectron2.engine import HookBase
+
+    from .cli import build_trainer, main, setup
+
+    class Interrupt(HookBase):
+        def after_step(self) -> None:
+            if self.trainer.iter == interrupt_at:
+                raise RuntimeError("simulated interruption")
+
+    full, part = Path(root) / "full", Path(root) / "part"
+    main(toy_run_args(config, full, *opts))
+    trainer = build_trainer(setup(toy_run_args(config, part, *opts)))
+    trainer.register_hooks([Interrupt()])
+    trainer.resume_or_load(resume=False)
+    try:
+        trainer.train()
+    except RuntimeError as err:
+        if "simulated interruption" not in str(err):
+            raise
+    else:
+        raise AssertionError("the interrupted run did not stop")
+    assert not (part / "model_final.pth").exists()
+    main(toy_run_args(config, part, *opts, flags=["--resume"]))
+    a, b = final_weights(full), final_weights(part)
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"resumed run differs in {differ[:5]}"
+    metrics = read_metrics(full)
+    assert read_metrics(part) == metrics
+    (part / "ov_metrics.json").unlink()
+    main(toy_run_args(config, part, *opts, flags=["--eval-only"]))
+    assert read_metrics(part) == metrics
+    return metrics
