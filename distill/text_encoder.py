@@ -118,8 +118,12 @@ class PseudoTextEncoder(nn.Module):
         if not torch.isfinite(words).all():
             raise ValueError("words contain NaN or inf values")
         b, length, _ = words.shape
-        if valid is None:
-            valid = torch.ones(b, length, dtype=torch.bool, device=words.device)
+        if valid is None:  # every word kept: a static layout (export-friendly, no data-dependent indexing)
+            if length > self.max_words:
+                raise ValueError(f"a sequence of {length} words does not fit the text encoder's context length "
+                                 f"{self.config.context_length} (at most {self.max_words} words)")
+            ends = [self.sot_embedding.to(words).expand(b, 1, -1), words, self.eot_embedding.to(words).expand(b, 1, -1)]
+            return torch.cat(ends, dim=1), torch.full((b,), length + 1, dtype=torch.long, device=words.device)
         if valid.shape != (b, length) or valid.dtype != torch.bool:
             raise ValueError(f"valid must be a bool tensor [{b}, {length}], got {valid.dtype} {tuple(valid.shape)}")
         counts = valid.sum(dim=1)
