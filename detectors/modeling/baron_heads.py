@@ -1,7 +1,7 @@
 """BARON's RoI heads: ViLD's heads with the pseudo-word classifier and the bag-of-regions distillation."""
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -12,6 +12,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 
+from distill.hooks import OnlineTeacher
 from distill.losses import QueuedInfoNCELoss
 from distill.ops import roi_embed
 
@@ -19,22 +20,7 @@ from .baron_predictor import BaronOutputLayers, BoxPositionEmbedding, load_baron
 from .baron_sampler import Bags, NeighborhoodSampler
 from .roi_heads import ViLDROIHeads
 
-__all__ = ["BaronROIHeads", "OnlineTeacher", "pack_sequences"]
-
-
-class OnlineTeacher(Protocol):
-    """What BARON asks of its teacher during training (``distill.teachers.ClipTeacher`` has it)."""
-
-    fingerprint: str
-    embed_dim: int
-
-    def region_embeddings(self, images: Sequence[Tensor], boxes: Sequence[Tensor], **kwargs: Any) -> list[Tensor]:
-        """Per image ``[K_i, D]`` normalized embeddings of crops of its ``[K_i, 4]`` boxes."""
-        ...
-
-    def dense_embeddings(self, images: Tensor) -> Tensor:
-        """``[B, D, h, w]`` dense (patch-token) embeddings of uint8 RGB ``[B, 3, H, W]`` images."""
-        ...
+__all__ = ["BaronROIHeads", "pack_sequences"]
 
 
 def pack_sequences(words: Tensor, keep: Tensor | None, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -123,6 +109,9 @@ class BaronROIHeads(ViLDROIHeads):
     # ------------------------------------------------------------------ teacher
     def set_teacher(self, teacher: OnlineTeacher) -> None:
         """Use ``teacher`` for the bag / single-region targets (its fingerprint must be the text embeddings')."""
+        if not isinstance(teacher, OnlineTeacher):
+            raise TypeError(f"BARON's teacher needs fingerprint, embed_dim, region_embeddings and dense_embeddings "
+                            f"(distill.hooks.OnlineTeacher), got {type(teacher).__name__}")
         if self.teacher_fingerprint and str(teacher.fingerprint) != self.teacher_fingerprint:
             raise ValueError(f"BARON teacher fingerprint {teacher.fingerprint!r} differs from the text embeddings' "
                              f"{self.teacher_fingerprint!r} (MODEL.VILD.TEACHER vs MODEL.VILD.TEXT_EMBEDDINGS)")
