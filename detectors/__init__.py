@@ -1,4 +1,4 @@
-"""Detectron2 plug-ins of ovdistill: ViLD (text / image / ensemble) students, open-vocabulary datasets
+"""Detectron2 plug-ins of ovdistill: ViLD (text / image / ensemble) and BARON students, open-vocabulary datasets
 and evaluators. Importing this package registers them in Detectron2's registries and catalogs.
 
     from detectors import add_ovdistill_config, OVTrainer
@@ -7,9 +7,9 @@ and evaluators. Importing this package registers them in Detectron2's registries
 Students never import a teacher (open_clip): text classifiers and region embeddings are files made by
 the tool side (``detectors.prepare`` / ``tools/train_net.py``).
 """
-from .config import add_ovdistill_config, add_vild_config
+from .config import add_baron_config, add_ovdistill_config, add_vild_config
 from . import data, modeling  # noqa: F401  (registration)
 from .engine import OVTrainer
 from .evaluation import OVDetectionEvaluator
 
-__all__ = ["add_ovdistill_config", "add_vild_config", "OVTrainer", "OVDetectionEvaluator", "data", "modeling"]
+__all__ = ["add_ovdistill_config", "add_vild_config", "add_baron_config", "OVTrainer", "OVDetectionEvaluator", "data", "modeling"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_vild_config", "add_ovdistill_config"]
+__all__ = ["add_vild_config", "add_baron_config", "add_ovdistill_config"]
 
 
 def add_vild_config(cfg: CN) -> CN:
@@ -74,8 +74,64 @@ def add_vild_config(cfg: CN) -> CN:
     return cfg
 
 
+def add_baron_config(cfg: CN) -> CN:
+    """Add BARON's keys (``MODEL.BARON.*``) to ``cfg`` in place and return it.
+
+    BARON reuses ``MODEL.VILD.TEXT_EMBEDDINGS`` / ``TEMPERATURE`` (training logit scale 1 / TEMPERATURE:
+    BARON COCO 50 -> 0.02, LVIS 100 -> 0.01), ``ENSEMBLE`` / ``ENSEMBLE_WEIGHT`` and ``TEACHER`` (the
+    teacher also runs online during training, on ``TEACHER.DEVICE``).
+
+    Keys:
+        MODEL.BARON.TEXT_ENCODER: ``.pt`` file of the teacher's frozen text tower reading word embeddings
+            (``distill.text_encoder``); empty: ``tools/train_net.py`` exports it from MODEL.VILD.TEACHER.
+        MODEL.BARON.NUM_WORDS: pseudo words per region (BARON: 6 for FPN, 4 for C4).
+        MODEL.BARON.WORD_DROPOUT: probability to drop each pseudo word in training (0.5); a region keeps
+            at least one word.
+        MODEL.BARON.POS_EMBED_FEATS: sine features per box coordinate of the in-bag positional embedding (128).
+        MODEL.BARON.BG_WEIGHT: weight of background RoIs in the classification CE (0.7 FPN, 1.0 C4).
+        MODEL.BARON.TEST_TEMPERATURE: temperature at inference; 0 = MODEL.VILD.TEMPERATURE (LVIS: 0.007).
+        MODEL.BARON.QUEUE_SIZE: embeddings kept per queue (student / teacher, bag / single region): 1024.
+        MODEL.BARON.BAG.WEIGHT / TEMPERATURE: bag InfoNCE weight (1.0) and logit scale (30 COCO, 20 LVIS).
+        MODEL.BARON.SINGLE.WEIGHT / TEMPERATURE: single-region InfoNCE weight (0.1) and scale (50 / 30);
+            WEIGHT 0 disables it.
+        MODEL.BARON.SINGLE.POOLER_RESOLUTION: bins of the RoI-align pooling of the teacher's dense tokens.
+        MODEL.BARON.SAMPLING.*: neighbourhood sampling (``detectors.modeling.baron_sampler``): TOPK
+            proposals (300 COCO, 500 LVIS), USE_GT, OBJECTNESS_THRESH (0.85), ASPECT_THRESH (0.25: w/h in
+            (0.25, 4)), NMS_THRESH (0.1), ALPHA (3), BASE_PROBABILITY (0.3), CUTOFF_THRESH (0.3),
+            INTERVAL (-0.1), MAX_GROUPS per box (3 COCO, 6 LVIS), MAX_PERMUTATIONS per group (2).
+    """
+    cfg.MODEL.BARON = CN()
+    cfg.MODEL.BARON.TEXT_ENCODER = ""
+    cfg.MODEL.BARON.NUM_WORDS = 6
+    cfg.MODEL.BARON.WORD_DROPOUT = 0.5
+    cfg.MODEL.BARON.POS_EMBED_FEATS = 128
+    cfg.MODEL.BARON.BG_WEIGHT = 0.7
+    cfg.MODEL.BARON.TEST_TEMPERATURE = 0.0
+    cfg.MODEL.BARON.QUEUE_SIZE = 1024
+    cfg.MODEL.BARON.BAG = CN()
+    cfg.MODEL.BARON.BAG.WEIGHT = 1.0
+    cfg.MODEL.BARON.BAG.TEMPERATURE = 30.0
+    cfg.MODEL.BARON.SINGLE = CN()
+    cfg.MODEL.BARON.SINGLE.WEIGHT = 0.1
+    cfg.MODEL.BARON.SINGLE.TEMPERATURE = 50.0
+    cfg.MODEL.BARON.SINGLE.POOLER_RESOLUTION = 7
+    cfg.MODEL.BARON.SAMPLING = CN()
+    cfg.MODEL.BARON.SAMPLING.TOPK = 300
+    cfg.MODEL.BARON.SAMPLING.USE_GT = True
+    cfg.MODEL.BARON.SAMPLING.OBJECTNESS_THRESH = 0.85
+    cfg.MODEL.BARON.SAMPLING.ASPECT_THRESH = 0.25
+    cfg.MODEL.BARON.SAMPLING.NMS_THRESH = 0.1
+    cfg.MODEL.BARON.SAMPLING.ALPHA = 3.0
+    cfg.MODEL.BARON.SAMPLING.BASE_PROBABILITY = 0.3
+    cfg.MODEL.BARON.SAMPLING.CUTOFF_THRESH = 0.3
+    cfg.MODEL.BARON.SAMPLING.INTERVAL = -0.1
+    cfg.MODEL.BARON.SAMPLING.MAX_GROUPS = 3
+    cfg.MODEL.BARON.SAMPLING.MAX_PERMUTATIONS = 2
+    return cfg
+
+
 def add_ovdistill_config(cfg: CN) -> CN:
-    """All ovdistill keys: ``add_vild_config`` plus data, backbone and determinism keys.
+    """All ovdistill keys: ``add_vild_config``, ``add_baron_config`` plus data, backbone and determinism keys.
 
     Extra keys:
         MODEL.BASIC_RESNET.DEPTH / WIDTH: ``build_basic_resnet_fpn_backbone`` (basic-block ResNet of any
@@ -93,6 +149,8 @@ def add_ovdistill_config(cfg: CN) -> CN:
     """
     if not hasattr(cfg.MODEL, "VILD"):
         add_vild_config(cfg)
+    if not hasattr(cfg.MODEL, "BARON"):
+        add_baron_config(cfg)
     cfg.MODEL.BASIC_RESNET = CN()
     cfg.MODEL.BASIC_RESNET.DEPTH = 18
     cfg.MODEL.BASIC_RESNET.WIDTH = 64

@@ -108,8 +108,17 @@ class OVTrainer(DefaultTrainer):
     * evaluation: :class:`OVDetectionEvaluator`, after switching the model's vocabulary to each test
       dataset's classes (restored afterwards);
     * checkpoints include the optimizer state;
-    * no PreciseBN hook.
+    * no PreciseBN hook;
+    * RoI heads with ``set_teacher`` (BARON) get the online teacher of ``MODEL.VILD.TEACHER``.
     """
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        heads = getattr(unwrap_model(self._trainer.model), "roi_heads", None)
+        if hasattr(heads, "set_teacher"):
+            from .prepare import build_online_teacher  # tool side: builds a teacher
+
+            heads.set_teacher(build_online_teacher(cfg, expect_fingerprint=heads.teacher_fingerprint))
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -11,6 +11,10 @@ cache locations (``distill.utils.cache_dir("vild", ...)``), computing what is mi
 4. ``MODEL.VILD.DISTILL.CACHE``: ``distill.cache.precompute_region_embeddings`` (resumable); with
    ``SOURCE gt`` on a base-only training set, only base-class boxes are embedded.
 
+BARON (``MODEL.META_ARCHITECTURE BaronRCNN``) needs step 1, 2 and ``MODEL.BARON.TEXT_ENCODER``: the
+teacher's text tower exported as a pseudo-word encoder (``distill.teachers.text_tower``); its teacher
+runs online in training (:func:`build_online_teacher`).
+
 Every step is skipped when its output exists, so a second run (or ``--eval-only``) reuses them.
 """
 from __future__ import annotations
@@ -37,7 +41,7 @@ from .modeling.text_embeddings import load_text_embeddings, save_text_embeddings
 __all__ = [
     "CONFIG_ROOT", "resolve_config_file", "load_config", "parse_overrides", "setup_toy_datasets",
     "build_teacher_from_cfg", "ensure_text_embeddings", "ensure_proposals", "ensure_region_cache",
-    "prepare_resources", "build_online_targets",
+    "prepare_resources", "build_online_targets", "ensure_text_encoder", "build_online_teacher",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,13 +291,50 @@ def ensure_region_cache(cfg: CfgNode, teacher: Callable[[], Any]) -> str:
     return cfg.MODEL.VILD.DISTILL.CACHE
 
 
+def ensure_text_encoder(cfg: CfgNode, teacher: Callable[[], Any]) -> str:
+    """Make ``MODEL.BARON.TEXT_ENCODER`` exist (the teacher's text tower for pseudo words); returns its path.
+
+    An existing file is used as is (its teacher is checked when the model is built); an empty key
+    selects a cache path keyed by the teacher fingerprint.
+    """
+    path = cfg.MODEL.BARON.TEXT_ENCODER
+    if path and Path(path).is_file():
+        return path
+
+    def compute() -> str:
+        from distill.teachers.text_tower import export_text_encoder
+        from distill.text_encoder import save_text_encoder
+
+        model = teacher()
+        target = path or str(cache_dir("baron", "text_encoders", f"{str(model.fingerprint)[:24]}.pt"))
+        if not Path(target).is_file():
+            save_text_encoder(target, export_text_encoder(model), teacher_fingerprint=model.fingerprint)
+            logger.info("pseudo-word text encoder of %s -> %s", cfg.MODEL.VILD.TEACHER.NAME, target)
+        return target
+
+    cfg.MODEL.BARON.TEXT_ENCODER = _main_first(compute)
+    return cfg.MODEL.BARON.TEXT_ENCODER
+
+
+def build_online_teacher(cfg: CfgNode, *, expect_fingerprint: str):
+    """BARON's online teacher (``MODEL.VILD.TEACHER``), checked against the text classifier's fingerprint."""
+    teacher = build_teacher_from_cfg(cfg)
+    if str(teacher.fingerprint) != str(expect_fingerprint):
+        raise ValueError(f"the configured teacher's fingerprint {teacher.fingerprint!r} differs from the text "
+                         f"classifier's {expect_fingerprint!r} ({cfg.MODEL.VILD.TEXT_EMBEDDINGS})")
+    return teacher
+
+
 def prepare_resources(cfg: CfgNode) -> CfgNode:
     """Run the preparation steps of the module docstring on ``cfg`` (mutated: paths filled in)."""
     world = setup_toy_datasets(cfg)
-    if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
+    if cfg.MODEL.META_ARCHITECTURE not in ("ViLDRCNN", "BaronRCNN"):
         return cfg
     teacher = functools.lru_cache(maxsize=1)(lambda: build_teacher_from_cfg(cfg, world=world))
     ensure_text_embeddings(cfg, teacher)
+    if cfg.MODEL.META_ARCHITECTURE == "BaronRCNN":
+        ensure_text_encoder(cfg, teacher)
+        return cfg
     if cfg.MODEL.VILD.DISTILL.ENABLED and not cfg.MODEL.VILD.DISTILL.ONLINE:
         ensure_region_cache(cfg, teacher)
     return cfg

@@ -1,4 +1,5 @@
-"""Tiny real inputs for tests and benchmarks: a few-image COCO-format dataset and a small ViLD config."""
+"""Tiny real inputs for tests and benchmarks: a few-image COCO-format dataset, small ViLD / BARON configs, a
+stub teacher, and helpers running toy configs end to end (resume / eval-only checks)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ from detectron2.config import CfgNode, get_cfg
 from .config import add_ovdistill_config
 from .modeling.text_embeddings import save_text_embeddings
 
-__all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config"]
+__all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config",
+           "write_random_text_encoder", "tiny_baron_config", "StubTeacher", "TINY_TOY_OPTS", "toy_run_args",
+           "read_metrics", "final_weights", "check_resume_and_eval_only"]
 
 TINY_CLASSES = (("red box", "base", (220, 40, 40)), ("green box", "base", (40, 200, 40)),
                 ("blue box", "novel", (40, 40, 220)))
@@ -97,3 +100,133 @@ def tiny_vild_config(*, train: str, test: str, text_embeddings: str | os.PathLik
         "TEST.EVAL_PERIOD", 0, "SEED", 0, "OUTPUT_DIR", str(output_dir),
     ])
     return cfg
+
+
+def write_random_text_encoder(path: str | os.PathLike, *, dim: int = 16, width: int = 16, context_length: int = 16,
+                              seed: int = 0, fingerprint: str = "random-test-teacher") -> Path:
+    """A random-init pseudo-word text encoder file (``distill.text_encoder``) for model tests."""
+    from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, save_text_encoder
+
+    torch.manual_seed(seed)
+    encoder = PseudoTextEncoder(TextEncoderConfig(width=width, layers=1, heads=2, context_length=context_length,
+                                                  embed_dim=dim))
+    with torch.no_grad():
+        for param in encoder.parameters():
+            param.normal_(0.0, 0.2)
+    return save_text_encoder(path, encoder, teacher_fingerprint=fingerprint)
+
+
+class StubTeacher:
+    """A fixed random "teacher" for model tests: crop embeddings from mean colours, dense tokens from a
+    random 1x1 projection of 8x8-pooled pixels (``OnlineTeacher`` interface)."""
+
+    def __init__(self, *, dim: int = 16, fingerprint: str = "random-test-teacher", seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.weight = torch.randn(dim, 3, generator=generator)
+        self.embed_dim, self.fingerprint = dim, fingerprint
+        self.calls: list[str] = []
+
+    def region_embeddings(self, images, boxes, *, mode: str = "crop", scales=(1.0,)) -> list[torch.Tensor]:
+        self.calls.append(mode)
+        out = []
+        for image, bx in zip(images, boxes):
+            rows = []
+            for x1, y1, x2, y2 in bx.tolist():
+                if not (x2 > x1 and y2 > y1):
+                    raise ValueError(f"degenerate box {[x1, y1, x2, y2]}")
+                crop = image[:, int(y1):max(int(y2), int(y1) + 1), int(x1):max(int(x2), int(x1) + 1)].float()
+                rows.append(self.weight @ (crop.mean(dim=(1, 2)) / 255.0 - 0.5))
+            out.append(torch.nn.functional.normalize(torch.stack(rows), dim=-1) if rows else torch.zeros(0, self.embed_dim))
+        return out
+
+    def dense_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls.append("dense")
+        pixels = torch.nn.functional.avg_pool2d(images.float() / 255.0 - 0.5, 8)
+        return torch.einsum("dc,bchw->bdhw", self.weight, pixels)
+
+
+def tiny_baron_config(*, train: str, test: str, text_embeddings: str | os.PathLike, text_encoder: str | os.PathLike,
+                      output_dir: str | os.PathLike, ensemble: bool = False) -> CfgNode:
+    """:func:`tiny_vild_config` switched to BARON (1 pseudo word per region, small queues)."""
+    cfg = tiny_vild_config(train=train, test=test, text_embeddings=text_embeddings, output_dir=output_dir,
+                           ensemble=ensemble)
+    cfg.merge_from_list([
+        "MODEL.META_ARCHITECTURE", "BaronRCNN", "MODEL.ROI_HEADS.NAME", "BaronROIHeads",
+        "MODEL.BARON.TEXT_ENCODER", str(text_encoder), "MODEL.BARON.NUM_WORDS", 1, "MODEL.BARON.QUEUE_SIZE", 32,
+        "MODEL.BARON.POS_EMBED_FEATS", 8, "MODEL.BARON.SAMPLING.TOPK", 20, "MODEL.VILD.TEMPERATURE", 0.02,
+    ])
+    return cfg
+
+
+TINY_TOY_OPTS = (
+    "DATASETS.TOY.OVERRIDES", "['n_train=8','n_val=4','n_captions=96','image_size=64']",
+    "MODEL.VILD.TEACHER.TOY_OVERRIDES",
+    "['epochs=1','max_captions=96','vit_width=32','vit_layers=1','text_width=32','text_layers=1','embed_dim=32',"
+    "'image_size=32','batch_size=32']",
+    "MODEL.BASIC_RESNET.DEPTH", "10", "MODEL.BASIC_RESNET.WIDTH", "8", "MODEL.FPN.OUT_CHANNELS", "16",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
+    "INPUT.MAX_SIZE_TEST", "64", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "6", "SOLVER.STEPS", "(4,)",
+    "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "3",
+)
+"""``KEY VALUE`` overrides shrinking a toy config to a few-second run: an 8-image world of 64 px, a one-epoch
+teacher, a width-8 ResNet-10, 6 iterations with checkpoints every 3 (integration tests)."""
+
+
+def toy_run_args(config: str, output_dir: Path, *opts: str, flags: Sequence[str] = ()):
+    """``tools/train_net.py`` arguments for ``config`` with :data:`TINY_TOY_OPTS` + ``opts``; the toy world
+    lives next to ``output_dir`` (``<parent>/world``)."""
+    from .cli import argument_parser
+
+    return argument_parser().parse_args(["--config", config, *flags, *TINY_TOY_OPTS, "DATASETS.TOY.ROOT",
+                                         str(Path(output_dir).parent / "world"), "OUTPUT_DIR", str(output_dir),
+                                         *opts])
+
+
+def read_metrics(output_dir: Path) -> dict:
+    """``OUTPUT_DIR/ov_metrics.json``."""
+    return json.loads((Path(output_dir) / "ov_metrics.json").read_text())
+
+
+def final_weights(output_dir: Path) -> dict:
+    """The model state of ``OUTPUT_DIR/model_final.pth``."""
+    return torch.load(Path(output_dir) / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+
+
+def check_resume_and_eval_only(config: str, root: Path, *opts: str, interrupt_at: int = 2) -> dict:
+    """Train ``config`` uninterrupted (``root/full``) and interrupted after iteration ``interrupt_at`` then
+    resumed (``root/part``); assert identical final weights and metrics, and that ``--eval-only``
+    reproduces the metrics. Returns the metrics."""
+    from detectron2.engine import HookBase
+
+    from .cli import build_trainer, main, setup
+
+    class Interrupt(HookBase):
+        def after_step(self) -> None:
+            if self.trainer.iter == interrupt_at:
+                raise RuntimeError("simulated interruption")
+
+    full, part = Path(root) / "full", Path(root) / "part"
+    main(toy_run_args(config, full, *opts))
+    trainer = build_trainer(setup(toy_run_args(config, part, *opts)))
+    trainer.register_hooks([Interrupt()])
+    trainer.resume_or_load(resume=False)
+    try:
+        trainer.train()
+    except RuntimeError as err:
+        if "simulated interruption" not in str(err):
+            raise
+    else:
+        raise AssertionError("the interrupted run did not stop")
+    assert not (part / "model_final.pth").exists()
+    main(toy_run_args(config, part, *opts, flags=["--resume"]))
+    a, b = final_weights(full), final_weights(part)
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"resumed run differs in {differ[:5]}"
+    metrics = read_metrics(full)
+    assert read_metrics(part) == metrics
+    (part / "ov_metrics.json").unlink()
+    main(toy_run_args(config, part, *opts, flags=["--eval-only"]))
+    assert read_metrics(part) == metrics
+    return metrics

@@ -10,7 +10,10 @@ dataset dict; ViLD's L1 distillation, and later methods, read them from there. T
 * :class:`OnlineRegionTargets` runs a teacher's ``region_embeddings`` on demand (slow; for small
   experiments or teachers that change).
 
-Both expose ``fingerprint`` (the teacher's, checked against the text classifier's so that a cache
+Online methods (BARON) instead receive an :class:`OnlineTeacher` that embeds crops and dense tokens of
+the augmented training images inside the training step.
+
+Both providers expose ``fingerprint`` (the teacher's, checked against the text classifier's so that a cache
 made by another teacher is refused) and ``embed_dim``. Framework-free: no Detectron2 import.
 """
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 
 __all__ = [
     "RegionTargets", "RegionTargetProvider", "CachedRegionTargets", "OnlineRegionTargets", "check_region_targets",
-    "ON_MISSING",
+    "ON_MISSING", "OnlineTeacher",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,24 @@ class RegionTargetProvider(Protocol):
 
     def get(self, image_id: Hashable) -> RegionTargets:
         """Boxes ``[K, 4]`` (original image coordinates) and embeddings ``[K, D]`` of ``image_id``."""
+        ...
+
+
+@runtime_checkable
+class OnlineTeacher(Protocol):
+    """What an online method (BARON) asks of its teacher in training (``distill.teachers.ClipTeacher``
+    has it): crop embeddings of boxes and dense patch-token embeddings, both on uint8 RGB images."""
+
+    fingerprint: str
+    embed_dim: int
+
+    def region_embeddings(self, images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor],
+                          **kwargs: Any) -> list[torch.Tensor]:
+        """Per image ``[K_i, D]`` normalized embeddings of crops of its ``[K_i, 4]`` xyxy boxes."""
+        ...
+
+    def dense_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, D, h, w]`` dense (patch-token) embeddings of uint8 RGB ``[B, 3, H, W]`` images."""
         ...
 
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""`make demo`: open-vocabulary detection by ViLD distillation on the embedded toy world.
+"""`make demo`: open-vocabulary detection by ViLD / BARON distillation on the embedded toy world.
 
-    python tools/toy_demo.py [--methods vild_text vild vild_ensemble] [--output-dir output/toy]
+    python tools/toy_demo.py [--methods vild_text vild vild_ensemble baron] [--output-dir output/toy]
 
 Builds (or reuses) the toy world and its tiny CLIP teacher, then for each method runs
-``tools/train_net.py --config toy/<method>.yaml`` (text classifier, teacher region embeddings and
-proposals are prepared and cached by that tool), and prints the novel / base / all AP50 table of the
-methods side by side. Every step is cached or resumable: rerunning reuses finished runs
-(``--retrain`` forces training again). The table's JSON is the last line of output.
+``tools/train_net.py --config toy/<method>.yaml`` (text classifier, teacher region embeddings,
+proposals and BARON's exported text encoder are prepared and cached by that tool), and prints the
+novel / base / all AP50 table of the methods side by side. Every step is cached or resumable:
+rerunning reuses finished runs (``--retrain`` forces training again). The table's JSON is the last line of output.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-METHODS = ("vild_text", "vild", "vild_ensemble")
+METHODS = ("vild_text", "vild", "vild_ensemble", "baron")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,8 +1,11 @@
-"""ViLD student: backbone, box head, text-embedding predictor, RoI heads and meta-architecture,
+"""ViLD and BARON students: backbone, box head, text-embedding predictor, RoI heads and meta-architecture,
 registered in Detectron2's registries on import."""
 from .backbone import build_basic_resnet_fpn_backbone
+from .baron_heads import BaronROIHeads
+from .baron_predictor import BaronOutputLayers, BoxPositionEmbedding
+from .baron_sampler import Bags, NeighborhoodSampler
 from .box_head import ViLDConvFCHead
-from .meta_arch import ViLDRCNN
+from .meta_arch import BaronRCNN, ViLDRCNN
 from .roi_heads import DistillTargets, ViLDROIHeads, training_vocabulary
 from .text_embeddings import TextEmbeddings, load_text_embeddings, save_text_embeddings
 from .vild_predictor import ViLDOutputLayers, cosine_logits, ensemble_scores
@@ -10,5 +13,6 @@ from .vild_predictor import ViLDOutputLayers, cosine_logits, ensemble_scores
 __all__ = [
     "build_basic_resnet_fpn_backbone", "ViLDConvFCHead", "ViLDRCNN", "DistillTargets", "ViLDROIHeads",
     "training_vocabulary", "TextEmbeddings", "load_text_embeddings", "save_text_embeddings", "ViLDOutputLayers",
-    "cosine_logits", "ensemble_scores",
+    "cosine_logits", "ensemble_scores", "BaronRCNN", "BaronROIHeads", "BaronOutputLayers", "BoxPositionEmbedding",
+    "Bags", "NeighborhoodSampler",
 ]

@@ -121,15 +121,23 @@ class ViLDROIHeads(StandardROIHeads):
         shape = ShapeSpec(channels=channels.pop(), height=resolution, width=resolution)
         box_head = build_box_head(cfg, shape)
         names, embeddings, seen, fingerprint = training_vocabulary(cfg)
-        predictor = ViLDOutputLayers(cfg, box_head.output_shape, class_embeddings=embeddings, class_names=names,
-                                     seen=seen)
+        predictor = cls._build_predictor(cfg, box_head.output_shape, class_embeddings=embeddings, class_names=names,
+                                         seen=seen, teacher_fingerprint=fingerprint)
         ret = {"box_in_features": in_features, "box_pooler": pooler, "box_head": box_head,
                "box_predictor": predictor, "teacher_fingerprint": fingerprint}
         if cfg.MODEL.VILD.ENSEMBLE:
             image_head = build_box_head(cfg, shape)
             ret["image_head"] = image_head
-            ret["image_projection"] = nn.Linear(image_head.output_shape.channels, embeddings.shape[1])
+            ret["image_projection"] = nn.Linear(image_head.output_shape.channels, predictor.projection.out_features)
         return ret
+
+    @classmethod
+    def _build_predictor(cls, cfg, input_shape: ShapeSpec, *, class_embeddings: Tensor, class_names: list[str],
+                         seen: Tensor, teacher_fingerprint: str) -> ViLDOutputLayers:
+        """The box predictor (subclasses swap in their own ``ViLDOutputLayers``)."""
+        del teacher_fingerprint
+        return ViLDOutputLayers(cfg, input_shape, class_embeddings=class_embeddings, class_names=class_names,
+                                seen=seen)
 
     # ------------------------------------------------------------------ vocabulary API
     def set_vocabulary(self, text_embeddings: Tensor, names: Sequence[str], *,

@@ -65,12 +65,16 @@ class ViLDOutputLayers(nn.Module):
                  class_names: Sequence[str], seen: Tensor | Sequence[bool] | None = None, temperature: float = 0.01,
                  test_score_thresh: float = 0.05, test_nms_thresh: float = 0.5, test_topk_per_image: int = 100,
                  smooth_l1_beta: float = 0.0, box_reg_loss_weight: float = 1.0,
-                 ensemble_weight: float = 2.0 / 3.0) -> None:
+                 ensemble_weight: float = 2.0 / 3.0, background_weight: float = 1.0,
+                 test_temperature: float | None = None) -> None:
         super().__init__()
         in_features = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         embed_dim = int(class_embeddings.shape[1])
         if temperature <= 0:
             raise ValueError(f"MODEL.VILD.TEMPERATURE must be > 0, got {temperature}")
+        if test_temperature is not None and test_temperature <= 0:
+            raise ValueError(f"test temperature must be > 0, got {test_temperature}")
+        self.embed_dim = embed_dim
         self.projection = nn.Linear(in_features, embed_dim)
         self.bg_embedding = nn.Parameter(torch.randn(embed_dim) * 0.01)
         self.bbox_pred = nn.Linear(in_features, len(box2box_transform.weights))
@@ -84,6 +88,8 @@ class ViLDOutputLayers(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.box_reg_loss_weight = box_reg_loss_weight
         self.ensemble_weight = float(ensemble_weight)
+        self.background_weight = float(background_weight)
+        self.test_temperature = float(test_temperature) if test_temperature else self.temperature
         self.register_buffer("class_embeddings", torch.zeros(0, embed_dim), persistent=False)
         self.register_buffer("seen", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.class_names: list[str] = []
@@ -122,7 +128,7 @@ class ViLDOutputLayers(nn.Module):
         training vocabulary given at construction (case/space-insensitive).
         """
         names = [str(n) for n in names]
-        embed_dim = self.projection.out_features
+        embed_dim = self.embed_dim
         if embeddings.ndim != 2 or embeddings.shape != (len(names), embed_dim):
             raise ValueError(f"vocabulary embeddings must be [{len(names)}, {embed_dim}] for {len(names)} names, "
                              f"got {list(embeddings.shape)}")
@@ -150,7 +156,8 @@ class ViLDOutputLayers(nn.Module):
 
     def class_logits(self, embeddings: Tensor, *, background: bool = True) -> Tensor:
         """``[R, C (+1)]`` cosine logits / temperature; unseen classes masked to -inf in training."""
-        logits = cosine_logits(embeddings, self.class_embeddings, temperature=self.temperature,
+        temperature = self.temperature if self.training else self.test_temperature
+        logits = cosine_logits(embeddings, self.class_embeddings, temperature=temperature,
                                background=F.normalize(self.bg_embedding, dim=0) if background else None)
         if self.training and not bool(self.seen.all()):
             mask = torch.cat([~self.seen, self.seen.new_zeros(logits.shape[1] - self.num_classes)])
@@ -165,6 +172,8 @@ class ViLDOutputLayers(nn.Module):
     def losses(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> dict[str, Tensor]:
         """Softmax cross-entropy over [training classes, background] and smooth-L1 box regression.
 
+        Background RoIs weigh ``background_weight`` in the CE (1.0: plain mean; BARON FPN: 0.7).
+
         The box loss is summed over foreground RoIs and divided by the number of sampled RoIs
         (Detectron2's normalization).
         """
@@ -178,7 +187,13 @@ class ViLDOutputLayers(nn.Module):
                 raise ValueError(f"training annotations of classes outside the training vocabulary: {bad}; novel "
                                  f"classes must not be annotated in training data (register it with base_only)")
         _log_accuracy(logits, gt_classes, self.num_classes)
-        loss_cls = F.cross_entropy(logits, gt_classes, reduction="mean") if gt_classes.numel() else logits.sum() * 0
+        if not gt_classes.numel():
+            loss_cls = logits.sum() * 0
+        elif self.background_weight != 1.0:  # mmdet's class_weight: per-RoI weight, mean over RoIs
+            weight = torch.where(gt_classes == self.num_classes, self.background_weight, 1.0)
+            loss_cls = (F.cross_entropy(logits, gt_classes, reduction="none") * weight).mean()
+        else:
+            loss_cls = F.cross_entropy(logits, gt_classes, reduction="mean")
         if proposals:
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])
             gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals])

@@ -14,6 +14,7 @@ from .modules import (
     L1RegionDistillLoss,
     PixelTextCrossEntropyLoss,
     PseudoLabelCrossEntropyLoss,
+    QueuedInfoNCELoss,
     SymmetricInfoNCELoss,
     build_loss,
     register_loss,
@@ -23,5 +24,5 @@ __all__ = [
     "kl_distill", "l1_region_distill", "pixel_text_cross_entropy", "pixel_text_logits",
     "pseudo_label_cross_entropy", "symmetric_infonce",
     "LOSSES", "EmbeddingQueue", "KLDistillLoss", "L1RegionDistillLoss", "PixelTextCrossEntropyLoss",
-    "PseudoLabelCrossEntropyLoss", "SymmetricInfoNCELoss", "build_loss", "register_loss",
+    "PseudoLabelCrossEntropyLoss", "QueuedInfoNCELoss", "SymmetricInfoNCELoss", "build_loss", "register_loss",
 ]

@@ -74,19 +74,35 @@ def _same_group_mask(image_ids: Tensor, n: int) -> Tensor:
 
 
 def _infonce_direction(queries: Tensor, keys: Tensor, queue: Tensor | None, scale: float,
-                       mask: Tensor | None) -> Tensor:
+                       mask: Tensor | None, queue_mask: Tensor | None = None) -> Tensor:
     logits = scale * queries @ keys.t()                                   # [N, N]
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
     if queue is not None and queue.shape[0] > 0:
-        queue_logits = scale * queries @ queue.to(queries.dtype).t()      # [N, Q], never masked
+        queue_logits = scale * queries @ queue.to(queries.dtype).t()      # [N, Q]
+        if queue_mask is not None:
+            queue_logits = queue_logits.masked_fill(queue_mask, float("-inf"))
         logits = torch.cat([logits, queue_logits], dim=1)
     target = torch.arange(queries.shape[0], device=queries.device)
     return F.cross_entropy(logits, target)
 
 
+def _queue_mask(name: str, query_ids: Tensor | None, queue: Tensor | None, queue_ids: Tensor | None) -> Tensor | None:
+    """[N, Q] bool: queue entry j has the image id of row i (or None when not requested)."""
+    if queue_ids is None or queue is None:
+        return None
+    if query_ids is None:
+        raise ValueError(f"{name} given without query_ids")
+    if queue_ids.shape != (queue.shape[0],):
+        raise ValueError(f"{name} must have shape [{queue.shape[0]}] (one id per queue row), got "
+                         f"{tuple(queue_ids.shape)}")
+    return query_ids[:, None] == queue_ids.to(query_ids.device)[None, :]
+
+
 def symmetric_infonce(a: Tensor, b: Tensor, *, temperature: float = 30.0, queue_a: Tensor | None = None,
-                      queue_b: Tensor | None = None, image_ids: Tensor | None = None) -> Tensor:
+                      queue_b: Tensor | None = None, image_ids: Tensor | None = None,
+                      query_ids: Tensor | None = None, queue_a_ids: Tensor | None = None,
+                      queue_b_ids: Tensor | None = None) -> Tensor:
     """BARON's bag-of-regions contrastive loss (symmetric InfoNCE, 0.5 per direction).
 
     Row ``i`` of ``a`` and row ``i`` of ``b`` form the positive pair. With ``s = temperature``
@@ -98,8 +114,11 @@ def symmetric_infonce(a: Tensor, b: Tensor, *, temperature: float = 30.0, queue_
     ``image_ids[i] == image_ids[j]`` is removed from both directions' denominators (its logit is
     ``-inf``); the positive ``(i, i)`` is never masked. Any grouping id works, e.g. BARON's bag
     sequence ids, which masks only duplicated bags. Queue entries are *always* negatives: they are
-    never masked, whatever their origin (the caller must not enqueue the current batch before
-    calling).
+    not masked by ``image_ids``; BARON masks the queue entries that come from the same image as the
+    query instead: pass ``query_ids [N]`` (each row's image id) and ``queue_a_ids [Qa]`` /
+    ``queue_b_ids [Qb]`` (the image id of each queue row) and entry ``j`` of ``queue_b`` is removed
+    from row ``i``'s denominator when ``query_ids[i] == queue_b_ids[j]`` (likewise for ``queue_a``).
+    The caller must not enqueue the current batch before calling.
 
     Args:
         a: [N, D] embeddings (e.g. student bag embeddings), expected L2-normalized.
@@ -108,6 +127,7 @@ def symmetric_infonce(a: Tensor, b: Tensor, *, temperature: float = 30.0, queue_
         queue_a: optional [Q, D] past ``a`` embeddings, extra negatives for the ``b -> a`` direction.
         queue_b: optional [Q, D] past ``b`` embeddings, extra negatives for the ``a -> b`` direction.
         image_ids: optional int [N] group id of each row (see Masking).
+        query_ids, queue_a_ids, queue_b_ids: optional int image ids for masking queue rows (see Masking).
 
     Returns:
         Scalar loss; 0 (connected to the graph) when ``N == 0``.
@@ -125,9 +145,13 @@ def symmetric_infonce(a: Tensor, b: Tensor, *, temperature: float = 30.0, queue_
     n = a.shape[0]
     if n == 0:
         return _zero(a, b)
+    if query_ids is not None and query_ids.shape != (n,):
+        raise ValueError(f"query_ids must have shape [{n}], got {tuple(query_ids.shape)}")
     mask = _same_group_mask(image_ids.to(a.device), n) if image_ids is not None else None
-    loss_ab = _infonce_direction(a, b.to(a.dtype), queue_b, temperature, mask)
-    loss_ba = _infonce_direction(b.to(a.dtype), a, queue_a, temperature, mask)
+    mask_b = _queue_mask("queue_b_ids", query_ids, queue_b, queue_b_ids)
+    mask_a = _queue_mask("queue_a_ids", query_ids, queue_a, queue_a_ids)
+    loss_ab = _infonce_direction(a, b.to(a.dtype), queue_b, temperature, mask, mask_b)
+    loss_ba = _infonce_direction(b.to(a.dtype), a, queue_a, temperature, mask, mask_a)
     return 0.5 * loss_ab + 0.5 * loss_ba
 
 

@@ -1,0 +1,128 @@
+"""BARON student built through Detectron2's registries on a tiny dataset (CPU, random text encoder and a
+stub teacher): losses, gradients, queues, vocabulary swap, ensemble inference, clear errors."""
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from detectors.data import OVDatasetMapper, load_ov_json, register_ov_dataset  # noqa: E402
+from detectors.modeling import BaronOutputLayers, BaronROIHeads  # noqa: E402
+from detectors.modeling.baron_heads import pack_sequences  # noqa: E402
+from detectors.testing import (  # noqa: E402
+    TINY_CLASSES,
+    StubTeacher,
+    tiny_baron_config,
+    write_random_text_embeddings,
+    write_random_text_encoder,
+    write_tiny_dataset,
+)
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=2, base_only=True)
+    name = f"baron_model_tiny_{len(DatasetCatalog.list())}"
+    register_ov_dataset(name, json_path, image_root, base_only=True)
+    text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES])
+    encoder = write_random_text_encoder(tmp_path / "encoder.pt")
+    yield name, text, encoder, tmp_path
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def _batch(cfg, name):
+    mapper = OVDatasetMapper(cfg, True)
+    meta = MetadataCatalog.get(name)
+    return [mapper(d) for d in load_ov_json(meta.json_file, meta.image_root)]
+
+
+def test_pack_sequences_concatenates_region_words():
+    words = torch.arange(5 * 2 * 1, dtype=torch.float32).view(5, 2, 1)   # 5 regions, 2 words each
+    keep = torch.tensor([[True, False], [True, True], [True, True], [False, True], [True, True]])
+    seq, valid, seq_of_region, slot = pack_sequences(words, keep, torch.tensor([2, 3]))
+    assert seq.shape == (2, 6, 1) and seq_of_region.tolist() == [0, 0, 1, 1, 1] and slot.tolist() == [0, 1, 0, 1, 2]
+    assert seq[0, :4, 0].tolist() == [0, 1, 2, 3] and seq[1, :, 0].tolist() == [4, 5, 6, 7, 8, 9]
+    assert valid[0].tolist() == [True, False, True, True, False, False]
+
+
+def test_baron_losses_and_gradients(tiny):
+    name, text, encoder, tmp = tiny
+    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    heads = model.roi_heads
+    assert isinstance(heads, BaronROIHeads) and isinstance(heads.box_predictor, BaronOutputLayers)
+    batch = _batch(cfg, name)
+    with EventStorage(), pytest.raises(ValueError, match="set_teacher"):
+        model(batch)
+    teacher = StubTeacher()
+    heads.set_teacher(teacher)
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_bag", "loss_single", "loss_rpn_cls", "loss_rpn_loc"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert {"crop", "dense"} <= set(teacher.calls)
+    assert int(heads.bag_loss.student_queue.count) > 0
+    assert set(heads.bag_loss.student_queue.get_ids().tolist()) == {1, 2}      # the images' ids
+    (losses["loss_bag"] + losses["loss_single"]).backward()
+    assert heads.box_predictor.projection.weight.grad.abs().sum() > 0
+    assert heads.position_embed.proj[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in heads.box_predictor.text_encoder.parameters())   # frozen
+    optimizer_params = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert not any("text_encoder" in n for n in optimizer_params)
+
+
+def test_teacher_mismatch_and_bad_inputs(tiny):
+    name, text, encoder, tmp = tiny
+    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp)
+    model = build_model(cfg).train()
+    with pytest.raises(ValueError, match="fingerprint"):
+        model.roi_heads.set_teacher(StubTeacher(fingerprint="another"))
+    with pytest.raises(ValueError, match="embeds in 8 dims"):
+        model.roi_heads.set_teacher(StubTeacher(dim=8))
+    other = write_random_text_encoder(tmp / "other.pt", fingerprint="another")
+    bad = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=other, output_dir=tmp)
+    with pytest.raises(ValueError, match="different teacher"):
+        build_model(bad)
+    wide = write_random_text_encoder(tmp / "wide.pt", dim=8)
+    bad = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=wide, output_dir=tmp)
+    with pytest.raises(ValueError, match="text encoder output size 8"):
+        build_model(bad)
+    cfg.defrost()
+    cfg.MODEL.BARON.NUM_WORDS = 20
+    with pytest.raises(ValueError, match="NUM_WORDS"):
+        build_model(cfg)
+    model.roi_heads.set_teacher(StubTeacher())
+    batch = _batch(tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
+                                     output_dir=tmp), name)
+    batch[0]["image"] = batch[0]["image"].float()
+    with EventStorage(), pytest.raises(ValueError, match="uint8"):
+        model(batch)
+
+
+def test_vocabulary_swap_and_ensemble_inference(tiny):
+    name, text, encoder, tmp = tiny
+    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp,
+                            ensemble=True)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    model.roi_heads.set_teacher(StubTeacher())
+    with EventStorage():
+        losses = model(_batch(cfg, name))
+    losses["loss_bag"].backward()
+    heads = model.roi_heads
+    assert heads.image_projection.weight.grad.abs().sum() > 0
+    assert heads.box_predictor.projection.weight.grad is None   # the bag loss trains the ensemble branch only
+    model.eval()
+    new = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
+    heads.set_vocabulary(new, [f"thing {i}" for i in range(4)] + ["red box"])
+    batch = [{"image": x["image"], "height": 64, "width": 64} for x in _batch(cfg, name)]
+    with torch.no_grad():
+        out = model(batch)
+    instances = out[0]["instances"]
+    assert len(instances) > 0 and int(instances.pred_classes.max()) <= 4
+    assert (instances.scores >= 0).all() and (instances.scores <= 1).all()
