@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Export a trained ViLD detector to TorchScript and ONNX, plus a model card.
+
+    python tools/export_model.py --config toy/vild.yaml --weights output/toy/vild/model_final.pth \
+        --output output/toy/vild/export [--vocabulary input|baked] [--names "circle,star"] \
+        [--format torchscript onnx] [--image-size H W] [KEY VALUE ...]
+
+``--vocabulary input`` (default): the graphs take ``(image [3, H, W], text_embeddings [K, D])``, one file
+serves any vocabulary (embeddings from ``tools/demo.py`` / ``detectors.predictor.VocabularyEncoder``).
+``--vocabulary baked``: ``--names`` (default: the training vocabulary) are encoded and fixed in the
+graph, which takes the image only. Images have a fixed size (default ``INPUT.MAX_SIZE_TEST`` square,
+rounded up to 32); ``detectors.export.prepare_image`` resizes + pads. Writes ``model.ts``,
+``model.onnx``, ``model_card.json`` and ``MODEL_CARD.md``. See ``detectors/export.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from detectors.export import describe_model, export_detector, export_size
+from detectors.predictor import VocabularyEncoder, load_inference_config, parse_vocabulary
+from detectors.prepare import resolve_config_file
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="detector config (names resolve relative to configs/)")
+    parser.add_argument("--weights", required=True, type=Path, help="trained checkpoint (.pth)")
+    parser.add_argument("--output", required=True, type=Path, help="directory for the exported files")
+    parser.add_argument("--vocabulary", choices=("input", "baked"), default="input")
+    parser.add_argument("--names", default=None, help="baked vocabulary: 'a,b,c' or @file.txt (default: training)")
+    parser.add_argument("--format", nargs="+", choices=("torchscript", "onnx"), default=["torchscript", "onnx"])
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[export] %(message)s")
+    args = parse_args(argv)
+    if not args.weights.is_file():
+        raise SystemExit(f"--weights {args.weights} does not exist")
+    config_file = resolve_config_file(args.config)
+    cfg = load_inference_config(config_file, weights=args.weights, opts=args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(str(args.weights))
+    names = embeddings = None
+    if args.vocabulary == "baked":
+        encoder = VocabularyEncoder(cfg)
+        names = parse_vocabulary(args.names, field="--names") if args.names else list(encoder.table.names)
+        embeddings = encoder(names, field="--names")
+    elif args.names:
+        raise SystemExit("--names is only used with --vocabulary baked")
+    size = tuple(args.image_size) if args.image_size else export_size(cfg)
+    card = describe_model(cfg, args.weights, config_file=str(config_file))
+    written = export_detector(model, args.output, image_size=size, vocabulary=args.vocabulary, names=names,
+                              text_embeddings=embeddings, formats=args.format, card=card,
+                              pixel_format=cfg.INPUT.FORMAT,
+                              resize=(int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST)))
+    print(json.dumps({k: str(v) for k, v in written.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
