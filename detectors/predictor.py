@@ -206,11 +206,15 @@ class OVPredictor:
     (:class:`detectors.export.ExportedDetector`; input-vocabulary exports only). ``__call__(image)``
     takes ``[H, W, 3]`` uint8 in ``input_format`` (default RGB) and returns ``Instances`` with
     ``pred_boxes`` (original pixels), ``scores``, ``pred_classes`` (indices into :attr:`vocabulary`).
+    ``vocabulary`` defaults to the training classifier's names; ``teacher`` is an optional factory of the
+    text teacher (default: built from ``MODEL.VILD.TEACHER``); ``field`` names the vocabulary option
+    in error messages (the demo passes ``--vocabulary``).
     """
 
     def __init__(self, cfg: CfgNode | str | os.PathLike, weights: str | os.PathLike, *,
                  vocabulary: str | Sequence[str] | None = None, teacher: Callable[[], Any] | None = None,
-                 input_format: str = "RGB", cache: bool = True, opts: Sequence[str] = ()) -> None:
+                 input_format: str = "RGB", cache: bool = True, opts: Sequence[str] = (),
+                 field: str = "vocabulary") -> None:
         self.weights = Path(weights)
         if not self.weights.is_file():
             raise FileNotFoundError(f"weights {self.weights} do not exist")
@@ -237,17 +241,19 @@ class OVPredictor:
         self.vocabulary: list[str] = []
         self.embeddings = torch.zeros(0, self.encoder.embed_dim)
         if vocabulary is not None:
-            self.set_vocabulary(vocabulary)
+            self.set_vocabulary(vocabulary, field=field)
         else:
             self.set_vocabulary(self.encoder.table.names)
 
-    def set_vocabulary(self, vocabulary: str | Sequence[str], embeddings: Tensor | None = None) -> None:
-        """Classify over ``vocabulary`` (names, ``"a,b"`` or ``@file``); ``embeddings [K, D]`` skip the teacher."""
+    def set_vocabulary(self, vocabulary: str | Sequence[str], embeddings: Tensor | None = None, *,
+                       field: str = "vocabulary") -> None:
+        """Classify over ``vocabulary`` (names, ``"a,b"`` or ``@file``); ``embeddings [K, D]`` skip the teacher.
+        ``field`` names the option in error messages."""
         from .export import check_embeddings
 
-        names = parse_vocabulary(vocabulary)
+        names = parse_vocabulary(vocabulary, field=field)
         if embeddings is None:
-            embeddings = self.encoder(names)
+            embeddings = self.encoder(names, field=field)
         check_embeddings(embeddings, self.encoder.embed_dim, source="OVPredictor.set_vocabulary")
         if embeddings.shape[0] != len(names):
             raise ValueError(f"OVPredictor.set_vocabulary: {len(names)} names but {embeddings.shape[0]} embeddings")

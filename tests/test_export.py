@@ -235,6 +235,8 @@ def test_predictor_encodes_new_names_once_and_matches_exported(world, exported, 
     image = world["images"][2]
     eager = predictor(image)
     assert len(eager) > 0 and int(eager.pred_classes.max()) < 3
+    with pytest.raises(ValueError, match="embedding size 32 does not match the model's text embedding size 16"):
+        predictor.set_vocabulary(["cat", "dog"], torch.ones(2, 32))
     onnx_predictor = OVPredictor(world["cfg"], exported["onnx"], vocabulary="red box, cat, red star")
     got = onnx_predictor(image)
     _assert_match((eager.pred_boxes.tensor.numpy(), eager.scores.numpy(), eager.pred_classes.numpy()),
@@ -288,6 +290,12 @@ def test_export_and_demo_tools_end_to_end(world, monkeypatch, tmp_path):
     for i, image in enumerate(world["images"][:2]):
         drawn = np.array(Image.open(tmp_path / "out" / f"img{i}.png").convert("RGB"))
         assert drawn.shape == image.shape and not np.array_equal(drawn, image)  # boxes were drawn
+    with pytest.raises(ValueError, match="--vocabulary: the vocabulary is empty"):
+        demo_main(["--config", str(config), "--weights", str(world["weights"]), "--vocabulary", " ,",
+                   "--input", str(inputs), "--output", str(tmp_path / "out2")])
+    with pytest.raises(ValueError, match=r"--vocabulary: a class name is too long"):
+        demo_main(["--config", str(config), "--weights", str(world["weights"]), "--vocabulary",
+                   "cat," + "a much too long name " * 4, "--input", str(inputs), "--output", str(tmp_path / "out2")])
     (inputs / "broken.jpg").write_text("not a jpeg")
     with pytest.raises(ValueError, match=r"broken\.jpg: not a readable image"):
         demo_main(["--config", str(config), "--weights", str(world["weights"]), "--vocabulary", "cat",

@@ -24,7 +24,7 @@ from PIL import Image
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import Visualizer
 
-from detectors.predictor import IMAGE_SUFFIXES, OVPredictor, read_image
+from detectors.predictor import IMAGE_SUFFIXES, OVPredictor, parse_vocabulary, read_image
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,9 +54,11 @@ def list_inputs(path: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[demo] %(message)s")
     args = parse_args(argv)
+    parse_vocabulary(args.vocabulary, field="--vocabulary")  # fail fast, before any model is built
     inputs = list_inputs(args.input)
     images = {p: read_image(p, format="RGB") for p in inputs}  # every input checked before any work
-    predictor = OVPredictor(args.config, args.weights, vocabulary=args.vocabulary, opts=args.opts)
+    predictor = OVPredictor(args.config, args.weights, vocabulary=args.vocabulary, opts=args.opts,
+                            field="--vocabulary")
     metadata = Metadata(name="ovdistill_demo").set(thing_classes=list(predictor.vocabulary))
     single = len(inputs) == 1 and args.output.suffix.lower() == ".png"
     summary = []
@@ -75,4 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError, KeyError, NotImplementedError) as err:  # bad input: one clear line
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {err}")

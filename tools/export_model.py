@@ -69,4 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError, KeyError, NotImplementedError) as err:  # bad input: one clear line
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {err}")
