@@ -28,7 +28,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from detectors.data import register_ov_dataset
-from detectors.export import ExportedDetector, export_detector, export_size
+from detectors.export import ExportedDetector, example_size, export_detector
 from detectors.prepare import load_config
 from detectors.predictor import load_inference_config
 from detectors.testing import write_random_text_embeddings, write_tiny_dataset
@@ -64,12 +64,12 @@ def run(config: str, weights: str | None, opts: list[str], *, iters: int, warmup
     torch.set_num_threads(threads)
     root = Path(tempfile.mkdtemp(prefix="export_latency_"))
     cfg, model = build(config, weights, root, opts)
-    size = export_size(cfg)
+    size = example_size(cfg)
     embed_dim = int(model.roi_heads.box_predictor.projection.out_features)
     embeddings = F.normalize(torch.randn(classes, embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     model.roi_heads.set_vocabulary(embeddings, [f"class {i}" for i in range(classes)])
     start = time.perf_counter()
-    written = export_detector(model, root / "export", image_size=size, vocabulary="input")
+    written = export_detector(model, root / "export", example_size=size, vocabulary="input")
     export_s = time.perf_counter() - start
     rng = np.random.default_rng(0)
     images = [torch.as_tensor(rng.integers(0, 256, (3, *size)).astype(np.float32)) for _ in range(4)]
@@ -95,7 +95,7 @@ def run(config: str, weights: str | None, opts: list[str], *, iters: int, warmup
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     return {
         "benchmark": "export_latency", "config": config, "weights": weights or "random init",
-        "image_size": list(size), "classes": classes, "threads": threads, "iters": iters, "warmup": warmup,
+        "example_size": list(size), "classes": classes, "threads": threads, "iters": iters, "warmup": warmup,
         "export_s": round(export_s, 2),
         **{f"{k}_ms": round(v * 1e3, 2) for k, v in med.items()},
         **{f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in med_cpu.items()},

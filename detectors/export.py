@@ -7,11 +7,12 @@
 and exported to ONNX (opset 17, TorchScript-based exporter) by :func:`export_detector`, which writes
 beside the files a model card (``model_card.json`` + ``MODEL_CARD.md``).
 
-Exported graphs take one image of a **fixed size** ``[3, H, W]`` (the size traced; anchors and padding
-are constants). :func:`prepare_image` resizes any image the way the config's test transform does and
-pads it (with the pixel mean, i.e. zeros after normalization, like Detectron2's batching) to that size.
-The number of classes ``K`` is dynamic. :class:`ExportedDetector` loads either file, checks inputs
-against the model card and raises clear errors.
+Exported graphs take one image ``[3, H, W]`` of any size (Detectron2's tracing-aware code keeps the
+padding to the size divisibility, the anchors and the top-k sizes shape-dependent; ``H`` and ``W`` are
+dynamic ONNX axes) and any number of classes ``K``. Like the eager model's, their input is the image
+after the test transform: :func:`prepare_image` applies ``ResizeShortestEdge(MIN_SIZE_TEST,
+MAX_SIZE_TEST)``. :class:`ExportedDetector` loads either file, checks inputs against the model card and
+raises clear errors.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from .modeling.vild_predictor import cosine_logits
 
 __all__ = [
     "ExportableViLD", "ExportedDetector", "export_detector", "prepare_image", "write_model_card", "describe_model",
-    "check_embeddings", "export_size", "rescale_boxes", "VOCAB_MODES",
+    "check_embeddings", "example_size", "rescale_boxes", "VOCAB_MODES",
     "ONNX_OPSET",
 ]
 
@@ -55,7 +56,8 @@ CARD_MD = "MODEL_CARD.md"
 class ExportableViLD(nn.Module):
     """One-image ViLD inference as a traceable module.
 
-    ``forward(image [3, H, W] float (0-255, ``INPUT.FORMAT`` channel order), text_embeddings [K, D])``
+    ``forward(image [3, H, W] float (0-255, ``INPUT.FORMAT`` channel order, any size, after the test
+    resize), text_embeddings [K, D])``
     returns ``boxes [N, 4]`` (xyxy, in the image's pixels), ``scores [N]`` and ``classes [N]`` (int64
     indices into the vocabulary), N <= ``TEST.DETECTIONS_PER_IMAGE``, sorted by score. With
     ``text_embeddings`` given at construction (``[K, D]``) they are baked in as a buffer and ``forward``
@@ -78,6 +80,7 @@ class ExportableViLD(nn.Module):
         if text_embeddings is not None:
             check_embeddings(text_embeddings, self.embed_dim, source="baked vocabulary")
             self.register_buffer("text_embeddings", F.normalize(text_embeddings.detach().float(), dim=-1))
+        self.eval()  # exporters restore the wrapper's mode afterwards: it must be eval, not nn.Module's default
 
     def forward(self, image: Tensor, text_embeddings: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         model = self.model
@@ -89,7 +92,7 @@ class ExportableViLD(nn.Module):
             classifier = self.text_embeddings
         else:
             classifier = F.normalize(text_embeddings.float(), dim=-1)
-        height, width = int(image.shape[-2]), int(image.shape[-1])
+        height, width = image.shape[-2], image.shape[-1]
         x = (image - model.pixel_mean) / model.pixel_std
         images = ImageList.from_tensors([x], model.backbone.size_divisibility)
         features = model.backbone(images.tensor)
@@ -127,49 +130,40 @@ def check_embeddings(embeddings: Any, embed_dim: int, *, source: str) -> None:
     if shape[1] != embed_dim:
         raise ValueError(f"{source}: vocabulary embedding size {shape[1]} does not match the model's text "
                          f"embedding size {embed_dim} (embeddings must come from the model's teacher)")
-    if not bool(np.isfinite(np.asarray(embeddings, dtype=np.float32)).all()):
+    if not bool(torch.isfinite(torch.as_tensor(embeddings).detach().float()).all()):
         raise ValueError(f"{source}: vocabulary embeddings contain non-finite values")
 
 
 # ---------------------------------------------------------------------------------------------- images
-def export_size(cfg) -> tuple[int, int]:
-    """``(H, W)`` of exported graphs by default: ``INPUT.MAX_SIZE_TEST`` square (the longest side the test
-    transform can produce), rounded up to the backbone's size divisibility (32 for FPN)."""
+def example_size(cfg) -> tuple[int, int]:
+    """``(H, W)`` of the example image traced by default: ``INPUT.MAX_SIZE_TEST`` square (exported graphs
+    accept any size; the example only has to be a typical one)."""
     side = int(cfg.INPUT.MAX_SIZE_TEST)
-    side = (side + 31) // 32 * 32
     return side, side
 
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """An image resized and padded for a fixed-size graph: ``tensor [3, H, W]`` float, the resized
-    (unpadded) size ``image_hw`` and ``scale`` = resized / original (divide boxes by it)."""
+    """An image after the test transform: ``tensor [3, H, W]`` float (0-255), its size ``image_hw`` and
+    ``scale`` = (resized / original height, width): divide boxes by it."""
 
     tensor: Tensor
     image_hw: tuple[int, int]
     scale: tuple[float, float]
 
 
-def prepare_image(image: np.ndarray, *, size: tuple[int, int], min_size: int, max_size: int,
-                  pixel_mean: Sequence[float]) -> PreparedImage:
-    """Resize ``image [H0, W0, 3]`` uint8 (model channel order) like Detectron2's ``ResizeShortestEdge(min_size,
-    max_size)`` test transform, then pad it to ``size`` with ``pixel_mean`` (zero after normalization).
-
-    If the resized image does not fit ``size`` it is shrunk further (aspect kept) until it does.
-    """
+def prepare_image(image: np.ndarray, *, min_size: int, max_size: int) -> PreparedImage:
+    """Resize ``image [H0, W0, 3]`` uint8 (model channel order) like Detectron2's test transform
+    ``ResizeShortestEdge(min_size, max_size)`` (what ``DefaultPredictor`` feeds the eager model)."""
     from detectron2.data import transforms as T
 
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise ValueError(f"expected an [H, W, 3] image array, got {getattr(image, 'shape', type(image))}")
     h0, w0 = image.shape[:2]
     new_h, new_w = T.ResizeShortestEdge.get_output_shape(h0, w0, min_size, max_size)
-    fit = min(1.0, size[0] / new_h, size[1] / new_w)
-    if fit < 1.0:  # a custom export size smaller than the test transform's output: shrink to fit
-        new_h, new_w = min(size[0], int(new_h * fit + 0.5)), min(size[1], int(new_w * fit + 0.5))
     resized = T.ResizeTransform(h0, w0, new_h, new_w).apply_image(image) if (new_h, new_w) != (h0, w0) else image
-    canvas = torch.tensor(list(pixel_mean), dtype=torch.float32).view(3, 1, 1).expand(3, *size).clone()
-    canvas[:, :new_h, :new_w] = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
-    return PreparedImage(canvas, (new_h, new_w), (new_h / h0, new_w / w0))
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
+    return PreparedImage(tensor, (new_h, new_w), (new_h / h0, new_w / w0))
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -190,7 +184,7 @@ def export_onnx(module: ExportableViLD, path: str | os.PathLike, example_image: 
     """ONNX file of ``module`` (TorchScript-based exporter; ``K`` is a dynamic axis in input mode)."""
     args = (example_image,) if module.baked else (example_image, example_embeddings)
     inputs = ["image"] if module.baked else ["image", "text_embeddings"]
-    dynamic = {"boxes": {0: "N"}, "scores": {0: "N"}, "classes": {0: "N"}}
+    dynamic = {"image": {1: "H", 2: "W"}, "boxes": {0: "N"}, "scores": {0: "N"}, "classes": {0: "N"}}
     if not module.baked:
         dynamic["text_embeddings"] = {0: "K"}
     with atomic_path(path) as tmp, torch.no_grad():
@@ -199,7 +193,7 @@ def export_onnx(module: ExportableViLD, path: str | os.PathLike, example_image: 
     return Path(path)
 
 
-def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, image_size: tuple[int, int],
+def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_size: tuple[int, int] = (128, 128),
                     vocabulary: str = "input", names: Sequence[str] | None = None,
                     text_embeddings: Tensor | None = None, formats: Sequence[str] = ("torchscript", "onnx"),
                     card: dict[str, Any] | None = None, pixel_format: str = "RGB",
@@ -208,7 +202,7 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, image_size:
 
     Args:
         model: eager ``ViLDRCNN`` in eval mode.
-        image_size: ``(H, W)`` of the exported graphs' image input.
+        example_size: ``(H, W)`` of the example image traced (the graphs accept any size).
         vocabulary: ``"input"`` (embeddings an input, any vocabulary) or ``"baked"`` (``names`` +
             ``text_embeddings [K, D]`` fixed in the graph; both required).
         card: model-card fields (teacher, training vocabulary, data, metrics...); export settings are added.
@@ -227,11 +221,9 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, image_size:
         if len(names) != int(text_embeddings.shape[0]):
             raise ValueError(f"baked vocabulary: {len(names)} names but {int(text_embeddings.shape[0])} embeddings")
     module = ExportableViLD(model, text_embeddings=text_embeddings if vocabulary == "baked" else None).eval()
-    height, width = (int(v) for v in image_size)
-    divisibility = int(model.backbone.size_divisibility or 1)
-    if height % divisibility or width % divisibility:
-        raise ValueError(f"image_size {height}x{width} must be a multiple of the backbone's size divisibility "
-                         f"{divisibility}")
+    height, width = (int(v) for v in example_size)
+    if height < 1 or width < 1:
+        raise ValueError(f"example_size must be positive, got {list(example_size)}")
     example = torch.as_tensor(model.pixel_mean).view(3, 1, 1).expand(3, height, width).clone()
     example += torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)) * 64
     example_embeddings = None if module.baked else _example_embeddings(module, max(len(names or ()), 3))
@@ -245,8 +237,10 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, image_size:
         written["torchscript"] = out / "model.ts"
     if "onnx" in formats:
         written["onnx"] = export_onnx(module, out / "model.onnx", example, example_embeddings)
-    settings = {"vocabulary": vocabulary, "image_size": [height, width], "embed_dim": module.embed_dim,
-                "pixel_format": pixel_format, "resize": list(resize) if resize else [min(image_size), max(image_size)],
+    settings = {"vocabulary": vocabulary, "inputs": ["image [3, H, W]"] + ([] if module.baked else
+                ["text_embeddings [K, D]"]), "outputs": ["boxes [N, 4]", "scores [N]", "classes [N]"],
+                "image_size": "any (dynamic H, W)", "example_size": [height, width], "embed_dim": module.embed_dim,
+                "pixel_format": pixel_format, "resize": list(resize) if resize else [min(example_size), max(example_size)],
                 "pixel_mean": [float(v) for v in torch.as_tensor(model.pixel_mean).flatten()],
                 "onnx_opset": ONNX_OPSET if "onnx" in formats else None, "torch": torch.__version__,
                 "files": {k: v.name for k, v in written.items()},
@@ -312,9 +306,9 @@ class ExportedDetector:
     """Run an exported ``model.ts`` or ``model.onnx`` (onnxruntime, CPU) with input checks.
 
     ``detector(image [3, H, W] float, text_embeddings [K, D] | None) -> (boxes [N, 4], scores [N],
-    classes [N])`` as numpy arrays; ``detector.detect(image_hwc_uint8, text_embeddings)`` resizes and pads
-    first and returns boxes in the original image's pixels. The model card beside the file supplies
-    the vocabulary mode, image size and embedding size.
+    classes [N])`` as numpy arrays; ``detector.detect(image_hwc_uint8, text_embeddings)`` applies the test
+    resize first and returns boxes in the original image's pixels. The model card beside the file
+    supplies the vocabulary mode, embedding size and resize.
     """
 
     def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None) -> None:
@@ -328,7 +322,6 @@ class ExportedDetector:
             self.card = json.loads(card_path.read_text(encoding="utf-8"))
             settings = self.card["export"]
             self.baked = settings["vocabulary"] == "baked"
-            self.image_size = tuple(int(v) for v in settings["image_size"])
             self.embed_dim = int(settings["embed_dim"])
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{card_path}: not a model card of tools/export_model.py ({err!r})") from err
@@ -351,9 +344,9 @@ class ExportedDetector:
     def __call__(self, image: Tensor | np.ndarray,
                  text_embeddings: Tensor | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         image = torch.as_tensor(image, dtype=torch.float32)
-        if tuple(image.shape) != (3, *self.image_size):
-            raise ValueError(f"{self.path}: image must be [3, {self.image_size[0]}, {self.image_size[1]}] (the export "
-                             f"size; see prepare_image / detect), got {list(image.shape)}")
+        if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] < 1 or image.shape[2] < 1:
+            raise ValueError(f"{self.path}: image must be a [3, H, W] tensor (channels first, 0-255, "
+                             f"{self.settings.get('pixel_format', 'RGB')}), got {list(image.shape)}")
         if self.baked and text_embeddings is not None:
             raise ValueError(f"{self.path}: the vocabulary is baked in ({len(self.names)} names); pass no embeddings "
                              f"or export with --vocabulary input")
@@ -377,14 +370,13 @@ class ExportedDetector:
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detections on an ``[H0, W0, 3]`` uint8 image in the model's channel order, boxes in its pixels."""
         low, high = self.settings["resize"]
-        prepared = prepare_image(image, size=self.image_size, min_size=low, max_size=high,
-                                 pixel_mean=self.settings["pixel_mean"])
+        prepared = prepare_image(image, min_size=low, max_size=high)
         boxes, scores, classes = self(prepared.tensor, text_embeddings)
         return rescale_boxes(boxes, prepared), scores, classes
 
 
 def rescale_boxes(boxes: np.ndarray, prepared: PreparedImage) -> np.ndarray:
-    """Boxes ``[N, 4]`` of a prepared (resized + padded) image, clipped to its resized area, in original pixels."""
+    """Boxes ``[N, 4]`` of a prepared (resized) image, clipped to it, in the original image's pixels."""
     h, w = prepared.image_hw
     boxes = np.asarray(boxes, dtype=np.float32).copy()
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, w) / prepared.scale[1]

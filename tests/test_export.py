@@ -1,6 +1,7 @@
 """Export (TorchScript, ONNX Runtime), custom vocabularies, predictor and demo on tiny random-init ViLD models.
 
-Tolerances (exported vs eager Detectron2 ``model([{"image": ...}])``, same image, same vocabulary):
+Tolerances (exported vs eager Detectron2 ``model([{"image": ...}])``, same image, same vocabulary;
+graphs traced on 64 x 64 and run on other sizes too):
 TorchScript: identical ops, boxes within 1e-4 px, scores within 1e-5, classes equal; ONNX Runtime:
 boxes within 1e-2 px, scores within 1e-4, classes equal. Detections are compared after matching (same
 class, scores and boxes within tolerance) so that ties in NMS / top-k order cannot make the test flaky;
@@ -85,6 +86,7 @@ def world(tmp_path_factory):
         DetectionCheckpointer(model, save_dir=str(root / "run")).save("model_final")
         (root / "run" / "ov_metrics.json").write_text(json.dumps({"novel_ap50": 1.0, "base_ap50": 2.0}))
         images = [np.array(Image.open(p).convert("RGB")) for p in sorted(image_root.iterdir())]
+        images.append(np.array(Image.fromarray(images[0]).resize((90, 50))))  # another size, not a multiple of 32
         yield {"root": root, "cfg": cfg, "model": model, "images": images, "image_root": image_root,
                "weights": root / "run" / "model_final.pth", "teacher": teacher, "dataset": name}
     DatasetCatalog.remove(name)
@@ -121,7 +123,7 @@ def _assert_match(ref, got, *, box: float, score: float) -> dict[str, float]:
 def exported(world):
     out = world["root"] / "export_input"
     card = describe_model(world["cfg"], world["weights"], config_file="tiny")
-    return export_detector(world["model"], out, image_size=(64, 64), vocabulary="input", card=card)
+    return export_detector(world["model"], out, example_size=(64, 64), vocabulary="input", card=card)
 
 
 def test_exportable_module_is_the_eager_inference(world):
@@ -141,7 +143,7 @@ def test_exported_model_matches_eager_for_two_vocabularies(world, exported, fmt)
     detector = ExportedDetector(exported[fmt])
     for names, seed in ((VOCAB_A, 1), (VOCAB_B, 2)):
         emb = _embeddings(names, seed)
-        for image in world["images"][:2]:
+        for image in (world["images"][0], world["images"][-1]):  # 64 x 64 (traced size) and 50 x 90
             ref = _eager(world["model"], image, emb, names)
             got = detector(torch.as_tensor(image.transpose(2, 0, 1)).float(), emb)
             assert got[2].max() < len(names)
@@ -156,21 +158,22 @@ def test_onnx_file_is_valid_and_runs_under_onnxruntime(exported):
     onnx.checker.check_model(model)
     session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
     inputs = {i.name: i.shape for i in session.get_inputs()}
-    assert inputs["image"] == [3, 64, 64] and inputs["text_embeddings"][0] == "K"
-    image = np.full((3, 64, 64), 120, np.float32)
+    assert inputs["image"] == [3, "H", "W"] and inputs["text_embeddings"][0] == "K"
+    image = np.full((3, 96, 160), 120, np.float32)
     boxes, scores, classes = session.run(None, {"image": image, "text_embeddings": _embeddings(VOCAB_B, 3).numpy()})
     assert boxes.shape[1] == 4 and len(boxes) == len(scores) == len(classes) and classes.max() < len(VOCAB_B)
+    assert boxes[:, 2].max() <= 160 and boxes[:, 3].max() <= 96  # clipped to this image, not the traced one
 
 
 def test_baked_vocabulary_export_matches_eager(world):
     names, emb = VOCAB_B, _embeddings(VOCAB_B, 4)
-    written = export_detector(world["model"], world["root"] / "export_baked", image_size=(64, 64),
+    written = export_detector(world["model"], world["root"] / "export_baked", example_size=(64, 64),
                               vocabulary="baked", names=names, text_embeddings=emb)
-    ref = _eager(world["model"], world["images"][1], emb, names)
+    ref = _eager(world["model"], world["images"][-1], emb, names)
     for fmt in ("torchscript", "onnx"):
         detector = ExportedDetector(written[fmt])
         assert detector.baked and detector.names == names
-        _assert_match(ref, detector(torch.as_tensor(world["images"][1].transpose(2, 0, 1)).float()), **TOL[fmt])
+        _assert_match(ref, detector(torch.as_tensor(world["images"][-1].transpose(2, 0, 1)).float()), **TOL[fmt])
         with pytest.raises(ValueError, match="baked in"):
             detector(torch.zeros(3, 64, 64), emb)
 
@@ -183,7 +186,7 @@ def test_model_card_records_teacher_vocabulary_data_metrics_and_export(world, ex
     assert card["training_vocabulary"]["not_trained_on"] == ["blue box"]
     assert card["data"]["train"] == [world["dataset"]]
     assert card["metrics"] == {"novel_ap50": 1.0, "base_ap50": 2.0}
-    assert card["export"]["vocabulary"] == "input" and card["export"]["image_size"] == [64, 64]
+    assert card["export"]["vocabulary"] == "input" and card["export"]["example_size"] == [64, 64]
     assert card["export"]["embed_dim"] == 16 and card["export"]["files"] == {"torchscript": "model.ts",
                                                                              "onnx": "model.onnx"}
     markdown = exported["card"].with_name("MODEL_CARD.md").read_text()
@@ -196,21 +199,22 @@ def test_exported_detector_rejects_bad_inputs(exported, tmp_path):
         detector(torch.zeros(3, 64, 64), torch.ones(2, 32))
     with pytest.raises(ValueError, match=r"K >= 1"):
         detector(torch.zeros(3, 64, 64), torch.zeros(0, 16))
-    with pytest.raises(ValueError, match=r"image must be \[3, 64, 64\]"):
-        detector(torch.zeros(3, 32, 64), torch.ones(2, 16))
+    with pytest.raises(ValueError, match=r"model\.onnx: image must be a \[3, H, W\] tensor"):
+        detector(torch.zeros(64, 64, 3), torch.ones(2, 16))
     lonely = tmp_path / "model.onnx"
     lonely.write_bytes(exported["onnx"].read_bytes())
     with pytest.raises(FileNotFoundError, match="model_card.json"):
         ExportedDetector(lonely)
 
 
-def test_prepare_image_resizes_pads_and_boxes_map_back():
+def test_prepare_image_applies_the_test_resize_and_boxes_map_back():
     image = np.zeros((50, 100, 3), np.uint8)
-    prepared = prepare_image(image, size=(64, 64), min_size=64, max_size=64, pixel_mean=[1.0, 2.0, 3.0])
-    assert prepared.image_hw == (32, 64) and prepared.tensor.shape == (3, 64, 64)
-    assert torch.equal(prepared.tensor[:, 40, 10], torch.tensor([1.0, 2.0, 3.0]))  # padding = pixel mean
+    prepared = prepare_image(image, min_size=64, max_size=64)  # ResizeShortestEdge(64, 64): long side 64
+    assert prepared.image_hw == (32, 64) and prepared.tensor.shape == (3, 32, 64)
     boxes = rescale_boxes(np.array([[8.0, 4.0, 64.0, 40.0]]), prepared)
-    np.testing.assert_allclose(boxes, [[12.5, 6.25, 100.0, 50.0]])  # clipped to the resized area, rescaled
+    np.testing.assert_allclose(boxes, [[12.5, 6.25, 100.0, 50.0]])  # clipped to the resized image, rescaled
+    with pytest.raises(ValueError, match=r"expected an \[H, W, 3\] image"):
+        prepare_image(np.zeros((4, 4), np.uint8), min_size=64, max_size=64)
 
 
 def test_vocabulary_parsing_errors():
@@ -232,9 +236,10 @@ def test_predictor_encodes_new_names_once_and_matches_exported(world, exported, 
     again = OVPredictor(world["cfg"], world["weights"], vocabulary="red box, cat, red star")
     assert again.encoder.teacher_loads == 0  # cached
     torch.testing.assert_close(again.embeddings, predictor.embeddings)
-    image = world["images"][2]
+    image = world["images"][-1]  # 50 x 90: resized to 36 x 64 by the test transform, boxes mapped back
     eager = predictor(image)
-    assert len(eager) > 0 and int(eager.pred_classes.max()) < 3
+    assert len(eager) > 0 and int(eager.pred_classes.max()) < 3 and eager.image_size == (50, 90)
+    assert float(eager.pred_boxes.tensor[:, 2].max()) > 64  # in original pixels
     with pytest.raises(ValueError, match="embedding size 32 does not match the model's text embedding size 16"):
         predictor.set_vocabulary(["cat", "dog"], torch.ones(2, 32))
     onnx_predictor = OVPredictor(world["cfg"], exported["onnx"], vocabulary="red box, cat, red star")

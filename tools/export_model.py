@@ -3,14 +3,15 @@
 
     python tools/export_model.py --config toy/vild.yaml --weights output/toy/vild/model_final.pth \
         --output output/toy/vild/export [--vocabulary input|baked] [--names "circle,star"] \
-        [--format torchscript onnx] [--image-size H W] [KEY VALUE ...]
+        [--format torchscript onnx] [--example-size H W] [KEY VALUE ...]
 
 ``--vocabulary input`` (default): the graphs take ``(image [3, H, W], text_embeddings [K, D])``, one file
 serves any vocabulary (embeddings from ``tools/demo.py`` / ``detectors.predictor.VocabularyEncoder``).
 ``--vocabulary baked``: ``--names`` (default: the training vocabulary) are encoded and fixed in the
-graph, which takes the image only. Images have a fixed size (default ``INPUT.MAX_SIZE_TEST`` square,
-rounded up to 32); ``detectors.export.prepare_image`` resizes + pads. Writes ``model.ts``,
-``model.onnx``, ``model_card.json`` and ``MODEL_CARD.md``. See ``detectors/export.py``.
+graph, which takes the image only. Images of any size are accepted (after the test resize,
+``detectors.export.prepare_image``); ``--example-size`` is only the size traced (default
+``INPUT.MAX_SIZE_TEST`` square). Writes ``model.ts``, ``model.onnx``, ``model_card.json`` and
+``MODEL_CARD.md``. See ``detectors/export.py``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from detectors.export import describe_model, export_detector, export_size
+from detectors.export import describe_model, example_size, export_detector
 from detectors.predictor import VocabularyEncoder, load_inference_config, parse_vocabulary
 from detectors.prepare import resolve_config_file
 
@@ -36,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocabulary", choices=("input", "baked"), default="input")
     parser.add_argument("--names", default=None, help="baked vocabulary: 'a,b,c' or @file.txt (default: training)")
     parser.add_argument("--format", nargs="+", choices=("torchscript", "onnx"), default=["torchscript", "onnx"])
-    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), default=None)
+    parser.add_argument("--example-size", nargs=2, type=int, metavar=("H", "W"), default=None,
+                        help="size of the example image traced (graphs accept any size)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -58,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         embeddings = encoder(names, field="--names")
     elif args.names:
         raise SystemExit("--names is only used with --vocabulary baked")
-    size = tuple(args.image_size) if args.image_size else export_size(cfg)
+    size = tuple(args.example_size) if args.example_size else example_size(cfg)
     card = describe_model(cfg, args.weights, config_file=str(config_file))
-    written = export_detector(model, args.output, image_size=size, vocabulary=args.vocabulary, names=names,
+    written = export_detector(model, args.output, example_size=size, vocabulary=args.vocabulary, names=names,
                               text_embeddings=embeddings, formats=args.format, card=card,
                               pixel_format=cfg.INPUT.FORMAT,
                               resize=(int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST)))
