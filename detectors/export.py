@@ -17,7 +17,6 @@ raises clear errors.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +35,13 @@ from detectron2.structures import ImageList
 from distill.utils import atomic_path, write_json_atomic
 
 from .modeling.roi_heads import ViLDROIHeads
-from .modeling.vild_predictor import cosine_logits
+from .modeling.vild_predictor import cosine_logits, ensemble_scores
 
 __all__ = [
     "ExportableViLD", "ExportedDetector", "export_detector", "prepare_image", "write_model_card", "describe_model",
     "check_embeddings", "example_size", "rescale_boxes", "VOCAB_MODES",
     "ONNX_OPSET",
 ]
-
-logger = logging.getLogger(__name__)
 
 VOCAB_MODES = ("input", "baked")
 """``input``: ``forward(image, text_embeddings)``; ``baked``: ``forward(image)`` with a fixed vocabulary."""
@@ -62,27 +59,38 @@ class ExportableViLD(nn.Module):
     indices into the vocabulary), N <= ``TEST.DETECTIONS_PER_IMAGE``, sorted by score. With
     ``text_embeddings`` given at construction (``[K, D]``) they are baked in as a buffer and ``forward``
     takes the image only. Embeddings are L2-normalized inside, as ``set_vocabulary`` does.
+
+    ViLD-ensemble models weigh their two branches per class by ``seen [K]`` (bool: class trained on):
+    a third input ``forward(image, text_embeddings, seen)``, or baked with the embeddings (``seen``
+    given here, default: names of the training vocabulary, as ``set_vocabulary``).
     """
 
-    def __init__(self, model: nn.Module, *, text_embeddings: Tensor | None = None) -> None:
+    def __init__(self, model: nn.Module, *, text_embeddings: Tensor | None = None,
+                 names: Sequence[str] | None = None, seen: Tensor | Sequence[bool] | None = None) -> None:
         super().__init__()
         heads = getattr(model, "roi_heads", None)
         if not isinstance(heads, ViLDROIHeads):
             raise TypeError(f"ExportableViLD needs a ViLDRCNN with ViLDROIHeads, got roi_heads {type(heads).__name__}")
-        if heads.image_head is not None:
-            raise NotImplementedError("exporting ViLD-ensemble (MODEL.VILD.ENSEMBLE) is not supported yet: export "
-                                      "a ViLD or ViLD-text model")
         if model.proposal_generator is None:
             raise ValueError("ExportableViLD needs a proposal generator (MODEL.PROPOSAL_GENERATOR)")
         self.model = model.eval()
         self.embed_dim = int(heads.box_predictor.projection.out_features)
         self.baked = text_embeddings is not None
+        self.ensemble = heads.image_head is not None
         if text_embeddings is not None:
             check_embeddings(text_embeddings, self.embed_dim, source="baked vocabulary")
             self.register_buffer("text_embeddings", F.normalize(text_embeddings.detach().float(), dim=-1))
+            if self.ensemble:
+                self.register_buffer("seen", baked_seen(heads.box_predictor, text_embeddings.shape[0], names, seen))
         self.eval()  # exporters restore the wrapper's mode afterwards: it must be eval, not nn.Module's default
 
-    def forward(self, image: Tensor, text_embeddings: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    @property
+    def input_names(self) -> list[str]:
+        """Graph inputs: ``image`` plus, unless baked, ``text_embeddings`` (and ``seen`` for ViLD-ensemble)."""
+        return ["image"] if self.baked else ["image", "text_embeddings"] + (["seen"] if self.ensemble else [])
+
+    def forward(self, image: Tensor, text_embeddings: Tensor | None = None,
+                seen: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         model = self.model
         heads = model.roi_heads
         predictor = heads.box_predictor
@@ -90,13 +98,16 @@ class ExportableViLD(nn.Module):
             if not self.baked:
                 raise ValueError("this module takes the vocabulary as input: forward(image, text_embeddings)")
             classifier = self.text_embeddings
+            seen = self.seen if self.ensemble else None
         else:
             classifier = F.normalize(text_embeddings.float(), dim=-1)
+            if self.ensemble and seen is None:
+                raise ValueError("a ViLD-ensemble module needs seen [K] (bool): forward(image, text_embeddings, seen)")
         height, width = image.shape[-2], image.shape[-1]
         x = (image - model.pixel_mean) / model.pixel_std
         images = ImageList.from_tensors([x], model.backbone.size_divisibility)
         features = model.backbone(images.tensor)
-        # RPN (GeneralizedRCNN -> RPN.forward at inference)
+        # RPN.forward at inference (Detectron2 0.6; _decode_proposals is its anchor + delta decoding)
         rpn = model.proposal_generator
         rpn_features = [features[f] for f in rpn.in_features]
         anchors = rpn.anchor_generator(rpn_features)
@@ -115,11 +126,31 @@ class ExportableViLD(nn.Module):
         class_logits = cosine_logits(region, classifier, temperature=predictor.temperature,
                                      background=F.normalize(predictor.bg_embedding, dim=0))
         probs = F.softmax(class_logits, dim=-1)
+        if self.ensemble:  # ViLDOutputLayers.predict_probs with the distillation branch
+            image_region = heads._image_embed(pooled)
+            image_probs = F.softmax(cosine_logits(image_region, classifier, temperature=predictor.temperature), dim=-1)
+            foreground = ensemble_scores(probs[:, :-1], image_probs, seen.bool(), weight=predictor.ensemble_weight)
+            probs = torch.cat([foreground, probs[:, -1:]], dim=1)
         boxes = predictor.box2box_transform.apply_deltas(predictor.bbox_pred(box_features), proposal_boxes.tensor)
         instances, _ = fast_rcnn_inference_single_image(boxes, probs, (height, width), predictor.test_score_thresh,
                                                         predictor.test_nms_thresh, predictor.test_topk_per_image)
         instances = detector_postprocess(instances, height, width)  # clip + drop empty boxes, as GeneralizedRCNN
         return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+
+
+def baked_seen(predictor: nn.Module, num_classes: int, names: Sequence[str] | None,
+               seen: Tensor | Sequence[bool] | None) -> Tensor:
+    """``seen [K]`` bool for a baked ViLD-ensemble vocabulary: given, or names in the training vocabulary."""
+    from distill.vocab import normalize_name
+
+    if seen is None:
+        if names is None:
+            raise ValueError("a baked ViLD-ensemble vocabulary needs names (or seen) to weigh its two branches")
+        seen = [normalize_name(n) in predictor.training_names for n in names]
+    seen = torch.as_tensor(seen, dtype=torch.bool).flatten()
+    if seen.numel() != num_classes:
+        raise ValueError(f"seen must have {num_classes} entries (one per class), got {seen.numel()}")
+    return seen
 
 
 def check_embeddings(embeddings: Any, embed_dim: int, *, source: str) -> None:
@@ -172,9 +203,17 @@ def _example_embeddings(module: ExportableViLD, num_classes: int) -> Tensor:
     return F.normalize(torch.randn(num_classes, module.embed_dim, generator=generator), dim=-1)
 
 
+def _example_args(module: ExportableViLD, image: Tensor, embeddings: Tensor | None) -> tuple[Tensor, ...]:
+    if module.baked:
+        return (image,)
+    if module.ensemble:  # both branches' weightings appear in the example
+        return image, embeddings, torch.arange(embeddings.shape[0]) % 2 == 0
+    return image, embeddings
+
+
 def trace(module: ExportableViLD, example_image: Tensor, example_embeddings: Tensor | None) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of ``module`` (checks off: NMS outputs are data dependent)."""
-    args = (example_image,) if module.baked else (example_image, example_embeddings)
+    args = _example_args(module, example_image, example_embeddings)
     with torch.no_grad():
         return torch.jit.trace(module, args, check_trace=False)
 
@@ -182,11 +221,13 @@ def trace(module: ExportableViLD, example_image: Tensor, example_embeddings: Ten
 def export_onnx(module: ExportableViLD, path: str | os.PathLike, example_image: Tensor,
                 example_embeddings: Tensor | None, *, opset: int = ONNX_OPSET) -> Path:
     """ONNX file of ``module`` (TorchScript-based exporter; ``K`` is a dynamic axis in input mode)."""
-    args = (example_image,) if module.baked else (example_image, example_embeddings)
-    inputs = ["image"] if module.baked else ["image", "text_embeddings"]
+    args = _example_args(module, example_image, example_embeddings)
+    inputs = module.input_names
     dynamic = {"image": {1: "H", 2: "W"}, "boxes": {0: "N"}, "scores": {0: "N"}, "classes": {0: "N"}}
     if not module.baked:
         dynamic["text_embeddings"] = {0: "K"}
+    if "seen" in inputs:
+        dynamic["seen"] = {0: "K"}
     with atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=inputs,
                           output_names=["boxes", "scores", "classes"], dynamic_axes=dynamic, opset_version=opset)
@@ -195,7 +236,8 @@ def export_onnx(module: ExportableViLD, path: str | os.PathLike, example_image: 
 
 def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_size: tuple[int, int] = (128, 128),
                     vocabulary: str = "input", names: Sequence[str] | None = None,
-                    text_embeddings: Tensor | None = None, formats: Sequence[str] = ("torchscript", "onnx"),
+                    text_embeddings: Tensor | None = None, seen: Tensor | Sequence[bool] | None = None,
+                    formats: Sequence[str] = ("torchscript", "onnx"),
                     card: dict[str, Any] | None = None, pixel_format: str = "RGB",
                     resize: tuple[int, int] | None = None) -> dict[str, Path]:
     """Write ``model.ts`` / ``model.onnx`` (per ``formats``) and the model card into ``out_dir``.
@@ -204,7 +246,8 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_siz
         model: eager ``ViLDRCNN`` in eval mode.
         example_size: ``(H, W)`` of the example image traced (the graphs accept any size).
         vocabulary: ``"input"`` (embeddings an input, any vocabulary) or ``"baked"`` (``names`` +
-            ``text_embeddings [K, D]`` fixed in the graph; both required).
+            ``text_embeddings [K, D]`` fixed in the graph; both required). ``seen [K]``: ViLD-ensemble's
+            per-class branch weighting of a baked vocabulary (default: names in the training vocabulary).
         card: model-card fields (teacher, training vocabulary, data, metrics...); export settings are added.
         pixel_format / resize: recorded in the card for :class:`ExportedDetector` (``INPUT.FORMAT``,
             ``(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)``).
@@ -220,7 +263,9 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_siz
             raise ValueError("a baked vocabulary needs names and text_embeddings")
         if len(names) != int(text_embeddings.shape[0]):
             raise ValueError(f"baked vocabulary: {len(names)} names but {int(text_embeddings.shape[0])} embeddings")
-    module = ExportableViLD(model, text_embeddings=text_embeddings if vocabulary == "baked" else None).eval()
+    baked = vocabulary == "baked"
+    module = ExportableViLD(model, text_embeddings=text_embeddings if baked else None, names=names if baked else None,
+                            seen=seen if baked else None)
     height, width = (int(v) for v in example_size)
     if height < 1 or width < 1:
         raise ValueError(f"example_size must be positive, got {list(example_size)}")
@@ -237,10 +282,12 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_siz
         written["torchscript"] = out / "model.ts"
     if "onnx" in formats:
         written["onnx"] = export_onnx(module, out / "model.onnx", example, example_embeddings)
-    settings = {"vocabulary": vocabulary, "inputs": ["image [3, H, W]"] + ([] if module.baked else
-                ["text_embeddings [K, D]"]), "outputs": ["boxes [N, 4]", "scores [N]", "classes [N]"],
+    shapes = {"image": "image [3, H, W]", "text_embeddings": "text_embeddings [K, D]", "seen": "seen [K] bool"}
+    inputs = [shapes[name] for name in module.input_names]
+    settings = {"vocabulary": vocabulary, "inputs": inputs, "outputs": ["boxes [N, 4]", "scores [N]", "classes [N]"],
                 "image_size": "any (dynamic H, W)", "example_size": [height, width], "embed_dim": module.embed_dim,
-                "pixel_format": pixel_format, "resize": list(resize) if resize else [min(example_size), max(example_size)],
+                "pixel_format": pixel_format,
+                "resize": list(resize) if resize else [min(height, width), max(height, width)],
                 "pixel_mean": [float(v) for v in torch.as_tensor(model.pixel_mean).flatten()],
                 "onnx_opset": ONNX_OPSET if "onnx" in formats else None, "torch": torch.__version__,
                 "files": {k: v.name for k, v in written.items()},
@@ -249,6 +296,9 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_siz
                 "detections_per_image": int(model.roi_heads.box_predictor.test_topk_per_image)}
     if vocabulary == "baked":
         settings["names"] = [str(n) for n in names]
+    if module.ensemble:
+        settings["ensemble_seen"] = (module.seen.tolist() if module.baked else
+                                     "input: seen[k] = class k was trained on (see training_vocabulary.trained_on)")
     written["card"] = write_model_card(out, {**(card or {}), "export": settings})
     return written
 
@@ -305,10 +355,11 @@ def write_model_card(out_dir: str | os.PathLike, card: dict[str, Any]) -> Path:
 class ExportedDetector:
     """Run an exported ``model.ts`` or ``model.onnx`` (onnxruntime, CPU) with input checks.
 
-    ``detector(image [3, H, W] float, text_embeddings [K, D] | None) -> (boxes [N, 4], scores [N],
-    classes [N])`` as numpy arrays; ``detector.detect(image_hwc_uint8, text_embeddings)`` applies the test
-    resize first and returns boxes in the original image's pixels. The model card beside the file
-    supplies the vocabulary mode, embedding size and resize.
+    ``detector(image [3, H, W] float, text_embeddings [K, D] | None, seen [K] | None) -> (boxes [N, 4],
+    scores [N], classes [N])`` as numpy arrays (``seen``: ViLD-ensemble input-vocabulary exports only,
+    :attr:`needs_seen`); ``detector.detect(image_hwc_uint8, ...)`` applies the test resize first and
+    returns boxes in the original image's pixels. The model card beside the file supplies the
+    vocabulary mode, inputs, embedding size and resize.
     """
 
     def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None) -> None:
@@ -326,6 +377,7 @@ class ExportedDetector:
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{card_path}: not a model card of tools/export_model.py ({err!r})") from err
         self.names = list(settings.get("names") or [])
+        self.needs_seen = any(str(i).startswith("seen") for i in settings.get("inputs", []))
         self.settings = settings
         if self.path.suffix == ".onnx":
             import onnxruntime as ort
@@ -341,8 +393,8 @@ class ExportedDetector:
         else:
             raise ValueError(f"{self.path}: unknown exported-model suffix {self.path.suffix!r} (expected .ts or .onnx)")
 
-    def __call__(self, image: Tensor | np.ndarray,
-                 text_embeddings: Tensor | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, image: Tensor | np.ndarray, text_embeddings: Tensor | np.ndarray | None = None,
+                 seen: Tensor | np.ndarray | Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         image = torch.as_tensor(image, dtype=torch.float32)
         if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] < 1 or image.shape[2] < 1:
             raise ValueError(f"{self.path}: image must be a [3, H, W] tensor (channels first, 0-255, "
@@ -356,7 +408,17 @@ class ExportedDetector:
                                  f"{self.embed_dim}]")
             text_embeddings = torch.as_tensor(text_embeddings, dtype=torch.float32)
             check_embeddings(text_embeddings, self.embed_dim, source=str(self.path))
-        args = (image,) if self.baked else (image, text_embeddings)
+        args: tuple[Tensor, ...] = (image,) if self.baked else (image, text_embeddings)
+        if self.needs_seen:
+            if seen is None:
+                raise ValueError(f"{self.path}: a ViLD-ensemble export needs seen [K] (bool, class trained on) with "
+                                 f"the embeddings")
+            seen = torch.as_tensor(seen, dtype=torch.bool).flatten()
+            if seen.numel() != text_embeddings.shape[0]:
+                raise ValueError(f"{self.path}: seen has {seen.numel()} entries for {text_embeddings.shape[0]} classes")
+            args = (*args, seen)
+        elif seen is not None:
+            raise ValueError(f"{self.path}: seen is only an input of ViLD-ensemble exports with an input vocabulary")
         if self.session is not None:
             names = [i.name for i in self.session.get_inputs()]
             outputs = self.session.run(None, {n: a.numpy() for n, a in zip(names, args)})
@@ -366,12 +428,12 @@ class ExportedDetector:
         boxes, scores, classes = outputs
         return boxes, scores, classes.astype(np.int64)
 
-    def detect(self, image: np.ndarray, text_embeddings: Tensor | np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect(self, image: np.ndarray, text_embeddings: Tensor | np.ndarray | None = None,
+               seen: Tensor | np.ndarray | Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detections on an ``[H0, W0, 3]`` uint8 image in the model's channel order, boxes in its pixels."""
         low, high = self.settings["resize"]
         prepared = prepare_image(image, min_size=low, max_size=high)
-        boxes, scores, classes = self(prepared.tensor, text_embeddings)
+        boxes, scores, classes = self(prepared.tensor, text_embeddings, seen)
         return rescale_boxes(boxes, prepared), scores, classes
 
 

@@ -261,6 +261,15 @@ class OVPredictor:
         if self.model is not None:
             self.model.roi_heads.set_vocabulary(self.embeddings, names)
 
+    def _exported_seen(self) -> list[bool]:
+        """ViLD-ensemble's per-class weighting for an exported model: names its model card lists as trained on."""
+        trained = self.exported.card.get("training_vocabulary", {}).get("trained_on")
+        if trained is None:
+            raise ValueError(f"{self.weights}: a ViLD-ensemble export needs training_vocabulary.trained_on in its "
+                             f"model card")
+        known = {normalize_name(n) for n in trained}
+        return [normalize_name(n) in known for n in self.vocabulary]
+
     def _to_model_format(self, image: np.ndarray) -> np.ndarray:
         model_format = self.cfg.INPUT.FORMAT
         if self.input_format != model_format:
@@ -276,7 +285,8 @@ class OVPredictor:
         image = self._to_model_format(image)
         height, width = image.shape[:2]
         if self.exported is not None:
-            boxes, scores, classes = self.exported.detect(image, self.embeddings)
+            seen = self._exported_seen() if self.exported.needs_seen else None
+            boxes, scores, classes = self.exported.detect(image, self.embeddings, seen)
             out = Instances((height, width))
             out.pred_boxes = Boxes(torch.as_tensor(boxes))
             out.scores = torch.as_tensor(scores)

@@ -178,6 +178,37 @@ def test_baked_vocabulary_export_matches_eager(world):
             detector(torch.zeros(3, 64, 64), emb)
 
 
+def test_vild_ensemble_exports_with_seen_input_or_baked(world):
+    """ViLD-ensemble: the per-class branch weighting follows ``seen`` (names trained on), input or baked."""
+    cfg = world["cfg"].clone()
+    cfg.merge_from_list(["MODEL.VILD.ENSEMBLE", True])
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    names, emb = VOCAB_B, _embeddings(VOCAB_B, 5)
+    seen = [n in ("red box", "green box") for n in names]  # base classes of the tiny dataset
+    image = world["images"][-1]
+    ref = _eager(model, image, emb, names)
+    assert model.roi_heads.get_vocabulary()[2].tolist() == seen
+    x = torch.as_tensor(image.transpose(2, 0, 1)).float()
+    with torch.no_grad():
+        got = ExportableViLD(model)(x, emb, torch.tensor(seen))
+        flipped = ExportableViLD(model)(x, emb, ~torch.tensor(seen))
+    for r, g in zip(ref, got):
+        np.testing.assert_array_equal(r, g.numpy())
+    assert not np.array_equal(ref[1], flipped[1].numpy())  # seen changes the scores
+    written = export_detector(model, world["root"] / "export_ensemble", example_size=(64, 64))
+    for fmt in ("torchscript", "onnx"):
+        detector = ExportedDetector(written[fmt])
+        assert detector.needs_seen
+        _assert_match(ref, detector(x, emb, seen), **TOL[fmt])
+        with pytest.raises(ValueError, match="needs seen"):
+            detector(x, emb)
+    baked = export_detector(model, world["root"] / "export_ensemble_baked", example_size=(64, 64),
+                            vocabulary="baked", names=names, text_embeddings=emb, formats=["onnx"])
+    assert json.loads(baked["card"].read_text())["export"]["ensemble_seen"] == seen
+    _assert_match(ref, ExportedDetector(baked["onnx"])(x), **TOL["onnx"])
+
+
 def test_model_card_records_teacher_vocabulary_data_metrics_and_export(world, exported):
     card = json.loads(exported["card"].read_text())
     assert card["teacher"]["fingerprint"] == world["teacher"].fingerprint
