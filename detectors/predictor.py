@@ -93,8 +93,8 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
     """The config to build a trained detector from, with its training classifier file resolved.
 
     ``MODEL.VILD.TEXT_EMBEDDINGS`` (needed to build the model: it fixes the embedding size and training
-    vocabulary) is taken, when empty, from the run's resolved ``config.yaml`` beside ``weights``, else
-    computed with the teacher (``detectors.prepare.ensure_text_embeddings``). Toy datasets are registered.
+    vocabulary) is taken, when empty, from the run's resolved ``config.yaml`` beside checkpoint
+    ``weights`` or the model card beside exported ones, else computed with the teacher (``detectors.prepare.ensure_text_embeddings``). Toy datasets are registered.
     """
     from .prepare import ensure_text_embeddings, load_config, setup_toy_datasets
 
@@ -107,17 +107,32 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
         raise ValueError(f"open-vocabulary inference needs MODEL.META_ARCHITECTURE ViLDRCNN, got "
                          f"{cfg.MODEL.META_ARCHITECTURE!r}")
     if not cfg.MODEL.VILD.TEXT_EMBEDDINGS and weights is not None:
-        run_config = Path(weights).with_name("config.yaml")
-        if run_config.is_file():
-            run = load_config(run_config)
-            if run.MODEL.VILD.TEXT_EMBEDDINGS and Path(run.MODEL.VILD.TEXT_EMBEDDINGS).is_file():
-                cfg.MODEL.VILD.TEXT_EMBEDDINGS = run.MODEL.VILD.TEXT_EMBEDDINGS
-                logger.info("training classifier from %s: %s", run_config, cfg.MODEL.VILD.TEXT_EMBEDDINGS)
+        source, path = _recorded_text_embeddings(Path(weights))
+        if path:
+            cfg.MODEL.VILD.TEXT_EMBEDDINGS = path
+            logger.info("training classifier from %s: %s", source, path)
     if not cfg.MODEL.VILD.TEXT_EMBEDDINGS:
         from .prepare import build_teacher_from_cfg
 
         ensure_text_embeddings(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
     return cfg
+
+
+def _recorded_text_embeddings(weights: Path) -> tuple[Path | None, str]:
+    """The training classifier file recorded beside ``weights``: the run's ``config.yaml`` (checkpoints) or
+    the model card (exports); ``(None, "")`` if none exists on disk."""
+    import json
+
+    from .prepare import load_config
+
+    run_config, card = weights.with_name("config.yaml"), weights.with_name("model_card.json")
+    path = ""
+    if card.is_file():
+        path = str(json.loads(card.read_text(encoding="utf-8")).get("teacher", {}).get("text_embeddings") or "")
+        source = card
+    elif run_config.is_file():
+        path, source = load_config(run_config).MODEL.VILD.TEXT_EMBEDDINGS, run_config
+    return (source, path) if path and Path(path).is_file() else (None, "")
 
 
 class VocabularyEncoder:

@@ -273,7 +273,11 @@ def test_predictor_encodes_new_names_once_and_matches_exported(world, exported, 
     assert float(eager.pred_boxes.tensor[:, 2].max()) > 64  # in original pixels
     with pytest.raises(ValueError, match="embedding size 32 does not match the model's text embedding size 16"):
         predictor.set_vocabulary(["cat", "dog"], torch.ones(2, 32))
-    onnx_predictor = OVPredictor(world["cfg"], exported["onnx"], vocabulary="red box, cat, red star")
+    bare = world["cfg"].clone()  # no classifier file: the export's model card names it
+    bare.MODEL.VILD.TEXT_EMBEDDINGS = ""
+    onnx_predictor = OVPredictor(bare, exported["onnx"], vocabulary="red box, cat, red star")
+    assert onnx_predictor.cfg.MODEL.VILD.TEXT_EMBEDDINGS == world["cfg"].MODEL.VILD.TEXT_EMBEDDINGS
+    assert onnx_predictor.encoder.teacher_loads == 0
     got = onnx_predictor(image)
     _assert_match((eager.pred_boxes.tensor.numpy(), eager.scores.numpy(), eager.pred_classes.numpy()),
                   (got.pred_boxes.tensor.numpy(), got.scores.numpy(), got.pred_classes.numpy()), **TOL["onnx"])
