@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from detectors.data import register_ov_dataset
 from detectors.export import ExportedDetector, example_size, export_detector
 from detectors.prepare import load_config
-from detectors.predictor import load_inference_config
+from detectors.predictor import load_checkpoint, load_inference_config
 from detectors.testing import write_random_text_embeddings, write_tiny_dataset
 
 
@@ -39,7 +38,7 @@ def build(config: str, weights: str | None, root: Path, opts: list[str]) -> tupl
     if weights:
         cfg = load_inference_config(config, weights=weights, opts=opts)
         model = build_model(cfg).eval()
-        DetectionCheckpointer(model).load(weights)
+        load_checkpoint(model, weights, text_embeddings=cfg.MODEL.VILD.TEXT_EMBEDDINGS)
         return cfg, model
     cfg = load_config(config, opts)
     size = int(cfg.INPUT.MAX_SIZE_TEST)

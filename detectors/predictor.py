@@ -33,8 +33,8 @@ from distill.vocab import normalize_name
 
 from .modeling.text_embeddings import load_text_embeddings, save_text_embeddings
 
-__all__ = ["IMAGE_SUFFIXES", "parse_vocabulary", "read_image", "load_inference_config", "VocabularyEncoder",
-           "OVPredictor"]
+__all__ = ["IMAGE_SUFFIXES", "parse_vocabulary", "read_image", "load_inference_config", "load_checkpoint",
+           "VocabularyEncoder", "OVPredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,28 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
 
         ensure_text_embeddings(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
     return cfg
+
+
+def load_checkpoint(model: torch.nn.Module, weights: str | os.PathLike, *, text_embeddings: str = "") -> None:
+    """Load a Detectron2 checkpoint into ``model``, refusing (``ValueError`` naming the files) parameters whose
+    shapes differ, which Detectron2's checkpointer would skip with a warning. The usual cause is a training
+    classifier (``text_embeddings``) of another teacher, whose embedding size differs from the model's."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights {weights} do not exist")
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: not a Detectron2 checkpoint (expected a state dict under 'model')")
+    expected = model.state_dict()
+    wrong = {k: (list(v.shape), list(expected[k].shape)) for k, v in state.items()
+             if k in expected and hasattr(v, "shape") and tuple(v.shape) != tuple(expected[k].shape)}
+    if wrong:
+        hint = (f"; the model's text embedding size comes from MODEL.VILD.TEXT_EMBEDDINGS {text_embeddings}: use the "
+                f"classifier file of the teacher the model was trained with") if text_embeddings else ""
+        listing = ", ".join(f"{k} {a} vs model {b}" for k, (a, b) in list(wrong.items())[:4])
+        raise ValueError(f"{weights}: {len(wrong)} parameters do not match the configured model ({listing}){hint}")
+    DetectionCheckpointer(model).load(str(weights))
 
 
 def _recorded_text_embeddings(weights: Path) -> tuple[Path | None, str]:
@@ -251,7 +273,7 @@ class OVPredictor:
                                  f"{self.cfg.MODEL.VILD.TEXT_EMBEDDINGS})")
         else:
             self.model = build_model(self.cfg).eval()
-            DetectionCheckpointer(self.model).load(str(self.weights))
+            load_checkpoint(self.model, self.weights, text_embeddings=self.cfg.MODEL.VILD.TEXT_EMBEDDINGS)
         self.resize = T.ResizeShortestEdge([self.cfg.INPUT.MIN_SIZE_TEST] * 2, self.cfg.INPUT.MAX_SIZE_TEST)
         self.vocabulary: list[str] = []
         self.embeddings = torch.zeros(0, self.encoder.embed_dim)

@@ -298,6 +298,15 @@ def test_predictor_bad_vocabularies_are_clear_errors(world, monkeypatch, tmp_pat
         VocabularyEncoder(cfg)(["cat"])
 
 
+def test_checkpoint_of_another_embedding_size_is_a_clear_error(world, tmp_path):
+    other = save_text_embeddings(tmp_path / "text8.pt", [c[0] for c in TINY_CLASSES],
+                                 F.normalize(torch.randn(len(TINY_CLASSES), 8), dim=-1), teacher_fingerprint="other")
+    cfg = world["cfg"].clone()
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = str(other)
+    with pytest.raises(ValueError, match=r"model_final\.pth: .*projection.weight \[16, .*vs model \[8, .*text8\.pt"):
+        OVPredictor(cfg, world["weights"])
+
+
 def test_read_image_names_files_that_are_not_images(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")

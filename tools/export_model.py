@@ -21,11 +21,10 @@ import logging
 import sys
 from pathlib import Path
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from detectors.export import describe_model, example_size, export_detector
-from detectors.predictor import VocabularyEncoder, load_inference_config, parse_vocabulary
+from detectors.predictor import VocabularyEncoder, load_checkpoint, load_inference_config, parse_vocabulary
 from detectors.prepare import resolve_config_file
 
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_inference_config(config_file, weights=args.weights, opts=args.opts)
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(str(args.weights))
+    load_checkpoint(model, args.weights, text_embeddings=cfg.MODEL.VILD.TEXT_EMBEDDINGS)
     names = embeddings = None
     if args.vocabulary == "baked":
         encoder = VocabularyEncoder(cfg)
