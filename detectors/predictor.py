@@ -94,7 +94,8 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
 
     ``MODEL.VILD.TEXT_EMBEDDINGS`` (needed to build the model: it fixes the embedding size and training
     vocabulary) is taken, when empty, from the run's resolved ``config.yaml`` beside checkpoint
-    ``weights`` or the model card beside exported ones, else computed with the teacher (``detectors.prepare.ensure_text_embeddings``). Toy datasets are registered.
+    ``weights`` or the model card beside exported ones, else computed with the teacher
+    (``detectors.prepare.ensure_text_embeddings``). Toy datasets are registered.
     """
     from .prepare import ensure_text_embeddings, load_config, setup_toy_datasets
 
