@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -212,9 +213,12 @@ def _example_args(module: ExportableViLD, image: Tensor, embeddings: Tensor | No
 
 
 def trace(module: ExportableViLD, example_image: Tensor, example_embeddings: Tensor | None) -> torch.jit.ScriptModule:
-    """``torch.jit.trace`` of ``module`` (checks off: NMS outputs are data dependent)."""
+    """``torch.jit.trace`` of ``module`` (checks off: NMS outputs are data dependent). Tracer warnings
+    about Python values are silenced: the shape-dependent ones are handled by Detectron2's tracing-aware
+    code (graphs are tested on other image sizes), the data-dependent ones are documented."""
     args = _example_args(module, example_image, example_embeddings)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.trace(module, args, check_trace=False)
 
 
@@ -228,7 +232,8 @@ def export_onnx(module: ExportableViLD, path: str | os.PathLike, example_image: 
         dynamic["text_embeddings"] = {0: "K"}
     if "seen" in inputs:
         dynamic["seen"] = {0: "K"}
-    with atomic_path(path) as tmp, torch.no_grad():
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=inputs,
                           output_names=["boxes", "scores", "classes"], dynamic_axes=dynamic, opset_version=opset)
     return Path(path)
