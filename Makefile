@@ -6,10 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean-env help
+.PHONY: setup demo export test test-fast bench clean-env help
 
 help:
 	@echo "make demo   - set up if needed, then run the toy-world ViLD distillation demo"
+	@echo "make export - export make demo's ViLD model (TorchScript, ONNX, model card) and draw a custom vocabulary"
 	@echo "make test   - set up if needed, then run the whole test suite (slow tests included)"
 	@echo "make test-fast - unit tests only (-m 'not slow')"
 	@echo "make bench  - run the benchmarks (each prints JSON on its last line)"
@@ -20,6 +21,16 @@ setup:
 
 demo: setup
 	@$(PY) tools/toy_demo.py
+
+# After `make demo`: export its ViLD model and draw one toy validation image with a vocabulary it never saw.
+VILD_RUN ?= output/toy/vild
+VOCABULARY ?= circle,star,red heart
+export: setup
+	@test -f $(VILD_RUN)/model_final.pth || { echo "$(VILD_RUN)/model_final.pth missing: run make demo first"; exit 1; }
+	@$(PY) tools/export_model.py --config toy/vild.yaml --weights $(VILD_RUN)/model_final.pth --output $(VILD_RUN)/export
+	@$(PY) tools/demo.py --config toy/vild.yaml --weights $(VILD_RUN)/export/model.onnx --vocabulary "$(VOCABULARY)" \
+		--output $(VILD_RUN)/demo --input "$$($(PY) -c "from distill.toy import ensure_toy_world; \
+		print(ensure_toy_world(progress=False).image_dir('val') / '000001.png')")"
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
