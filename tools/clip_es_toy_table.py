@@ -1,6 +1,6 @@
 """CLIP-ES on the toy world, end to end: pseudo-masks from image-level labels, then a student segmenter.
 
-    python tools/clip_es_toy_table.py [--work-dir work_dirs/clip_es_toy_table] [--iters 300] [--limit N]
+    python tools/clip_es_toy_table.py [--work-dir work_dirs/clip_es_toy_table] [--iters 1500] [--limit N]
         [--confidence-threshold T] [--no-crf] [--cfg-options k=v ...]
 
 1. Builds (or reuses) the toy world and its ViT teacher.
@@ -84,7 +84,7 @@ def student(masks: Path, root: Path, options: list[str]) -> tuple[dict, float, f
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="work_dirs/clip_es_toy_table")
-    parser.add_argument("--iters", type=int, default=None, help="student iterations (default: the config's 300)")
+    parser.add_argument("--iters", type=int, default=None, help="student iterations (default: the config's 1500)")
     parser.add_argument("--limit", type=int, default=None, help="pseudo-masks for the first N train images only")
     parser.add_argument("--confidence-threshold", type=float, default=None,
                         help=f"ignore threshold (default {DEFAULT_THRESHOLD['crf']} with CRF, "

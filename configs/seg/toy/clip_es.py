@@ -6,7 +6,7 @@
 #   python tools/train_seg.py configs/seg/toy/clip_es.py            # work_dir defaults to work_dirs/clip_es
 #
 # tools/clip_es_toy_table.py runs both steps (and the pseudo-mask evaluation) in one go.
-_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/toy_world.py', '../_base_/schedules/toy_300it.py']
+_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/toy_world.py', '../_base_/schedules/toy_1500it.py']
 
 toy_world = True
 custom_imports = dict(imports=['segmentors', 'segmentors.clip_es'], allow_failed_imports=False)

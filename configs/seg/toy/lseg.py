@@ -2,7 +2,7 @@
 # fixed text embeddings, logits = (1/0.07) pixel . text; trained on the seen label set only (unseen classes are
 # masked out of the softmax and their pixels ignored), evaluated on all 13 classes.
 _base_ = ['../_base_/default_runtime.py', '../_base_/datasets/toy_world.py', '../_base_/models/toy_teacher.py',
-          '../_base_/schedules/toy_300it.py']
+          '../_base_/schedules/toy_1500it.py']
 
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],

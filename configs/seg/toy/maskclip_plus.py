@@ -2,7 +2,7 @@
 # ground truth for seen pixels and on the toy teacher's argmax over the unseen classes for unseen pixels, then
 # on its own predictions (self-training). Dilations are scaled to the 16x16 feature map (real configs: 6/12/18/24).
 _base_ = ['../_base_/default_runtime.py', '../_base_/datasets/toy_world.py', '../_base_/models/toy_teacher.py',
-          '../_base_/schedules/toy_300it.py']
+          '../_base_/schedules/toy_1500it.py']
 
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
@@ -13,7 +13,7 @@ model = dict(
     teacher_class_names={{_base_.class_names}},
     templates={{_base_.text_templates}},
     unseen_classes={{_base_.unseen_ids}},
-    self_training_start=200,
+    self_training_start=1000,
     confidence_threshold=0.0,
     data_preprocessor=data_preprocessor,
     backbone=dict(
