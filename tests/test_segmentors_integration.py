@@ -48,7 +48,7 @@ def write_config(path: Path, base: str, tiny: dict, *, iters: int = 4, train: bo
     lines = [
         f"_base_ = [{str(REPO / 'configs' / 'seg' / 'toy' / base)!r}]",
         "toy_world = False",
-        f"teacher = {tiny['teacher']!r}",
+        f"teacher = dict({tiny['teacher']!r}, _delete_=True)  # replaces the toy ResNet teacher wholesale",
         f"data_root = {tiny['world']!r}",
         f"test_dataloader = {loader}",
         "env_cfg = dict(cudnn_benchmark=False)",
@@ -60,7 +60,7 @@ def write_config(path: Path, base: str, tiny: dict, *, iters: int = 4, train: bo
                   f"by_epoch=False)]",
                   "default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))"]
     if model_teacher:
-        lines.append("model = dict(teacher=teacher)")
+        lines.append("model = dict(teacher=dict(teacher, _delete_=True))")
     path.write_text("\n".join(lines) + "\n")
     return path
 
