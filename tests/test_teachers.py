@@ -334,7 +334,7 @@ def test_resnet_dense_output_stride_is_the_strided_network_evaluated_densely(fil
     # the in-between cells are new evaluations (random init varies little over space: ~3e-3)
     assert (fine[..., 1::step, ::step][..., :-1, :-1] - plain[..., :-1, :-1]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
-        ClipTeacher("ovd-test-rn", pretrained=str(ckpt), model_config=config, dense_output_stride=4).dense_embeddings(image)
+        ClipTeacher("ovd-test-rn", pretrained=str(ckpt), model_config=config, dense_output_stride=4)
     with pytest.raises(ValueError, match="applies to ResNet"):
         ClipTeacher("ovd-test-vit", pretrained=str(files["vit"][1]), model_config=files["vit"][0], dense_output_stride=16)
 

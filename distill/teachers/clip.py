@@ -68,6 +68,8 @@ class ClipTeacher(Teacher):
         self.register_buffer("_std", torch.tensor(self.std, device=device).view(3, 1, 1) * 255, persistent=False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.context_length = int(getattr(self.model, "context_length", 0) or self.tokenizer.context_length)
+        if dense_output_stride not in (None, 8, 16, 32):
+            raise ValueError(f"resnet output_stride must be 8, 16 or 32, got {dense_output_stride}")
         if dense_output_stride is not None and dense_kind(self.model.visual) != "resnet":
             raise ValueError(f"dense_output_stride applies to ResNet teachers; {model_name} is a ViT "
                              f"(its dense stride is the patch size)")
