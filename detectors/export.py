@@ -1,8 +1,9 @@
-"""Export a ViLD detector to TorchScript and ONNX, with its vocabulary baked in or taken as an input.
+"""Export a ViLD or BARON detector to TorchScript and ONNX, with its vocabulary baked in or taken as an input.
 
-:class:`ExportableViLD` wraps an eager ``ViLDRCNN`` and runs exactly its inference path on one image
+:class:`ExportableViLD` wraps an eager ``ViLDRCNN`` (or ``BaronRCNN``: the same inference path, its region
+embedding being the frozen text encoder of the pseudo words) and runs exactly its inference path on one image
 (Detectron2's own backbone, RPN proposal selection, RoI pooler, box head, box decoding and
-``fast_rcnn_inference_single_image``), except that the cosine classifier scores against the
+``fast_rcnn_inference_single_image``), except that the cosine classifier (at the test temperature) scores against the
 ``text_embeddings`` given to ``forward`` (or a baked buffer). It is traced with ``torch.jit.trace``
 and exported to ONNX (opset 17, TorchScript-based exporter) by :func:`export_detector`, which writes
 beside the files a model card (``model_card.json`` + ``MODEL_CARD.md``).
@@ -52,7 +53,7 @@ CARD_MD = "MODEL_CARD.md"
 
 
 class ExportableViLD(nn.Module):
-    """One-image ViLD inference as a traceable module.
+    """One-image ViLD / BARON inference as a traceable module.
 
     ``forward(image [3, H, W] float (0-255, ``INPUT.FORMAT`` channel order, any size, after the test
     resize), text_embeddings [K, D])``
@@ -71,11 +72,12 @@ class ExportableViLD(nn.Module):
         super().__init__()
         heads = getattr(model, "roi_heads", None)
         if not isinstance(heads, ViLDROIHeads):
-            raise TypeError(f"ExportableViLD needs a ViLDRCNN with ViLDROIHeads, got roi_heads {type(heads).__name__}")
+            raise TypeError(f"ExportableViLD needs a ViLDRCNN or BaronRCNN (ViLDROIHeads or a subclass), got "
+                            f"roi_heads {type(heads).__name__}")
         if model.proposal_generator is None:
             raise ValueError("ExportableViLD needs a proposal generator (MODEL.PROPOSAL_GENERATOR)")
         self.model = model.eval()
-        self.embed_dim = int(heads.box_predictor.projection.out_features)
+        self.embed_dim = int(heads.box_predictor.embed_dim)
         self.baked = text_embeddings is not None
         self.ensemble = heads.image_head is not None
         if text_embeddings is not None:
@@ -123,13 +125,14 @@ class ExportableViLD(nn.Module):
         proposal_boxes = proposals[0].proposal_boxes
         pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [proposal_boxes])
         box_features = heads.box_head(pooled).flatten(1)
-        region = predictor.embed(box_features)
-        class_logits = cosine_logits(region, classifier, temperature=predictor.temperature,
+        region = predictor.embed(box_features)  # BARON: text encoder of the pseudo words (no dropout in eval)
+        class_logits = cosine_logits(region, classifier, temperature=predictor.test_temperature,
                                      background=F.normalize(predictor.bg_embedding, dim=0))
         probs = F.softmax(class_logits, dim=-1)
         if self.ensemble:  # ViLDOutputLayers.predict_probs with the distillation branch
             image_region = heads._image_embed(pooled)
-            image_probs = F.softmax(cosine_logits(image_region, classifier, temperature=predictor.temperature), dim=-1)
+            image_probs = F.softmax(cosine_logits(image_region, classifier, temperature=predictor.test_temperature),
+                                    dim=-1)
             foreground = ensemble_scores(probs[:, :-1], image_probs, seen.bool(), weight=predictor.ensemble_weight)
             probs = torch.cat([foreground, probs[:, -1:]], dim=1)
         boxes = predictor.box2box_transform.apply_deltas(predictor.bbox_pred(box_features), proposal_boxes.tensor)
@@ -248,7 +251,7 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_siz
     """Write ``model.ts`` / ``model.onnx`` (per ``formats``) and the model card into ``out_dir``.
 
     Args:
-        model: eager ``ViLDRCNN`` in eval mode.
+        model: eager ``ViLDRCNN`` or ``BaronRCNN`` in eval mode.
         example_size: ``(H, W)`` of the example image traced (the graphs accept any size).
         vocabulary: ``"input"`` (embeddings an input, any vocabulary) or ``"baked"`` (``names`` +
             ``text_embeddings [K, D]`` fixed in the graph; both required). ``seen [K]``: ViLD-ensemble's
@@ -322,11 +325,18 @@ def describe_model(cfg, weights: str | os.PathLike, *, config_file: str | None =
     metrics_path = weights.with_name("ov_metrics.json")
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     teacher = cfg.MODEL.VILD.TEACHER
-    method = "ViLD-ensemble" if cfg.MODEL.VILD.ENSEMBLE else ("ViLD" if cfg.MODEL.VILD.DISTILL.ENABLED else "ViLD-text")
+    baron = cfg.MODEL.META_ARCHITECTURE == "BaronRCNN"
+    if baron:
+        method = "BARON-ensemble" if cfg.MODEL.VILD.ENSEMBLE else "BARON"
+        test_temperature = float(cfg.MODEL.BARON.TEST_TEMPERATURE or cfg.MODEL.VILD.TEMPERATURE)
+    else:
+        method = "ViLD-ensemble" if cfg.MODEL.VILD.ENSEMBLE else ("ViLD" if cfg.MODEL.VILD.DISTILL.ENABLED else "ViLD-text")
+        test_temperature = float(cfg.MODEL.VILD.TEMPERATURE)
     return {
         "model": {"method": method, "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
                   "backbone": cfg.MODEL.BACKBONE.NAME, "weights": str(weights), "weights_sha256": sha256_file(weights),
-                  "config": config_file, "temperature": float(cfg.MODEL.VILD.TEMPERATURE)},
+                  "config": config_file, "temperature": float(cfg.MODEL.VILD.TEMPERATURE),
+                  "test_temperature": test_temperature},
         "teacher": {"name": teacher.NAME, "model_name": teacher.MODEL_NAME, "pretrained": teacher.PRETRAINED,
                     "model_config": teacher.MODEL_CONFIG, "templates": teacher.TEMPLATES, "fingerprint": fingerprint,
                     "text_embeddings": cfg.MODEL.VILD.TEXT_EMBEDDINGS},

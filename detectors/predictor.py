@@ -1,4 +1,4 @@
-"""Open-vocabulary inference with a trained ViLD detector: any vocabulary, eager or exported weights.
+"""Open-vocabulary inference with a trained ViLD or BARON detector: any vocabulary, eager or exported weights.
 
     predictor = OVPredictor(cfg, "output/toy/vild/model_final.pth", vocabulary=["cat", "dog", "red star"])
     instances = predictor(image)              # [H, W, 3] uint8 RGB -> Detectron2 Instances, original pixels
@@ -104,8 +104,8 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
         cfg.merge_from_list(list(opts))
     cfg.defrost()
     world = setup_toy_datasets(cfg)
-    if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
-        raise ValueError(f"open-vocabulary inference needs MODEL.META_ARCHITECTURE ViLDRCNN, got "
+    if cfg.MODEL.META_ARCHITECTURE not in ("ViLDRCNN", "BaronRCNN"):
+        raise ValueError(f"open-vocabulary inference needs MODEL.META_ARCHITECTURE ViLDRCNN or BaronRCNN, got "
                          f"{cfg.MODEL.META_ARCHITECTURE!r}")
     if not cfg.MODEL.VILD.TEXT_EMBEDDINGS and weights is not None:
         source, path = _recorded_text_embeddings(Path(weights))
@@ -116,7 +116,27 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
         from .prepare import build_teacher_from_cfg
 
         ensure_text_embeddings(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
+    if cfg.MODEL.META_ARCHITECTURE == "BaronRCNN":
+        _resolve_text_encoder(cfg, weights, world)
     return cfg
+
+
+def _resolve_text_encoder(cfg: CfgNode, weights: str | os.PathLike | None, world: Any) -> None:
+    """BARON builds its region embedding from the teacher's text tower (``MODEL.BARON.TEXT_ENCODER``; the
+    checkpoint holds its weights too, the file fixes its shape): the configured file, else the one the
+    run recorded in ``config.yaml`` beside ``weights``, else written from the teacher."""
+    from .prepare import build_teacher_from_cfg, ensure_text_encoder, load_config
+
+    if cfg.MODEL.BARON.TEXT_ENCODER and Path(cfg.MODEL.BARON.TEXT_ENCODER).is_file():
+        return
+    run_config = Path(weights).with_name("config.yaml") if weights is not None else None
+    if run_config is not None and run_config.is_file():
+        recorded = load_config(run_config).MODEL.BARON.TEXT_ENCODER
+        if recorded and Path(recorded).is_file():
+            cfg.MODEL.BARON.TEXT_ENCODER = recorded
+            logger.info("pseudo-word text encoder from %s: %s", run_config, recorded)
+            return
+    ensure_text_encoder(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
 
 
 def load_checkpoint(model: torch.nn.Module, weights: str | os.PathLike, *, text_embeddings: str = "") -> None:

@@ -1,4 +1,5 @@
-"""Export (TorchScript, ONNX Runtime), custom vocabularies, predictor and demo on tiny random-init ViLD models.
+"""Export (TorchScript, ONNX Runtime), custom vocabularies, predictor and demo on tiny random-init ViLD and
+BARON models.
 
 Tolerances (exported vs eager Detectron2 ``model([{"image": ...}])``, same image, same vocabulary;
 graphs traced on 64 x 64 and run on other sizes too):
@@ -37,7 +38,12 @@ from detectors.export import (  # noqa: E402
 )
 from detectors.modeling import save_text_embeddings  # noqa: E402
 from detectors.predictor import OVPredictor, VocabularyEncoder, parse_vocabulary, read_image  # noqa: E402
-from detectors.testing import TINY_CLASSES, tiny_vild_config, write_tiny_dataset  # noqa: E402
+from detectors.testing import (  # noqa: E402
+    TINY_CLASSES,
+    tiny_vild_config,
+    write_random_text_encoder,
+    write_tiny_dataset,
+)
 from distill.teachers import ClipTeacher  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,6 +213,42 @@ def test_vild_ensemble_exports_with_seen_input_or_baked(world):
                             vocabulary="baked", names=names, text_embeddings=emb, formats=["onnx"])
     assert json.loads(baked["card"].read_text())["export"]["ensemble_seen"] == seen
     _assert_match(ref, ExportedDetector(baked["onnx"])(x), **TOL["onnx"])
+
+
+def test_baron_exports_through_the_tool_and_matches_eager(world, monkeypatch, tmp_path):
+    """BARON's region embedding (frozen text encoder of the pseudo words, test temperature) exports like ViLD's:
+    the tool resolves the text encoder from the run's config.yaml, both graphs match the eager model."""
+    monkeypatch.setenv("OVDISTILL_CACHE", str(world["root"] / "cache"))
+    encoder = write_random_text_encoder(tmp_path / "encoder.pt", fingerprint=world["teacher"].fingerprint)
+    cfg = world["cfg"].clone()
+    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "BaronRCNN", "MODEL.ROI_HEADS.NAME", "BaronROIHeads",
+                         "MODEL.BARON.TEXT_ENCODER", str(encoder), "MODEL.BARON.NUM_WORDS", 2,
+                         "MODEL.BARON.TEST_TEMPERATURE", 0.1, "OUTPUT_DIR", str(tmp_path / "run")])
+    torch.manual_seed(2)
+    model = build_model(cfg).eval()
+    run = tmp_path / "run"
+    run.mkdir()
+    DetectionCheckpointer(model, save_dir=str(run)).save("model_final")
+    (run / "config.yaml").write_text(cfg.dump())  # as train_net records the resolved config
+    names, emb = VOCAB_B, _embeddings(VOCAB_B, 6)
+    image = world["images"][-1]
+    x = torch.as_tensor(image.transpose(2, 0, 1)).float()
+    ref = _eager(model, image, emb, names)
+    with torch.no_grad():
+        got = ExportableViLD(model)(x, emb)
+    for r, g in zip(ref, got):
+        np.testing.assert_array_equal(r, g.numpy())
+
+    user_config = tmp_path / "baron.yaml"  # a user's config: the text encoder left to be resolved
+    cfg.merge_from_list(["MODEL.BARON.TEXT_ENCODER", ""])
+    user_config.write_text(cfg.dump())
+    export_main = runpy.run_path(str(REPO / "tools" / "export_model.py"))["main"]
+    assert export_main(["--config", str(user_config), "--weights", str(run / "model_final.pth"),
+                        "--output", str(tmp_path / "export"), "--example-size", "64", "64"]) == 0
+    card = json.loads((tmp_path / "export" / "model_card.json").read_text())
+    assert card["model"]["method"] == "BARON" and card["model"]["test_temperature"] == 0.1
+    for fmt, name in (("torchscript", "model.ts"), ("onnx", "model.onnx")):
+        _assert_match(ref, ExportedDetector(tmp_path / "export" / name)(x, emb), **TOL[fmt])
 
 
 def test_model_card_records_teacher_vocabulary_data_metrics_and_export(world, exported):

@@ -120,8 +120,9 @@ class BaronROIHeads(ViLDROIHeads):
                              f"{self.box_predictor.embed_dim}")
         self._teacher = (teacher,)
 
-    @property
-    def teacher(self) -> OnlineTeacher:
+    def get_teacher(self) -> OnlineTeacher:
+        """The attached teacher (a method, not a property: tracing for export inspects properties, and
+        inference needs no teacher)."""
         if not self._teacher:
             raise ValueError("BARON trains with an online teacher: call model.roi_heads.set_teacher(teacher) "
                              "(tools/train_net.py attaches MODEL.VILD.TEACHER)")
@@ -183,7 +184,7 @@ class BaronROIHeads(ViLDROIHeads):
         seq_counts = [int(b.seq_lengths.numel()) for b in bags]
         ids = torch.as_tensor([int(i) for i in image_ids], device=device)
         with torch.no_grad():
-            teacher_bags = self.teacher.region_embeddings(raw_images, [b.bag_boxes.detach() for b in bags],
+            teacher_bags = self.get_teacher().region_embeddings(raw_images, [b.bag_boxes.detach() for b in bags],
                                                           mode="crop", scales=(1.0,))
         offsets = torch.cumsum(torch.tensor([0] + [b.bag_boxes.shape[0] for b in bags[:-1]]), 0).tolist()
         teacher = torch.cat([t.to(device).float()[b.seq_bag] for t, b in zip(teacher_bags, bags)])
@@ -211,7 +212,7 @@ class BaronROIHeads(ViLDROIHeads):
         """``[R, D]``: the teacher's dense tokens RoI-aligned on every region (normalized)."""
         out = []
         for image, bag in zip(raw_images, bags):
-            dense = self.teacher.dense_embeddings(image[None]).float()
+            dense = self.get_teacher().dense_embeddings(image[None]).float()
             scale = dense.shape[-1] / image.shape[-1]
             out.append(roi_embed(dense, [bag.boxes.detach().to(dense.device)], output_size=self.single_pooler_resolution,
                                  spatial_scale=scale, sampling_ratio=0, aligned=True, normalize=True))
