@@ -7,7 +7,7 @@ see the same machine load; medians of process CPU time (all threads) are compare
 processes' load disturbs far less than wall time (also reported). The JSON summary is the last line
 of stdout:
 
-    python benchmarks/vild_iteration.py [--config toy/vild.yaml] [--iters 20] [--warmup 3] [KEY VALUE ...]
+    python benchmarks/vild_iteration.py [--config toy/vild.yaml] [--iters 60] [--warmup 3] [KEY VALUE ...]
     python benchmarks/vild_iteration.py --tiny          # a few-image toy world (CI smoke run)
 
 ``overhead`` = median ViLD iteration CPU time / median ViLD-text's - 1 (target: <= 0.10);
@@ -96,7 +96,7 @@ def run(config: str, opts: list[str], *, iters: int, warmup: int) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="toy/vild.yaml")
-    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="few-image toy world in a temporary directory")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
