@@ -116,7 +116,8 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
         from .prepare import build_teacher_from_cfg
 
         ensure_text_embeddings(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
-    if cfg.MODEL.META_ARCHITECTURE == "BaronRCNN":
+    exported = weights is not None and Path(weights).suffix in (".ts", ".onnx")  # no eager model is built
+    if cfg.MODEL.META_ARCHITECTURE == "BaronRCNN" and not exported:
         _resolve_text_encoder(cfg, weights, world)
     return cfg
 
