@@ -185,7 +185,7 @@ class BaronROIHeads(ViLDROIHeads):
         ids = torch.as_tensor([int(i) for i in image_ids], device=device)
         with torch.no_grad():
             teacher_bags = self.get_teacher().region_embeddings(raw_images, [b.bag_boxes.detach() for b in bags],
-                                                          mode="crop", scales=(1.0,))
+                                                                mode="crop", scales=(1.0,))
         offsets = torch.cumsum(torch.tensor([0] + [b.bag_boxes.shape[0] for b in bags[:-1]]), 0).tolist()
         teacher = torch.cat([t.to(device).float()[b.seq_bag] for t, b in zip(teacher_bags, bags)])
         group_ids = torch.cat([b.seq_bag + o for b, o in zip(bags, offsets)])
