@@ -141,6 +141,10 @@ def add_ovdistill_config(cfg: CN) -> CN:
             ``["n_train=8", ...]`` change its size).
         INPUT.LSJ.*: large-scale jitter for training (ViLD's recipe): resize to SIZE x [MIN_SCALE, MAX_SCALE],
             crop/pad to SIZE x SIZE, random horizontal flip; replaces ResizeShortestEdge + flip.
+        MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD: the ViLD / BARON box pooler computes the RoIAlign
+            gradient of small CPU feature maps by matrix products (``detectors.modeling.poolers``; same
+            forward, same gradient up to float summation order, several times faster than torchvision's
+            single-threaded CPU kernel). No effect on GPU, at inference or on maps over 64 x 64 cells.
         DATALOADER.CHECK_IMAGES: verify that every training image file exists before training.
         TEST.IMS_PER_BATCH: images per inference batch (evaluation, proposal dumping); >1 is much faster
             on CPU.
@@ -163,6 +167,7 @@ def add_ovdistill_config(cfg: CN) -> CN:
     cfg.INPUT.LSJ.MIN_SCALE = 0.1
     cfg.INPUT.LSJ.MAX_SCALE = 2.0
     cfg.INPUT.LSJ.SIZE = 1024
+    cfg.MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD = True
     cfg.DATALOADER.CHECK_IMAGES = True
     cfg.TEST.IMS_PER_BATCH = 1
     cfg.SOLVER.DETERMINISTIC_STEPS = True

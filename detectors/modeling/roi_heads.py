@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 from distill.losses import l1_region_distill
 
+from .poolers import OVROIPooler
 from .text_embeddings import load_text_embeddings
 from .vild_predictor import ViLDOutputLayers
 
@@ -115,9 +116,10 @@ class ViLDROIHeads(StandardROIHeads):
         channels = {input_shape[f].channels for f in in_features}
         if len(channels) != 1:
             raise ValueError(f"RoI feature maps {in_features} have different channel counts {sorted(channels)}")
-        pooler = ROIPooler(output_size=resolution, scales=tuple(1.0 / input_shape[k].stride for k in in_features),
-                           sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
-                           pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE)
+        pooler_class = OVROIPooler if cfg.MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD else ROIPooler
+        pooler = pooler_class(output_size=resolution, scales=tuple(1.0 / input_shape[k].stride for k in in_features),
+                              sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+                              pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE)
         shape = ShapeSpec(channels=channels.pop(), height=resolution, width=resolution)
         box_head = build_box_head(cfg, shape)
         names, embeddings, seen, fingerprint = training_vocabulary(cfg)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["axis_weights", "roi_embed_reference_rois"]
+__all__ = ["axis_weights", "bin_axis_weights", "roi_embed_reference_rois"]
 
 # Upper bounds on transient tensor sizes (elements), to keep memory flat for large inputs.
 _SAMPLE_BUDGET = 1 << 22
@@ -40,16 +40,8 @@ def axis_weights(lo: Tensor, hi: Tensor, *, length: int, bins: int, spatial_scal
         samples that fall inside ``[-1, length]``. Follows torchvision's arithmetic order so float32
         results match it closely.
     """
-    offset = 0.5 if aligned else 0.0
-    start = lo * spatial_scale - offset
-    extent = (hi * spatial_scale - offset) - start
-    if not aligned:
-        extent = extent.clamp(min=1.0)
-    bin_size = extent / bins
-    if sampling_ratio > 0:
-        grid = torch.full_like(lo, sampling_ratio, dtype=torch.long)
-    else:
-        grid = torch.ceil(bin_size).clamp(min=0, max=2**30).long()
+    start, bin_size, grid = _sampling_grid(lo, hi, bins=bins, spatial_scale=spatial_scale,
+                                           sampling_ratio=sampling_ratio, aligned=aligned)
     k = lo.shape[0]
     gmax = int(grid.max()) if k else 0
     if gmax == 0:
@@ -61,6 +53,37 @@ def axis_weights(lo: Tensor, hi: Tensor, *, length: int, bins: int, spatial_scal
     for idx in _budget_chunks(grid[order], order, bins):
         out[idx] = _sampled_weights(start[idx], bin_size[idx], grid[idx], bins=bins, length=length)
     return out
+
+
+def bin_axis_weights(lo: Tensor, hi: Tensor, *, length: int, bins: int, spatial_scale: float,
+                     sampling_ratio: int, aligned: bool) -> Tensor:
+    """Per-bin mean 1-D bilinear weights: ``[K, bins, length]``, row ``[k, i]`` for bin ``i`` of RoI ``k``.
+
+    RoI-align output ``[k, c, i, j]`` is ``sum_{h, w} a_y[k, i, h] * F[c, h, w] * a_x[k, j, w]`` with
+    ``a_y`` / ``a_x`` from this function along each axis (same arguments as :func:`axis_weights`, whose
+    result is the mean of these rows over the bins). Transient memory is ``K * bins * samples``.
+    """
+    start, bin_size, grid = _sampling_grid(lo, hi, bins=bins, spatial_scale=spatial_scale,
+                                           sampling_ratio=sampling_ratio, aligned=aligned)
+    if lo.shape[0] == 0 or int(grid.max()) == 0:
+        return lo.new_zeros(lo.shape[0], bins, length)
+    return _sampled_weights(start, bin_size, grid, bins=bins, length=length, per_bin=True)
+
+
+def _sampling_grid(lo: Tensor, hi: Tensor, *, bins: int, spatial_scale: float, sampling_ratio: int,
+                   aligned: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(start, bin_size, samples per bin)`` of each RoI along one axis, as torchvision computes them."""
+    offset = 0.5 if aligned else 0.0
+    start = lo * spatial_scale - offset
+    extent = (hi * spatial_scale - offset) - start
+    if not aligned:
+        extent = extent.clamp(min=1.0)
+    bin_size = extent / bins
+    if sampling_ratio > 0:
+        grid = torch.full_like(lo, sampling_ratio, dtype=torch.long)
+    else:
+        grid = torch.ceil(bin_size).clamp(min=0, max=2**30).long()
+    return start, bin_size, grid
 
 
 def _budget_chunks(sorted_grid: Tensor, order: Tensor, bins: int) -> list[Tensor]:
@@ -76,8 +99,10 @@ def _budget_chunks(sorted_grid: Tensor, order: Tensor, bins: int) -> list[Tensor
             + _budget_chunks(sorted_grid[half:], order[half:], bins))
 
 
-def _sampled_weights(start: Tensor, bin_size: Tensor, grid: Tensor, *, bins: int, length: int) -> Tensor:
-    """``[n, length]`` mean 1-D weights for ``n`` RoIs, samples padded to the largest grid."""
+def _sampled_weights(start: Tensor, bin_size: Tensor, grid: Tensor, *, bins: int, length: int,
+                     per_bin: bool = False) -> Tensor:
+    """``[n, length]`` mean 1-D weights for ``n`` RoIs (``[n, bins, length]`` per bin with ``per_bin``),
+    samples padded to the largest grid."""
     n = start.shape[0]
     dtype = start.dtype
     gmax = int(grid.max())
@@ -96,6 +121,11 @@ def _sampled_weights(start: Tensor, bin_size: Tensor, grid: Tensor, *, bins: int
     y = torch.where(edge, low.to(dtype), y)
     frac = (y - low.to(dtype)) * valid
     w_low = (1.0 - frac) * valid
+    if per_bin:
+        out = start.new_zeros(n, bins, length)
+        out.scatter_add_(2, low, w_low)
+        out.scatter_add_(2, high, frac)
+        return out / g.clamp(min=1).to(dtype)
     out = start.new_zeros(n, length)
     out.scatter_add_(1, low.view(n, -1), w_low.view(n, -1))
     out.scatter_add_(1, high.view(n, -1), frac.view(n, -1))

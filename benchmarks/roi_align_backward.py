@@ -1,0 +1,116 @@
+"""CPU RoIAlign backward: torchvision's kernel vs the separable matmul backward of ``detectors.modeling.poolers``.
+
+For each FPN level of the toy detector (8 images of 128 px, 64 channels, levels 1/4 .. 1/32) and a
+realistic number of RoIs, times the gradient of the features through ``torchvision.ops.roi_align``
+(its single-threaded CPU kernel) and :func:`separable_roi_align_backward` (same gradient, checked), in
+alternation, and reports medians and their ratio. With ``--iteration CONFIG`` it also builds the
+detector of ``CONFIG`` twice (``MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD`` False / True, same seed) and
+times whole training iterations of the two in alternation. The JSON summary is the last line of stdout:
+
+    python benchmarks/roi_align_backward.py [--repeats 20] [--channels 64] [--images 8] \
+        [--iteration toy/vild_text.yaml --iters 30]
+
+``speedup`` = torchvision / separable (> 1: the separable backward is faster); ``iteration.speedup`` the
+same for median training-iteration wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torchvision.ops import roi_align
+
+from detectors.modeling.poolers import separable_roi_align_backward
+
+LEVELS = ((32, 1 / 4, 480), (16, 1 / 8, 180), (8, 1 / 16, 80), (4, 1 / 32, 28))
+"""(feature side, spatial scale, RoIs) per level: 128 px images, ~768 RoIs split as the level mapper does."""
+
+
+def _rois(num: int, images: int, *, image_size: float, scale: float, generator: torch.Generator) -> torch.Tensor:
+    side = 12.0 / scale / 4  # boxes sized for their level (about 12 cells)
+    xy = torch.rand(num, 2, generator=generator) * (image_size - side)
+    wh = (0.5 + torch.rand(num, 2, generator=generator)) * side
+    batch = torch.randint(0, images, (num, 1), generator=generator).float()
+    return torch.cat([batch, xy, (xy + wh).clamp(max=image_size)], dim=1)
+
+
+def run(*, repeats: int, channels: int, images: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    levels = []
+    for side, scale, num in LEVELS:
+        features = torch.randn(images, channels, side, side, generator=generator, requires_grad=True)
+        rois = _rois(num, images, image_size=128.0, scale=scale, generator=generator)
+        out = roi_align(features, rois, (7, 7), scale, 0, True)
+        grad = torch.randn(out.shape, generator=generator)
+        reference = separable = None
+        times = {"torchvision": [], "separable": []}
+        for _ in range(repeats):
+            start = time.perf_counter()
+            (reference,) = torch.autograd.grad(out, features, grad, retain_graph=True)
+            times["torchvision"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            separable = separable_roi_align_backward(grad, rois, tuple(features.shape), spatial_scale=scale,
+                                                     sampling_ratio=0, aligned=True)
+            times["separable"].append(time.perf_counter() - start)
+        tv, sep = statistics.median(times["torchvision"]), statistics.median(times["separable"])
+        levels.append({"side": side, "rois": num, "torchvision_ms": round(tv * 1e3, 3),
+                       "separable_ms": round(sep * 1e3, 3), "speedup": round(tv / sep, 2),
+                       "max_abs_diff": float((reference - separable).abs().max())})
+    total_tv = sum(level["torchvision_ms"] for level in levels)
+    total_sep = sum(level["separable_ms"] for level in levels)
+    return {"benchmark": "roi_align_backward", "threads": torch.get_num_threads(), "channels": channels,
+            "images": images, "repeats": repeats, "levels": levels, "torchvision_ms": round(total_tv, 3),
+            "separable_ms": round(total_sep, 3), "speedup": round(total_tv / total_sep, 2)}
+
+
+def iteration_speedup(config: str, *, iters: int, warmup: int = 3) -> dict:
+    """Median wall time of training iterations with Detectron2's pooler vs :class:`OVROIPooler`."""
+    from detectron2.solver import build_optimizer
+    from detectron2.utils.events import EventStorage
+
+    from detectors.engine import OVTrainer, seed_everything
+    from detectors.prepare import load_config, prepare_resources
+
+    runs = {}
+    for name, separable in (("torchvision", False), ("separable", True)):
+        cfg = load_config(config, ["MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD", separable])
+        prepare_resources(cfg)
+        seed_everything(max(cfg.SEED, 0))
+        model = OVTrainer.build_model(cfg).train()
+        runs[name] = (model, build_optimizer(cfg, model), iter(OVTrainer.build_train_loader(cfg)))
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    with EventStorage():
+        for step in range(warmup + iters):
+            for name, (model, optimizer, loader) in runs.items():
+                start = time.perf_counter()
+                losses = model(next(loader))
+                optimizer.zero_grad()
+                sum(losses.values()).backward()
+                optimizer.step()
+                if step >= warmup:
+                    wall[name].append(time.perf_counter() - start)
+    tv, sep = statistics.median(wall["torchvision"]), statistics.median(wall["separable"])
+    return {"config": config, "iters": iters, "torchvision_s": round(tv, 4), "separable_s": round(sep, 4),
+            "speedup": round(tv / sep, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--iteration", default="", metavar="CONFIG",
+                        help="also compare whole training iterations of this detector config")
+    parser.add_argument("--iters", type=int, default=30)
+    args = parser.parse_args()
+    result = run(repeats=args.repeats, channels=args.channels, images=args.images)
+    if args.iteration:
+        result["iteration"] = iteration_speedup(args.iteration, iters=args.iters)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
