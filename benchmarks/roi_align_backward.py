@@ -1,7 +1,8 @@
 """CPU RoIAlign backward: torchvision's kernel vs the separable matmul backward of ``detectors.modeling.poolers``.
 
-For each FPN level of the toy detector (8 images of 128 px, 64 channels, levels 1/4 .. 1/32) and a
-realistic number of RoIs, times the gradient of the features through ``torchvision.ops.roi_align``
+For each FPN level of the toy detector (8 images of 128 px, 64 channels, levels 1/4 .. 1/32) and the
+RoIs Detectron2's level mapping assigns to it (96 toy-sized boxes per image, as sampled RoIs plus
+distillation regions), times the gradient of the features through ``torchvision.ops.roi_align``
 (its single-threaded CPU kernel) and :func:`separable_roi_align_backward` (same gradient, checked), in
 alternation, and reports medians and their ratio. With ``--iteration CONFIG`` it also builds the
 detector of ``CONFIG`` twice (``MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD`` False / True, same seed) and
@@ -23,26 +24,38 @@ import time
 import torch
 from torchvision.ops import roi_align
 
+from detectron2.modeling.poolers import assign_boxes_to_levels
+from detectron2.structures import Boxes
+
 from detectors.modeling.poolers import separable_roi_align_backward
 
-LEVELS = ((32, 1 / 4, 480), (16, 1 / 8, 180), (8, 1 / 16, 80), (4, 1 / 32, 28))
-"""(feature side, spatial scale, RoIs) per level: 128 px images, ~768 RoIs split as the level mapper does."""
+SIDES = (32, 16, 8, 4)
+"""FPN levels p2-p5 of the toy detector's 128 px inputs."""
 
 
-def _rois(num: int, images: int, *, image_size: float, scale: float, generator: torch.Generator) -> torch.Tensor:
-    side = 12.0 / scale / 4  # boxes sized for their level (about 12 cells)
-    xy = torch.rand(num, 2, generator=generator) * (image_size - side)
-    wh = (0.5 + torch.rand(num, 2, generator=generator)) * side
-    batch = torch.randint(0, images, (num, 1), generator=generator).float()
-    return torch.cat([batch, xy, (xy + wh).clamp(max=image_size)], dim=1)
+def _toy_rois(num: int, images: int, *, generator: torch.Generator) -> list[torch.Tensor]:
+    """Per level p2..p5, ``[K_l, 5]`` RoIs of toy-like boxes (8-120 px, aspect 1:2 to 2:1 on 128 px images),
+    assigned to levels by Detectron2's ``assign_boxes_to_levels`` (canonical 224 px at p4), as the box
+    pooler does."""
+    side = 8 + torch.rand(num, generator=generator) * 112
+    aspect = 2 ** (torch.rand(num, generator=generator) * 2 - 1)
+    wh = torch.stack([side * aspect.sqrt(), side / aspect.sqrt()], dim=1).clamp(max=128)
+    xy = torch.rand(num, 2, generator=generator) * (128 - wh)
+    batch = torch.randint(0, images, (num,), generator=generator)
+    rois = torch.cat([batch[:, None].float(), xy, xy + wh], dim=1)
+    levels = assign_boxes_to_levels([Boxes(rois[:, 1:])], 2, 5, 224, 4)
+    return [rois[levels == level] for level in range(len(SIDES))]
 
 
 def run(*, repeats: int, channels: int, images: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     levels = []
-    for side, scale, num in LEVELS:
+    for side, rois in zip(SIDES, _toy_rois(96 * images, images, generator=generator)):
+        if not len(rois):
+            continue
+        scale = side / 128
+        num = len(rois)
         features = torch.randn(images, channels, side, side, generator=generator, requires_grad=True)
-        rois = _rois(num, images, image_size=128.0, scale=scale, generator=generator)
         out = roi_align(features, rois, (7, 7), scale, 0, True)
         grad = torch.randn(out.shape, generator=generator)
         reference = separable = None

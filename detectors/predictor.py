@@ -97,7 +97,8 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
     ``weights`` or the model card beside exported ones, else computed with the teacher
     (``detectors.prepare.ensure_text_embeddings``). Toy datasets are registered.
     """
-    from .prepare import ensure_text_embeddings, load_config, setup_toy_datasets
+    from .prepare import (build_teacher_from_cfg, ensure_text_embeddings, ensure_text_encoder, load_config,
+                          setup_toy_datasets)
 
     cfg = config.clone() if isinstance(config, CfgNode) else load_config(config, opts)
     if isinstance(config, CfgNode) and opts:
@@ -108,36 +109,24 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *, weights: str |
         raise ValueError(f"open-vocabulary inference needs MODEL.META_ARCHITECTURE ViLDRCNN or BaronRCNN, got "
                          f"{cfg.MODEL.META_ARCHITECTURE!r}")
     if not cfg.MODEL.VILD.TEXT_EMBEDDINGS and weights is not None:
-        source, path = _recorded_text_embeddings(Path(weights))
+        source, path = _recorded_file(Path(weights), "VILD", "TEXT_EMBEDDINGS")
         if path:
             cfg.MODEL.VILD.TEXT_EMBEDDINGS = path
             logger.info("training classifier from %s: %s", source, path)
     if not cfg.MODEL.VILD.TEXT_EMBEDDINGS:
-        from .prepare import build_teacher_from_cfg
-
         ensure_text_embeddings(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
-    exported = weights is not None and Path(weights).suffix in (".ts", ".onnx")  # no eager model is built
-    if cfg.MODEL.META_ARCHITECTURE == "BaronRCNN" and not exported:
-        _resolve_text_encoder(cfg, weights, world)
+    # BARON's region embedding runs the teacher's text tower (MODEL.BARON.TEXT_ENCODER: the checkpoint holds
+    # its weights, the file fixes its shape); exported files build no eager model and do not need it
+    exported = weights is not None and Path(weights).suffix in (".ts", ".onnx")
+    baron = cfg.MODEL.META_ARCHITECTURE == "BaronRCNN"
+    if baron and not exported and not Path(cfg.MODEL.BARON.TEXT_ENCODER).is_file():
+        source, path = _recorded_file(Path(weights), "BARON", "TEXT_ENCODER") if weights is not None else (None, "")
+        if path:
+            cfg.MODEL.BARON.TEXT_ENCODER = path
+            logger.info("pseudo-word text encoder from %s: %s", source, path)
+        else:
+            ensure_text_encoder(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
     return cfg
-
-
-def _resolve_text_encoder(cfg: CfgNode, weights: str | os.PathLike | None, world: Any) -> None:
-    """BARON builds its region embedding from the teacher's text tower (``MODEL.BARON.TEXT_ENCODER``; the
-    checkpoint holds its weights too, the file fixes its shape): the configured file, else the one the
-    run recorded in ``config.yaml`` beside ``weights``, else written from the teacher."""
-    from .prepare import build_teacher_from_cfg, ensure_text_encoder, load_config
-
-    if cfg.MODEL.BARON.TEXT_ENCODER and Path(cfg.MODEL.BARON.TEXT_ENCODER).is_file():
-        return
-    run_config = Path(weights).with_name("config.yaml") if weights is not None else None
-    if run_config is not None and run_config.is_file():
-        recorded = load_config(run_config).MODEL.BARON.TEXT_ENCODER
-        if recorded and Path(recorded).is_file():
-            cfg.MODEL.BARON.TEXT_ENCODER = recorded
-            logger.info("pseudo-word text encoder from %s: %s", run_config, recorded)
-            return
-    ensure_text_encoder(cfg, lambda: build_teacher_from_cfg(cfg, world=world))
 
 
 def load_checkpoint(model: torch.nn.Module, weights: str | os.PathLike, *, text_embeddings: str = "") -> None:
@@ -162,20 +151,21 @@ def load_checkpoint(model: torch.nn.Module, weights: str | os.PathLike, *, text_
     DetectionCheckpointer(model).load(str(weights))
 
 
-def _recorded_text_embeddings(weights: Path) -> tuple[Path | None, str]:
-    """The training classifier file recorded beside ``weights``: the run's ``config.yaml`` (checkpoints) or
-    the model card (exports); ``(None, "")`` if none exists on disk."""
+def _recorded_file(weights: Path, group: str, key: str) -> tuple[Path | None, str]:
+    """The file ``MODEL.<group>.<key>`` named when ``weights`` were made: the run's resolved ``config.yaml``
+    (checkpoints) or, for the training classifier, the model card (exports); ``(None, "")`` if none exists
+    on disk."""
     import json
 
     from .prepare import load_config
 
     run_config, card = weights.with_name("config.yaml"), weights.with_name("model_card.json")
-    path = ""
-    if card.is_file():
+    path, source = "", None
+    if card.is_file() and (group, key) == ("VILD", "TEXT_EMBEDDINGS"):
         path = str(json.loads(card.read_text(encoding="utf-8")).get("teacher", {}).get("text_embeddings") or "")
         source = card
     elif run_config.is_file():
-        path, source = load_config(run_config).MODEL.VILD.TEXT_EMBEDDINGS, run_config
+        path, source = str(load_config(run_config).MODEL[group][key]), run_config
     return (source, path) if path and Path(path).is_file() else (None, "")
 
 

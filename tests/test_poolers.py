@@ -78,7 +78,8 @@ def test_pooler_equals_detectron2_pooler_in_output_and_gradient():
         out = pooler(features, boxes)
         out.pow(2).sum().backward()
         results.append((out.detach(), [f.grad for f in features]))
-    assert all(isinstance(level, SeparableGradROIAlign) for level in OVROIPooler(7, scales, 0, "ROIAlignV2").level_poolers)
+    levels = OVROIPooler(7, scales, 0, "ROIAlignV2").level_poolers
+    assert all(isinstance(level, SeparableGradROIAlign) for level in levels)
     (ref_out, ref_grads), (out, grads) = results
     torch.testing.assert_close(out, ref_out, atol=0, rtol=0)
     for got, expected in zip(grads, ref_grads):
