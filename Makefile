@@ -1,20 +1,22 @@
 # ovdistill: the README's two commands are `make demo` and `make test`.
-# Both set up the pinned environment first (env/bootstrap.py: cached outside the checkout, reused
-# while env/requirements.txt and env/compat.py are unchanged), so they are safe to run repeatedly.
+# Both set up the pinned environment first (env/bootstrap.py: the heavy environment is cached outside
+# the checkout and shared by clones while env/requirements.txt and env/compat.py's pins are unchanged;
+# .venv is this checkout's light environment on top of it), so they are safe to run repeatedly.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo export test test-fast bench clean-env help
+.PHONY: setup demo export test test-fast lint bench clean-env help
 
 help:
 	@echo "make demo   - set up if needed, then run the toy-world ViLD distillation demo"
 	@echo "make export - export make demo's ViLD model (TorchScript, ONNX, model card) and draw a custom vocabulary"
 	@echo "make test   - set up if needed, then run the whole test suite (slow tests included)"
 	@echo "make test-fast - unit tests only (-m 'not slow')"
-	@echo "make bench  - run the benchmarks (each prints JSON on its last line)"
-	@echo "make setup  - only build/reuse the environment and point .venv at it"
+	@echo "make lint   - ruff check and ruff format --check (configured in pyproject.toml)"
+	@echo "make bench  - run every benchmark's quick mode (benchmarks/README.md; JSON on each last line)"
+	@echo "make setup  - only build/reuse the shared environment and this checkout's .venv"
 
 setup:
 	@$(PYTHON) env/bootstrap.py
@@ -38,8 +40,13 @@ test: setup
 test-fast: setup
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+lint: setup
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+
+# benchmarks/_*.py are shared helpers, not benchmarks.
 bench: setup
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean-env:
 	@rm -rf "$$($(PYTHON) env/bootstrap.py --print-env)" $(VENV)

@@ -5,30 +5,31 @@ weights on a generated few-image dataset (latency does not depend on training), 
 ``--weights``. It is exported with the vocabulary as an input (``detectors.export``) and the three
 back-ends run on the same images and vocabulary (K classes), interleaved so that they see the same
 machine load; each timing is one image, single-threaded by default (``--threads``). The JSON summary
-is the last line of stdout; ``*_vs_eager`` = median latency / eager median (< 1: faster).
+is the last line of stdout (``benchmarks/README.md``); baseline: eager; ``ratios``:
+``torchscript_vs_eager`` / ``onnxruntime_vs_eager`` = median latency / eager median (< 1: faster).
 
     python benchmarks/export_latency.py [--config toy/vild.yaml] [--weights W] [--iters 30] [--classes 12]
-    python benchmarks/export_latency.py --quick        # fewer iterations (make bench)
+    python benchmarks/export_latency.py --quick        # 10 iterations, 1 warm-up (make bench)
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+from detectron2.modeling import build_model
 from torch.nn import functional as F
 
-from detectron2.modeling import build_model
-
-from detectors.data import register_ov_dataset
+from _cli import argument_parser, parse_args, report
+from detectors.config import load_config
+from detectors.data import register_ov_dataset, resolve_training_classes
 from detectors.export import ExportedDetector, example_size, export_detector
-from detectors.prepare import load_config
 from detectors.predictor import load_checkpoint, load_inference_config
 from detectors.testing import write_random_text_embeddings, write_tiny_dataset
 
@@ -48,20 +49,22 @@ def build(config: str, weights: str | None, root: Path, opts: list[str]) -> tupl
     cfg.merge_from_list(["DATASETS.TRAIN", ("export_latency_bench",), "DATASETS.TEST", ("export_latency_bench",),
                          "MODEL.VILD.TEXT_EMBEDDINGS", str(text), "MODEL.VILD.DISTILL.ENABLED", False,
                          "MODEL.DEVICE", "cpu"])
+    cfg = resolve_training_classes(cfg)
     torch.manual_seed(0)
     return cfg, build_model(cfg).eval()
 
 
-def _time(fn: Callable[[], Any]) -> tuple[float, float]:
+def _time(fn: Callable[[torch.Tensor], Any], image: torch.Tensor) -> tuple[float, float]:
+    """(wall, process CPU) seconds of ``fn(image)``."""
     start, start_cpu = time.perf_counter(), time.process_time()
-    fn()
+    fn(image)
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def run(config: str, weights: str | None, opts: list[str], *, iters: int, warmup: int, classes: int,
-        threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    root = Path(tempfile.mkdtemp(prefix="export_latency_"))
+def run(config: str, weights: str | None, opts: list[str], *, iters: int, warmup: int,
+        classes: int, threads: int, root: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """(ratios to eager, measurements) of the three back-ends on ``threads`` threads; the dataset
+    and the exported files are written under ``root``."""
     cfg, model = build(config, weights, root, opts)
     size = example_size(cfg)
     embed_dim = int(model.roi_heads.box_predictor.projection.out_features)
@@ -82,42 +85,41 @@ def run(config: str, weights: str | None, opts: list[str], *, iters: int, warmup
     wall: dict[str, list[float]] = {k: [] for k in backends}
     cpu: dict[str, list[float]] = {k: [] for k in backends}
     with torch.no_grad():
-        for name, fn in backends.items():
+        for fn in backends.values():
             for i in range(warmup):
                 fn(images[i % len(images)])
         for i in range(iters):
             for name, fn in backends.items():
-                w, c = _time(lambda: fn(images[i % len(images)]))
+                w, c = _time(fn, images[i % len(images)])
                 wall[name].append(w)
                 cpu[name].append(c)
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    return {
-        "benchmark": "export_latency", "config": config, "weights": weights or "random init",
-        "example_size": list(size), "classes": classes, "threads": threads, "iters": iters, "warmup": warmup,
-        "export_s": round(export_s, 2),
+    ratios = {"torchscript_vs_eager": med["torchscript"] / med["eager"],
+              "onnxruntime_vs_eager": med["onnxruntime"] / med["eager"]}
+    return ratios, {
+        "config": config, "weights": weights or "random init", "example_size": list(size),
+        "classes": classes, "iters": iters, "warmup": warmup, "export_s": round(export_s, 2),
         **{f"{k}_ms": round(v * 1e3, 2) for k, v in med.items()},
         **{f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in med_cpu.items()},
-        "torchscript_vs_eager": round(med["torchscript"] / med["eager"], 3),
-        "onnxruntime_vs_eager": round(med["onnxruntime"] / med["eager"], 3),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, threads=1)
     parser.add_argument("--config", default="toy/vild.yaml")
     parser.add_argument("--weights", default=None, help="trained checkpoint (default: random init)")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--classes", type=int, default=12, help="vocabulary size K")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="10 iterations, 1 warm-up")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    args = parse_args(parser)
     iters, warmup = (10, 1) if args.quick else (args.iters, args.warmup)
-    result = run(args.config, args.weights, list(args.opts), iters=iters, warmup=warmup, classes=args.classes,
-                 threads=args.threads)
-    print(json.dumps(result))
+    with tempfile.TemporaryDirectory(prefix="export_latency_") as root:
+        ratios, measured = run(args.config, args.weights, list(args.opts), iters=iters,
+                               warmup=warmup, classes=args.classes, threads=args.threads,
+                               root=Path(root))
+    report("export_latency", args, baseline="eager Detectron2 model", ratios=ratios, **measured)
 
 
 if __name__ == "__main__":

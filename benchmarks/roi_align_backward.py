@@ -6,28 +6,34 @@ distillation regions), times the gradient of the features through ``torchvision.
 (its single-threaded CPU kernel) and :func:`separable_roi_align_backward` (same gradient, checked), in
 alternation, and reports medians and their ratio. With ``--iteration CONFIG`` it also builds the
 detector of ``CONFIG`` twice (``MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD`` False / True, same seed) and
-times whole training iterations of the two in alternation. The JSON summary is the last line of stdout:
+times whole training iterations of the two in alternation. The JSON summary is the last line of stdout
+(``benchmarks/README.md``):
 
     python benchmarks/roi_align_backward.py [--repeats 20] [--channels 64] [--images 8] \
         [--iteration toy/vild_text.yaml --iters 30]
+    python benchmarks/roi_align_backward.py --quick    # 3 repeats (make bench)
 
-``speedup`` = torchvision / separable (> 1: the separable backward is faster); ``iteration.speedup`` the
-same for median training-iteration wall time.
+Baseline: torchvision's backward; ``ratios``: ``speedup`` = torchvision / separable summed over the
+levels (> 1: the separable backward is faster), per level in ``levels``; with ``--iteration``,
+``iteration_speedup`` the same for the median training-iteration wall time (``iteration``).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
 import torch
+from detectron2.modeling.poolers import assign_boxes_to_levels
+from detectron2.solver import build_optimizer
+from detectron2.structures import Boxes
+from detectron2.utils.events import EventStorage
 from torchvision.ops import roi_align
 
-from detectron2.modeling.poolers import assign_boxes_to_levels
-from detectron2.structures import Boxes
-
+from _cli import argument_parser, parse_args, report
+from detectors.config import load_config
+from detectors.engine import OVTrainer, seed_everything
 from detectors.modeling.poolers import separable_roi_align_backward
+from detectors.prepare import prepare_resources
 
 SIDES = (32, 16, 8, 4)
 """FPN levels p2-p5 of the toy detector's 128 px inputs."""
@@ -74,23 +80,16 @@ def run(*, repeats: int, channels: int, images: int) -> dict:
                        "max_abs_diff": float((reference - separable).abs().max())})
     total_tv = sum(level["torchvision_ms"] for level in levels)
     total_sep = sum(level["separable_ms"] for level in levels)
-    return {"benchmark": "roi_align_backward", "threads": torch.get_num_threads(), "channels": channels,
-            "images": images, "repeats": repeats, "levels": levels, "torchvision_ms": round(total_tv, 3),
-            "separable_ms": round(total_sep, 3), "speedup": round(total_tv / total_sep, 2)}
+    return {"channels": channels, "images": images, "repeats": repeats, "levels": levels,
+            "torchvision_ms": round(total_tv, 3), "separable_ms": round(total_sep, 3)}
 
 
 def iteration_speedup(config: str, *, iters: int, warmup: int = 3) -> dict:
     """Median wall time of training iterations with Detectron2's pooler vs :class:`OVROIPooler`."""
-    from detectron2.solver import build_optimizer
-    from detectron2.utils.events import EventStorage
-
-    from detectors.engine import OVTrainer, seed_everything
-    from detectors.prepare import load_config, prepare_resources
-
     runs = {}
     for name, separable in (("torchvision", False), ("separable", True)):
         cfg = load_config(config, ["MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD", separable])
-        prepare_resources(cfg)
+        cfg = prepare_resources(cfg)
         seed_everything(max(cfg.SEED, 0))
         model = OVTrainer.build_model(cfg).train()
         runs[name] = (model, build_optimizer(cfg, model), iter(OVTrainer.build_train_loader(cfg)))
@@ -106,23 +105,27 @@ def iteration_speedup(config: str, *, iters: int, warmup: int = 3) -> dict:
                 if step >= warmup:
                     wall[name].append(time.perf_counter() - start)
     tv, sep = statistics.median(wall["torchvision"]), statistics.median(wall["separable"])
-    return {"config": config, "iters": iters, "torchvision_s": round(tv, 4), "separable_s": round(sep, 4),
-            "speedup": round(tv / sep, 3)}
+    return {"config": config, "iters": iters, "torchvision_s": round(tv, 4),
+            "separable_s": round(sep, 4)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--iteration", default="", metavar="CONFIG",
                         help="also compare whole training iterations of this detector config")
     parser.add_argument("--iters", type=int, default=30)
-    args = parser.parse_args()
-    result = run(repeats=args.repeats, channels=args.channels, images=args.images)
+    args = parse_args(parser)
+    repeats, images, iters = (3, 8, 3) if args.quick else (args.repeats, args.images, args.iters)
+    measured = run(repeats=repeats, channels=args.channels, images=images)
+    ratios = {"speedup": measured["torchvision_ms"] / measured["separable_ms"]}
     if args.iteration:
-        result["iteration"] = iteration_speedup(args.iteration, iters=args.iters)
-    print(json.dumps(result))
+        iteration = measured["iteration"] = iteration_speedup(args.iteration, iters=iters)
+        ratios["iteration_speedup"] = iteration["torchvision_s"] / iteration["separable_s"]
+    report("roi_align_backward", args, baseline="torchvision.ops.roi_align backward",
+           ratios=ratios, **measured)
 
 
 if __name__ == "__main__":

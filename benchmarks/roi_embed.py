@@ -7,13 +7,17 @@ PyTorch path; CUDA: the fused kernel, plus the PyTorch path as "reference"); "un
 the inputs; on CPU the size of each method's largest intermediate (unfused: the [K, C, S, S] RoI-align
 output; fused: the [K, H*W] weight map), since tracemalloc does not see torch allocations.
 
-Usage: python benchmarks/roi_embed.py [--quick] [--device cpu|cuda] [--threads N]
-Prints a table; the last stdout line is the JSON results (ratios are unfused / fused).
+    python benchmarks/roi_embed.py [--quick] [--device cpu|cuda] [--threads N]
+    python benchmarks/roi_embed.py --quick   # CPU: C=1024 at 28x28 only, one repeat (make bench)
+
+Prints a table; the last stdout line is the JSON summary (``benchmarks/README.md``). Baseline:
+unfused; ``ratios`` (unfused / fused, > 1: fused is better): ``fwd``, ``fwdbwd`` (time) and
+``intermediate`` (memory), each the geometric mean over the configurations; per configuration in
+``results``.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -21,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torchvision.ops import roi_align
 
+from _cli import argument_parser, parse_args, report
 from distill.ops import roi_embed, roi_embed_reference
 
 STRIDE = 16
@@ -138,15 +143,14 @@ def print_table(rows: list[dict], device: torch.device) -> None:
                   f"reference ms fwd {r['reference_fwd_ms']:.2f} f+b {r['reference_fwdbwd_ms']:.2f}")
 
 
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and configs")
+    parser = argument_parser(__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's; 1 gives stable numbers on a busy machine)")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser, argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     # CPU: no warmup (nothing to JIT; keeps the full run under ~2 minutes on 2 cores).
@@ -154,14 +158,18 @@ def main(argv: list[str] | None = None) -> dict:
         warmup, repeats = (2, 5) if args.quick else (3, 20)
     else:
         warmup, repeats = (0, 1) if args.quick else (0, 3)
-    configs = [(1024, 28), (1024, 64), (2048, 64)] if args.quick else [(1024, 28), (1024, 64), (2048, 28), (2048, 64)]
-    rows = [bench_config(channels=c, size=s, device=device, warmup=warmup, repeats=repeats) for c, s in configs]
+    configs = [(1024, 28), (1024, 64), (2048, 28), (2048, 64)]
+    if args.quick:
+        configs = [(1024, 28), (1024, 64), (2048, 64)] if on_gpu else [(1024, 28)]
+    rows = [bench_config(channels=c, size=s, device=device, warmup=warmup, repeats=repeats)
+            for c, s in configs]
     print_table(rows, device)
-    result = {"benchmark": "roi_embed", "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "warmup": warmup,
-              "repeats": repeats, "cpu_path": "reference (separable weight map @ features)", "results": rows}
-    print(json.dumps(result))
-    return result
+    ratios = {name: geometric_mean([row[f"ratio_{name}"] for row in rows])
+              for name in ("fwd", "fwdbwd", "intermediate")}
+    return report("roi_embed", args, baseline="torchvision roi_align + mean (unfused)", ratios=ratios,
+                  device=torch.cuda.get_device_name(device) if on_gpu else "cpu",
+                  torch=torch.__version__, warmup=warmup, repeats=repeats,
+                  cpu_path="reference (separable weight map @ features)", results=rows)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 Compares, in one run: crop mode batched (one roi_align per image + batched encoder calls) vs a naive
 per-box loop (slice, resize, encode one crop at a time), and dense (MaskCLIP + roi_embed) vs crop mode.
-Prints a table, then a JSON line with the numbers and ratios (last line).
+Prints a table, then the JSON summary on the last line (``benchmarks/README.md``). Baseline: the
+naive loop; ``ratios`` (of boxes per second, > 1: faster): ``batched_vs_naive`` and
+``dense_vs_crop`` (dense vs batched crops).
 
     python benchmarks/teacher_throughput.py [--device cuda] [--arch vit|resnet] [--images 4 --boxes 32]
+    python benchmarks/teacher_throughput.py --quick    # 1 image, 8 boxes, best of 1 (make bench)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from _cli import argument_parser, parse_args, report
 from distill.teachers import ClipTeacher
 
 TEXT = {"width": 64, "heads": 2, "layers": 1, "context_length": 16, "vocab_size": 49408}
@@ -80,7 +83,7 @@ def make_inputs(n_images: int, n_boxes: int, seed: int = 0):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--arch", choices=sorted(CONFIGS), default="vit")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
@@ -88,7 +91,8 @@ def main() -> None:
     parser.add_argument("--boxes", type=int, default=16, help="boxes per image")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="best of N timings per method")
-    args = parser.parse_args()
+    args = parse_args(parser)
+    n_images, per_image, reps = (1, 8, 1) if args.quick else (args.images, args.boxes, args.repeats)
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +101,7 @@ def main() -> None:
         teacher = ClipTeacher(f"ovd-bench-{args.arch}", model_config=config, device=args.device,
                               precision=args.precision, allow_random_init=True)
     device = teacher.device
-    images, boxes = make_inputs(args.images, args.boxes)
+    images, boxes = make_inputs(n_images, per_image)
     scales = (1.0, 1.5)
     n_boxes = sum(len(b) for b in boxes)
 
@@ -106,7 +110,6 @@ def main() -> None:
     teacher.region_embeddings(images[:1], [boxes[0][:2]], mode="dense")
     naive_crop_embeddings(teacher, images[:1], [boxes[0][:2]], scales)
 
-    reps = args.repeats
     t_batched, batched = _timed(lambda: teacher.region_embeddings(images, boxes, scales=scales,
                                                                   batch_size=args.batch_size), device, reps)
     t_naive, naive = _timed(lambda: naive_crop_embeddings(teacher, images, boxes, scales), device, reps)
@@ -116,18 +119,19 @@ def main() -> None:
 
     rates = {"crop_batched": n_boxes / t_batched, "crop_naive": n_boxes / t_naive, "dense": n_boxes / t_dense}
     print(f"teacher: {args.arch} ({teacher.input_size[0]}px, embed {teacher.embed_dim}, random init) on "
-          f"{device} {args.precision}; {args.images} images 640x480, {n_boxes} boxes, scales {scales}")
+          f"{device} {args.precision}; {n_images} images 640x480, {n_boxes} boxes, scales {scales}")
     print(f"{'method':<14}{'seconds':>10}{'boxes/s':>12}{'cos vs batched':>16}")
     for name, secs, agree in [("crop_batched", t_batched, 1.0), ("crop_naive", t_naive, agree_naive),
                               ("dense", t_dense, agree_dense)]:
         print(f"{name:<14}{secs:>10.3f}{rates[name]:>12.1f}{agree:>16.3f}")
-    result = {"benchmark": "teacher_throughput", "arch": args.arch, "device": str(device),
-              "precision": args.precision, "images": args.images, "boxes": n_boxes, "scales": list(scales),
-              "batch_size": args.batch_size, "boxes_per_s": {k: round(v, 2) for k, v in rates.items()},
-              "batched_vs_naive": round(rates["crop_batched"] / rates["crop_naive"], 2),
-              "dense_vs_crop": round(rates["dense"] / rates["crop_batched"], 2),
-              "mean_cos_naive_vs_batched": round(agree_naive, 4), "mean_cos_dense_vs_crop": round(agree_dense, 4)}
-    print(json.dumps(result))
+    ratios = {"batched_vs_naive": rates["crop_batched"] / rates["crop_naive"],
+              "dense_vs_crop": rates["dense"] / rates["crop_batched"]}
+    report("teacher_throughput", args, baseline="naive per-box crop loop", ratios=ratios,
+           arch=args.arch, device=str(device), precision=args.precision, images=n_images,
+           boxes=n_boxes, scales=list(scales), batch_size=args.batch_size,
+           boxes_per_s={k: round(v, 2) for k, v in rates.items()},
+           mean_cos_naive_vs_batched=round(agree_naive, 4),
+           mean_cos_dense_vs_crop=round(agree_dense, 4))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ and evaluators. Importing this package registers them in Detectron2's registries
     cfg = get_cfg(); add_ovdistill_config(cfg); cfg.merge_from_file("configs/toy/vild.yaml")
 
 Students never import a teacher (open_clip): text classifiers and region embeddings are files made by
-the tool side (``detectors.prepare`` / ``tools/train_net.py``).
+the tool side (``detectors.prepare`` / ``tools/train_net.py``); ``detectors.teacher`` imports the
+teacher packages only inside the function that builds one. Module map: ``docs/DESIGN.md``.
 """
 from .config import add_baron_config, add_ovdistill_config, add_vild_config
 from . import data, modeling  # noqa: F401  (registration)

@@ -14,8 +14,9 @@ from detectron2.utils.logger import setup_logger
 
 from distill.utils import atomic_path
 
+from .config import load_config, resolve_config_file
 from .engine import OVTrainer, seed_everything
-from .prepare import load_config, prepare_resources, resolve_config_file
+from .prepare import prepare_resources
 
 __all__ = ["argument_parser", "setup", "build_trainer", "main", "run"]
 
@@ -50,7 +51,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
     default_setup(cfg, args)
     for name, abbrev in (("detectors", "ovd"), ("distill", "distill")):
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name, abbrev_name=abbrev)
-    prepare_resources(cfg)
+    cfg = prepare_resources(cfg)
     cfg.freeze()
     if comm.is_main_process():
         path = Path(cfg.OUTPUT_DIR) / "config.yaml"

@@ -1,9 +1,59 @@
-"""yacs config keys of ovdistill's Detectron2 plug-ins (``add_vild_config`` / ``add_ovdistill_config``)."""
+"""ovdistill's Detectron2 configs: the yacs keys of its plug-ins (``add_ovdistill_config``) and
+loading a config file by path or by name relative to ``configs/`` (``load_config``)."""
 from __future__ import annotations
 
-from detectron2.config import CfgNode as CN
+import ast
+import os
+from pathlib import Path
+from typing import Any, Sequence
 
-__all__ = ["add_vild_config", "add_baron_config", "add_ovdistill_config"]
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_vild_config", "add_baron_config", "add_ovdistill_config", "CONFIG_ROOT",
+           "resolve_config_file", "load_config", "parse_overrides"]
+
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+"""The repository's ``configs/`` directory (config names resolve relative to it)."""
+
+
+def resolve_config_file(name: str | os.PathLike) -> Path:
+    """An existing path as given, else ``configs/<name>`` (``.yaml`` appended if missing)."""
+    path = Path(name)
+    candidates = [path, CONFIG_ROOT / path]
+    if path.suffix != ".yaml":
+        with_suffix = path.with_name(path.name + ".yaml")
+        candidates += [with_suffix, CONFIG_ROOT / with_suffix]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    looked = [str(c) for c in candidates]
+    raise FileNotFoundError(f"config {str(name)!r} not found (looked for {looked})")
+
+
+def load_config(name: str | os.PathLike, opts: Sequence[str] = ()) -> CN:
+    """Detectron2 defaults + ovdistill keys, merged with a config file (by path or name) and
+    ``opts``."""
+    cfg = get_cfg()
+    add_ovdistill_config(cfg)
+    cfg.merge_from_file(str(resolve_config_file(name)))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def parse_overrides(items: Sequence[str], *, key: str) -> dict[str, Any]:
+    """``["n_train=8", "epochs=1"]`` -> ``{"n_train": 8, "epochs": 1}`` (values as Python
+    literals)."""
+    out = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{key}: expected 'name=value' entries, got {item!r}")
+        try:
+            out[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[name.strip()] = value.strip()
+    return out
 
 
 def add_vild_config(cfg: CN) -> CN:
@@ -13,6 +63,12 @@ def add_vild_config(cfg: CN) -> CN:
         MODEL.VILD.TEXT_EMBEDDINGS: ``.pt`` file ``{names, embeddings [N, D], teacher_fingerprint}``
             holding (at least) the class names of every train/test dataset. Empty: ``tools/train_net.py``
             computes it with ``MODEL.VILD.TEACHER`` into the cache directory and fills the key in.
+        MODEL.VILD.CLASSES.NAMES / SEEN: the training vocabulary the model is built with: the
+            class names of DATASETS.TRAIN (contiguous order) and, per name, whether it is trained
+            on (a base class; False for novel / LVIS-rare ones). Empty: resolved from the dataset
+            catalog by ``detectors.data.resolve_training_classes`` (``tools/train_net.py`` and
+            ``OVPredictor`` call it), so the model itself reads only this config and the
+            classifier file.
         MODEL.VILD.TEMPERATURE: logits = cosine / TEMPERATURE (ViLD: 0.01).
         MODEL.VILD.ENSEMBLE: ViLD-ensemble: a second, distillation-only branch (own box head and
             projection); base classes score ``p_text^w * p_img^(1-w)``, novel ``p_text^(1-w) * p_img^w``.
@@ -46,6 +102,10 @@ def add_vild_config(cfg: CN) -> CN:
     cfg.MODEL.VILD.TEMPERATURE = 0.01
     cfg.MODEL.VILD.ENSEMBLE = False
     cfg.MODEL.VILD.ENSEMBLE_WEIGHT = 2.0 / 3.0
+
+    cfg.MODEL.VILD.CLASSES = CN()
+    cfg.MODEL.VILD.CLASSES.NAMES = []
+    cfg.MODEL.VILD.CLASSES.SEEN = []
 
     cfg.MODEL.VILD.TEACHER = CN()
     cfg.MODEL.VILD.TEACHER.NAME = "clip"

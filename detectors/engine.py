@@ -1,7 +1,6 @@
 """``OVTrainer``: Detectron2's ``DefaultTrainer`` with open-vocabulary data, evaluation and exact resume."""
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from collections import OrderedDict
@@ -16,14 +15,23 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from distill.hooks import CachedRegionTargets, RegionTargetProvider
+from distill.targets import RegionTargetProvider
 
-from .data import OVDatasetMapper, ResumableTrainLoader, build_batched_test_loader, check_image_files, get_ov_metadata
+from .data import (
+    OVDatasetMapper,
+    ResumableTrainLoader,
+    build_batched_test_loader,
+    cached_region_targets,
+    check_image_files,
+    dataset_vocabulary,
+    online_region_targets,
+    read_classifier,
+)
 from .evaluation import METRICS_FILE, OVDetectionEvaluator
-from .modeling.text_embeddings import TextEmbeddings, load_text_embeddings
+from .host import inner_trainer, last_eval_results
+from .teacher import build_online_teacher
 
-__all__ = ["OVTrainer", "StepSeedHook", "seed_everything", "build_region_targets", "dataset_vocabulary",
-           "unwrap_model"]
+__all__ = ["OVTrainer", "StepSeedHook", "seed_everything", "build_region_targets", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,23 +69,13 @@ class StepSeedHook(hooks.HookBase):
         self.base = int(state["base"])
 
 
-@functools.lru_cache(maxsize=4)
-def _text_table(path: str) -> TextEmbeddings:
-    return load_text_embeddings(path)
-
-
-def dataset_vocabulary(cfg, dataset_name: str) -> tuple[torch.Tensor, list[str]]:
-    """``(text embeddings [C, D], names)`` of a registered dataset's classes from ``MODEL.VILD.TEXT_EMBEDDINGS``."""
-    names = list(get_ov_metadata(dataset_name).thing_classes)
-    return _text_table(cfg.MODEL.VILD.TEXT_EMBEDDINGS).select(names), names
-
-
 def build_region_targets(cfg, dataset_dicts: list[dict]) -> RegionTargetProvider | None:
     """The distillation-target provider of the training set (None when distillation is off).
 
-    Cached (default): ``CachedRegionTargets(MODEL.VILD.DISTILL.CACHE)``, checked against the text
+    Cached (default): ``detectors.data.cached_region_targets``, checked against the text
     classifier's teacher fingerprint and embedding size, and for coverage of every training image
-    (``MODEL.VILD.DISTILL.ON_MISSING``). Online: ``OnlineRegionTargets`` with the configured teacher.
+    (``MODEL.VILD.DISTILL.ON_MISSING``). Online: ``detectors.data.online_region_targets`` with the
+    configured teacher (checked against the text classifier).
     """
     vild = cfg.MODEL.VILD
     if not vild.DISTILL.ENABLED or cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
@@ -85,18 +83,11 @@ def build_region_targets(cfg, dataset_dicts: list[dict]) -> RegionTargetProvider
     if len(cfg.DATASETS.TRAIN) != 1:
         raise ValueError(f"ViLD distillation reads one region cache per training set; got DATASETS.TRAIN "
                          f"{tuple(cfg.DATASETS.TRAIN)} (merge them into one dataset)")
-    table = _text_table(vild.TEXT_EMBEDDINGS)
+    classifier = read_classifier(vild.TEXT_EMBEDDINGS)
     if vild.DISTILL.ONLINE:
-        from .prepare import build_online_targets  # tool side: builds a teacher
-
-        return build_online_targets(cfg, expect_fingerprint=table.teacher_fingerprint)
-    if not vild.DISTILL.CACHE:
-        raise ValueError("MODEL.VILD.DISTILL.CACHE is empty: point it at an embedding store, or run "
-                         "tools/train_net.py, which precomputes one")
-    targets = CachedRegionTargets(vild.DISTILL.CACHE, expect_fingerprint=table.teacher_fingerprint,
-                                  expect_embed_dim=table.embed_dim, on_missing=vild.DISTILL.ON_MISSING)
-    targets.check_coverage([d["image_id"] for d in dataset_dicts], dataset=cfg.DATASETS.TRAIN[0])
-    return targets
+        teacher = build_online_teacher(cfg, expect_fingerprint=classifier.teacher_fingerprint)
+        return online_region_targets(cfg, teacher)
+    return cached_region_targets(cfg, dataset_dicts, classifier=classifier)
 
 
 class OVTrainer(DefaultTrainer):
@@ -114,10 +105,8 @@ class OVTrainer(DefaultTrainer):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        heads = getattr(unwrap_model(self._trainer.model), "roi_heads", None)
+        heads = getattr(unwrap_model(self.model), "roi_heads", None)
         if hasattr(heads, "set_teacher"):
-            from .prepare import build_online_teacher  # tool side: builds a teacher
-
             heads.set_teacher(build_online_teacher(cfg, expect_fingerprint=heads.teacher_fingerprint))
 
     @classmethod
@@ -186,20 +175,20 @@ class OVTrainer(DefaultTrainer):
         """Iteration and hook states, plus the optimizer's (momentum buffers), which Detectron2 0.6's
         DefaultTrainer leaves out of checkpoints, so that ``--resume`` continues exactly."""
         ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
+        ret["_trainer"] = inner_trainer(self).state_dict()
         return ret
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
+            inner_trainer(self).load_state_dict(state_dict["_trainer"])
         else:
             logger.warning("checkpoint has no optimizer state (written by another trainer): momentum restarts")
 
     def train(self) -> dict | None:
         """Train; returns the last evaluation results (None if no evaluation ran)."""
         super().train()
-        return getattr(self, "_last_eval_results", None)
+        return last_eval_results(self)
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)

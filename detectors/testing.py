@@ -12,8 +12,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import HookBase
 
+from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, save_text_encoder
+
+from .cli import argument_parser, build_trainer, main, setup
 from .config import add_ovdistill_config
+from .data import resolve_training_classes
+from .evaluation import read_metrics
 from .modeling.text_embeddings import save_text_embeddings
 
 __all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config",
@@ -70,7 +76,8 @@ def write_random_text_embeddings(path: str | os.PathLike, names: Sequence[str], 
 
 def tiny_vild_config(*, train: str, test: str, text_embeddings: str | os.PathLike, output_dir: str | os.PathLike,
                      distill: bool = False, ensemble: bool = False, box_norm: str = "BN") -> CfgNode:
-    """A CPU ViLD config small enough for unit tests (width-8 ResNet-10-FPN, 64 px, 2 images per batch)."""
+    """A CPU ViLD config small enough for unit tests (width-8 ResNet-10-FPN, 64 px, 2 images per
+    batch); ``train`` must be registered (the training vocabulary is resolved from it)."""
     cfg = get_cfg()
     add_ovdistill_config(cfg)
     cfg.merge_from_list([
@@ -99,14 +106,12 @@ def tiny_vild_config(*, train: str, test: str, text_embeddings: str | os.PathLik
         "SOLVER.WARMUP_ITERS", 0, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.DETECTIONS_PER_IMAGE", 20,
         "TEST.EVAL_PERIOD", 0, "SEED", 0, "OUTPUT_DIR", str(output_dir),
     ])
-    return cfg
+    return resolve_training_classes(cfg)
 
 
 def write_random_text_encoder(path: str | os.PathLike, *, dim: int = 16, width: int = 16, context_length: int = 16,
                               seed: int = 0, fingerprint: str = "random-test-teacher") -> Path:
     """A random-init pseudo-word text encoder file (``distill.text_encoder``) for model tests."""
-    from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, save_text_encoder
-
     torch.manual_seed(seed)
     encoder = PseudoTextEncoder(TextEncoderConfig(width=width, layers=1, heads=2, context_length=context_length,
                                                   embed_dim=dim))
@@ -176,16 +181,9 @@ teacher, a width-8 ResNet-10, 6 iterations with checkpoints every 3 (integration
 def toy_run_args(config: str, output_dir: Path, *opts: str, flags: Sequence[str] = ()):
     """``tools/train_net.py`` arguments for ``config`` with :data:`TINY_TOY_OPTS` + ``opts``; the toy world
     lives next to ``output_dir`` (``<parent>/world``)."""
-    from .cli import argument_parser
-
     return argument_parser().parse_args(["--config", config, *flags, *TINY_TOY_OPTS, "DATASETS.TOY.ROOT",
                                          str(Path(output_dir).parent / "world"), "OUTPUT_DIR", str(output_dir),
                                          *opts])
-
-
-def read_metrics(output_dir: Path) -> dict:
-    """``OUTPUT_DIR/ov_metrics.json``."""
-    return json.loads((Path(output_dir) / "ov_metrics.json").read_text())
 
 
 def final_weights(output_dir: Path) -> dict:
@@ -197,10 +195,6 @@ def check_resume_and_eval_only(config: str, root: Path, *opts: str, interrupt_at
     """Train ``config`` uninterrupted (``root/full``) and interrupted after iteration ``interrupt_at`` then
     resumed (``root/part``); assert identical final weights and metrics, and that ``--eval-only``
     reproduces the metrics. Returns the metrics."""
-    from detectron2.engine import HookBase
-
-    from .cli import build_trainer, main, setup
-
     class Interrupt(HookBase):
         def after_step(self) -> None:
             if self.trainer.iter == interrupt_at:

@@ -1,4 +1,4 @@
-"""Small shared helpers: the cache directory, atomic file writes, content hashes."""
+"""Small shared helpers: the cache directory, atomic file writes, content hashes, file keys."""
 from __future__ import annotations
 
 import contextlib
@@ -52,3 +52,9 @@ def sha256_file(path: str | os.PathLike, *, chunk_size: int = 1 << 20) -> str:
 def sha256_json(obj: Any) -> str:
     """Hex sha256 of a JSON-serializable object in canonical form (sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def file_key(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of a file version for cache keys: resolved path, size and whole-second mtime."""
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}

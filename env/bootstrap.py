@@ -1,23 +1,28 @@
 #!/usr/bin/env python3
-"""Create (or reuse) ovdistill's pinned environment and point ``.venv`` at it.
+"""Create (or reuse) ovdistill's pinned environment and this checkout's ``.venv`` on top of it.
 
     python3 env/bootstrap.py            # what `make setup` runs; fast when the env already exists
 
-The environment lives outside the checkout, under ``$OVDISTILL_CACHE`` (default
-``~/.cache/ovdistill``), in ``envs/<key>`` where the key hashes ``env/requirements.txt``,
-``env/compat.py`` and the Python version: every clone with the same dependency spec shares it, and a
-changed spec builds a new one beside it. Building is resumable: each stage leaves a stamp file, pip
-steps are idempotent, and an interrupted run simply continues on the next call.
+The heavy environment lives outside the checkout, under ``$OVDISTILL_CACHE`` (default
+``~/.cache/ovdistill``), in ``envs/<key>`` where the key hashes ``env/requirements.txt``, the
+pinned sdists and their fixes (``env/compat.py``) and the Python version: every clone with the same
+dependency spec shares it, and a changed spec builds a new one beside it. Building is resumable:
+each stage leaves a stamp file, pip steps are idempotent, and an interrupted run simply continues on
+the next call.
 
-Stages:
+Stages of the shared environment:
   1. a virtual environment with the pinned requirements (torch, open_clip, mmengine, mmseg, ...);
-  2. mmcv and detectron2 built from pinned sdists with the fixes of ``env/compat.py``; the built
-     wheels are cached in ``wheels/`` (keyed by sdist, fixes, torch pin, Python and CUDA flag), so a
-     new environment installs them in seconds;
-  3. an import check of every host framework;
-  4. this checkout installed in editable mode (re-pointed whenever another clone used the env).
+  2. mmcv, detectron2 and lvis fetched through pip (by name, version and sha256, from the configured
+     index) and rebuilt with the fixes of ``env/compat.py``; the built wheels are cached in
+     ``wheels/`` (keyed by sdist, fixes, torch pin, Python and CUDA flag), so a new environment
+     installs them in seconds;
+  3. an import check of every host framework.
 
-Only the standard library is used here, so it runs with any Python >= 3.10.
+Then, per checkout, ``.venv`` is a light virtual environment (same base Python, no pip of its own)
+whose site-packages adds the shared environment's through a ``.pth`` file, with this checkout
+installed in editable mode: each clone runs its own code, and none is installed in the shared one.
+
+Only the standard library is used here, so it runs with any Python >= 3.10 (POSIX: fcntl locks).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -32,7 +38,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from importlib import util as importlib_util
 from pathlib import Path
 
@@ -51,12 +56,19 @@ def _load_compat():
 
 compat = _load_compat()
 
-LAYOUT_VERSION = "1"  # bump when the way an environment is assembled changes
+LAYOUT_VERSION = "2"  # bump when the way an environment is assembled changes
 IMPORT_CHECK = (
     "import torch, torchvision, open_clip, pycocotools, lvis, detectron2, mmcv.ops, mmseg.models; "
     "from torchvision.ops import nms; import torch; "
     "nms(torch.zeros(1, 4), torch.zeros(1), 0.5)"
 )
+
+
+CHECKOUT_VENV = REPO / ".venv"
+VENV_STATE = "ovdistill-checkout.json"
+"""In ``.venv``: marks it as made by this script and records what it was made for."""
+SHARED_PTH = "ovdistill-shared-env.pth"
+"""In ``.venv``'s site-packages: adds the shared environment's site-packages and its .pth files."""
 
 
 def log(message: str) -> None:
@@ -74,7 +86,8 @@ def env_key() -> str:
     digest = hashlib.sha256()
     digest.update(LAYOUT_VERSION.encode())
     digest.update((HERE / "requirements.txt").read_bytes())
-    digest.update(compat.COMPAT_FILE.read_bytes())
+    for sdist in compat.SDISTS:  # what is built, not how it is fetched
+        digest.update(compat.fingerprint(sdist).encode())
     digest.update(f"{sys.version_info.major}.{sys.version_info.minor}".encode())
     digest.update(os.environ.get("FORCE_CUDA", "0").encode())
     return digest.hexdigest()[:12]
@@ -85,6 +98,16 @@ def torch_pin() -> str:
         if line.startswith("torch=="):
             return line.strip()
     raise RuntimeError("env/requirements.txt pins no torch version")
+
+
+def site_packages(prefix: Path) -> Path:
+    """site-packages of a POSIX virtual environment created by this Python version."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return prefix / "lib" / version / "site-packages"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run(cmd: list[str], **kwargs) -> None:
@@ -104,21 +127,50 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def download(url: str, sha256: str, dest_dir: Path) -> Path:
-    """Download ``url`` into ``dest_dir`` once, verifying its sha256; atomic via a temp file."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / url.rsplit("/", 1)[-1]
-    if dest.exists() and hashlib.sha256(dest.read_bytes()).hexdigest() == sha256:
-        return dest
-    log(f"downloading {url}")
-    with urllib.request.urlopen(url, timeout=300) as response:
-        data = response.read()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise RuntimeError(f"{dest.name}: sha256 {actual} does not match the pinned {sha256}")
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(dest)
+def download(sdist: compat.Sdist, *, python: Path, dest_dir: Path, env: dict) -> Path:
+    """Fetch the pinned archive of ``sdist`` into ``dest_dir/<name>-<version>/`` once.
+
+    ``python``'s pip downloads ``name==version`` from the configured index (pip.conf, ``PIP_*``
+    variables) in hash-checking mode, so only a file with the pinned sha256 is taken; preparing the
+    sdist's metadata follows ``sdist.build_constraints`` and ``sdist.build_isolation``. The file is
+    checked again here and moved into place atomically.
+
+    Raises:
+        RuntimeError: pip left no single file, or its sha256 is not the pinned one.
+    """
+    dest_dir = dest_dir / f"{sdist.name}-{sdist.version}"
+    cached = sorted(dest_dir.iterdir()) if dest_dir.is_dir() else []
+    for path in cached:
+        if path.suffix != ".part" and sha256_of(path) == sdist.sha256:
+            return path
+    log(f"fetching {sdist.name}=={sdist.version} ({sdist.kind}) through pip")
+    with tempfile.TemporaryDirectory(prefix=f"ovdistill-fetch-{sdist.name}-") as tmp:
+        requirement = Path(tmp) / "requirement.txt"
+        requirement.write_text(f"{sdist.name}=={sdist.version} --hash=sha256:{sdist.sha256}\n")
+        fetched_dir = Path(tmp) / "fetched"
+        cmd = [python, "-m", "pip", "download", "--no-deps", "--dest", fetched_dir,
+               "--requirement", requirement]
+        cmd += ["--only-binary" if sdist.kind == "wheel" else "--no-binary", ":all:"]
+        if sdist.build_constraints:
+            constraints = Path(tmp) / "build-constraints.txt"
+            constraints.write_text("".join(f"{line}\n" for line in sdist.build_constraints))
+            cmd += ["--build-constraint", constraints]
+        if not sdist.build_isolation:
+            cmd.append("--no-build-isolation")
+        run(cmd, env=env, cwd=tmp)
+        fetched = sorted(fetched_dir.iterdir()) if fetched_dir.is_dir() else []
+        if len(fetched) != 1:
+            raise RuntimeError(f"pip download {sdist.name}=={sdist.version} left "
+                               f"{[p.name for p in fetched]} in {fetched_dir}, expected one file")
+        actual = sha256_of(fetched[0])
+        if actual != sdist.sha256:
+            raise RuntimeError(f"{fetched[0].name}: sha256 {actual} does not match the pinned "
+                               f"{sdist.sha256} (env/compat.py, {sdist.name})")
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / fetched[0].name
+        part = dest.with_name(dest.name + ".part")
+        shutil.copy2(fetched[0], part)
+        part.replace(dest)
     return dest
 
 
@@ -135,7 +187,7 @@ def build_patched_wheel(sdist: compat.Sdist, python: Path, cache: Path, env: dic
     if wheels:
         log(f"reusing cached wheel {wheels[0]}")
         return wheels[0]
-    archive = download(sdist.url, sdist.sha256, cache / "downloads")
+    archive = download(sdist, python=python, dest_dir=cache / "downloads", env=env)
     with tempfile.TemporaryDirectory(prefix=f"ovdistill-{sdist.name}-") as tmp:
         staging = Path(tmp) / "wheelhouse"
         staging.mkdir()
@@ -197,29 +249,54 @@ def build_env(env_dir: Path, cache: Path) -> None:
     mark_stage(env_dir, "complete")
 
 
-def install_checkout(env_dir: Path) -> None:
-    """Install this checkout editable unless the env already resolves ``distill`` to it."""
-    python = env_dir / "bin" / "python"
-    probe = subprocess.run(
-        [python, "-c", "import importlib.util as u; s = u.find_spec('distill'); "
-         "print(s.submodule_search_locations[0] if s else '')"],
-        capture_output=True, text=True, cwd="/",
-    )
-    current = probe.stdout.strip()
-    if current and Path(current).resolve() == (REPO / "distill").resolve():
+def remove_shared_checkout(env_dir: Path) -> None:
+    """Uninstall ovdistill from the shared environment (earlier layouts installed a checkout)."""
+    site = site_packages(env_dir)
+    if not [*site.glob("ovdistill-*.dist-info"), *site.glob("ovdistill.egg-link")]:
         return
-    run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", "-e", REPO])
+    log(f"uninstalling ovdistill from the shared environment {env_dir} (each checkout has its own)")
+    run([env_dir / "bin" / "python", "-m", "pip", "uninstall", "--yes", "-q", "ovdistill"],
+        cwd=env_dir)
 
 
-def link_venv(env_dir: Path) -> None:
-    link = REPO / ".venv"
-    if link.is_symlink() and Path(os.readlink(link)) == env_dir:
+def checkout_venv(env_dir: Path, *, venv: Path = CHECKOUT_VENV) -> None:
+    """Make ``venv`` this checkout's light environment on top of the shared ``env_dir``.
+
+    A real directory (an old link to the shared environment is replaced): a venv of the shared
+    environment's base Python without pip, whose site-packages holds :data:`SHARED_PTH` and this
+    checkout installed editable (pip and setuptools come from the shared environment). Up to date
+    (nothing run) while :data:`VENV_STATE` matches; recreated when the shared environment or the
+    checkout's path changed, reinstalled when ``pyproject.toml`` changed.
+
+    Raises:
+        RuntimeError: ``venv`` is a directory this script did not make.
+    """
+    state_file = venv / VENV_STATE
+    wanted = {"env": str(env_dir), "checkout": str(REPO),
+              "pyproject": sha256_of(REPO / "pyproject.toml")}
+    state = {}
+    if venv.is_symlink() or venv.is_file():
+        log(f"replacing {venv} (a link from an earlier layout) by this checkout's environment")
+        venv.unlink()
+    elif venv.is_dir() and state_file.is_file():
+        state = json.loads(state_file.read_text() or "{}")
+    elif venv.is_dir() and any(venv.iterdir()):
+        raise RuntimeError(f"{venv} exists and was not made by env/bootstrap.py; remove it")
+    installed = any(site_packages(venv).glob("ovdistill-*.dist-info"))
+    if state == wanted and installed:
         return
-    if link.is_symlink() or link.is_file():
-        link.unlink()
-    elif link.exists():
-        raise RuntimeError(f"{link} exists and is not a link made by the bootstrap; remove it")
-    link.symlink_to(env_dir)
+    if any(state.get(key) != wanted[key] for key in ("env", "checkout")):
+        if venv.is_dir():
+            shutil.rmtree(venv)
+        venv.mkdir()
+        state_file.write_text("{}\n")  # claims the directory before anything can fail
+        run([env_dir / "bin" / "python", "-m", "venv", "--without-pip", venv])
+        pth = f"import site; site.addsitedir({str(site_packages(env_dir))!r})\n"
+        (site_packages(venv) / SHARED_PTH).write_text(pth)
+    # cwd: pip must not take an ovdistill.egg-info in the current directory for an installation
+    run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+         "-e", REPO], cwd=venv)
+    state_file.write_text(json.dumps(wanted, indent=1) + "\n")
 
 
 def main() -> int:
@@ -237,8 +314,8 @@ def main() -> int:
             log(f"building the environment in {env_dir} (resumable; cold ~20-30 min)")
             build_env(env_dir, cache)
             log(f"environment ready in {time.time() - start:.0f} s")
-        install_checkout(env_dir)
-        link_venv(env_dir)
+        remove_shared_checkout(env_dir)
+        checkout_venv(env_dir)
     return 0
 
 

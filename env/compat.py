@@ -1,10 +1,11 @@
 """Every install-time compatibility fix ovdistill applies to third-party source, in one place.
 
 Two host frameworks do not install on current torch/numpy/Pillow/setuptools as published. The
-bootstrap (``env/bootstrap.py``) downloads their pinned sdists (checked by sha256), applies the
-edits below to the extracted source, and builds wheels from it. Each edit names the file, the exact
-text it replaces and why; an edit whose text is not found fails the build loudly, so a new upstream
-release cannot be patched silently wrong. Drop an entry once upstream ships the fix.
+bootstrap (``env/bootstrap.py``) fetches their pinned sdists through pip from the configured index
+(by name and version, checked by sha256), applies the edits below to the extracted source, and
+builds wheels from it. Each edit names the file, the exact text it replaces and why; an edit whose
+text is not found fails the build loudly, so a new upstream release cannot be patched silently
+wrong. Drop an entry once upstream ships the fix.
 
 No third-party code is committed: the fixes are textual edits applied at install time.
 
@@ -41,26 +42,29 @@ class Sdist:
     ``kind="sdist"``: the source archive is extracted, edited and built into a wheel.
     ``kind="wheel"``: a pure-Python wheel is unpacked, edited and repacked (``wheel pack``
     recomputes its RECORD), for projects whose sdist cannot build.
+
+    Fetching (``pip download`` of ``name==version``) prepares the unedited sdist's metadata, i.e.
+    runs its setup.py: ``build_constraints`` pin its isolated build environment
+    (``--build-constraint``), and ``build_isolation=False`` runs it in the environment being built
+    instead (for a setup.py that imports torch). Neither is part of :func:`fingerprint`: they change
+    how the archive is fetched, not what is built.
     """
 
     name: str
     version: str
-    url: str
     sha256: str
     edits: tuple[Edit, ...]
     kind: str = "sdist"
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+    build_constraints: tuple[str, ...] = ()
+    build_isolation: bool = True
 
 
 MMCV = Sdist(
     name="mmcv",
     version="2.1.0",
-    url="https://files.pythonhosted.org/packages/a7/19/"
-    "f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz",
     sha256="d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f",
+    # setup.py imports pkg_resources, removed from setuptools >= 81 (the edit below fixes the build)
+    build_constraints=("setuptools<81",),
     edits=(
         Edit(
             "setup.py",
@@ -89,9 +93,8 @@ MMCV = Sdist(
 DETECTRON2 = Sdist(
     name="pb1-detectron2",
     version="0.6",
-    url="https://files.pythonhosted.org/packages/60/26/"
-    "48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/pb1-detectron2-0.6.tar.gz",
     sha256="5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29",
+    build_isolation=False,  # setup.py imports torch at the top
     edits=(
         Edit(
             "setup.py",
@@ -165,8 +168,6 @@ DETECTRON2 = Sdist(
 LVIS = Sdist(
     name="lvis",
     version="0.5.3",
-    url="https://files.pythonhosted.org/packages/72/b6/"
-    "1992240ab48310b5360bfdd1d53163f43bb97d90dc5dc723c67d41c38e78/lvis-0.5.3-py3-none-any.whl",
     sha256="4f07153330df342b3161fafb46641ce7c02864113a8ddf0d6ffab6b02407bef0",
     kind="wheel",  # the 0.5.3 sdist lacks the requirements.txt its setup.py reads
     edits=(
@@ -181,7 +182,6 @@ LVIS = Sdist(
 )
 
 SDISTS = (LVIS, DETECTRON2, MMCV)  # cheapest build first
-COMPAT_FILE = Path(__file__).resolve()
 
 
 def apply_edits(sdist: Sdist, root: Path) -> list[str]:

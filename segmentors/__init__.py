@@ -13,11 +13,10 @@ from .heads import LSegHead, TextClassifierMixin, TextDeepLabV2Head, TextDepthwi
 from .maskclip import MaskCLIPSegmentor
 from .maskclip_plus import MaskCLIPPlusSegmentor, pseudo_targets
 from .metrics import OVSegMetric
-from .text_embeddings import TextEmbeddings, load_text_embeddings, save_text_embeddings
 from .transforms import ValidateSegMap
 
 __all__ = [
     "ToySegDataset", "LSegHead", "TextClassifierMixin", "TextDeepLabV2Head", "TextDepthwiseSeparableASPPHead",
     "TextFCNHead", "MaskCLIPSegmentor", "MaskCLIPPlusSegmentor", "pseudo_targets", "OVSegMetric",
-    "TextEmbeddings", "load_text_embeddings", "save_text_embeddings", "ValidateSegMap",
+    "ValidateSegMap",
 ]

@@ -18,6 +18,8 @@ from typing import Any
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from distill.vocab import validate_class_names
+
 __all__ = ["ToySegDataset", "read_seg_classes", "PLACEHOLDER_PREFIX"]
 
 PLACEHOLDER_PREFIX = "<toy_"
@@ -33,10 +35,9 @@ def read_seg_classes(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     classes = info.get("classes") if isinstance(info, dict) else None
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+    if not isinstance(classes, list):
         raise ValueError(f"{path}: 'classes' must be a non-empty list of names")
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"{path}: duplicate class names in 'classes'")
+    validate_class_names(classes, field=f"{path}: 'classes'")
     unseen = info.get("unseen", [])
     unknown = [c for c in unseen if c not in classes]
     if unknown:

@@ -3,7 +3,7 @@
 ``TextClassifierMixin`` turns any MMSeg decode head into an open-vocabulary one: its ``conv_seg``
 becomes a 1x1 projection ``channels -> D`` (so the head's usual ``conv_seg`` init still applies), the
 projected pixels are L2-normalized and scored against fixed, L2-normalized text embeddings read from a
-file (``segmentors.text_embeddings``)::
+classifier file (``distill.vocab.ClassifierFile``; ``distill.vocab.dense_cosine_logits``)::
 
     logits[b, n, y, x] = (1 / temperature) * normalize(proj(feat))[b, :, y, x] . text[n]
 
@@ -32,8 +32,8 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from distill.utils import sha256_json
+from distill.vocab import ClassifierFile, dense_cosine_logits
 
-from .text_embeddings import load_text_embeddings
 from .utils import ignore_labels
 
 __all__ = ["TextClassifierMixin", "TextFCNHead", "TextDeepLabV2Head", "TextDepthwiseSeparableASPPHead", "LSegHead"]
@@ -45,7 +45,7 @@ class TextClassifierMixin:
     """Mixin for ``BaseDecodeHead`` subclasses (put it first in the bases).
 
     Args:
-        text_embeddings: path of the text-embedding file (``{names, embeddings, teacher_fingerprint}``).
+        text_embeddings: path of the classifier file (``distill.vocab.ClassifierFile``).
         class_names: expected names in the file (checked; the tools also use them to create the file).
         learned_background: prepend a learned background embedding as label 0.
         temperature: logits are cosine similarities divided by this (LSeg: 0.07).
@@ -57,7 +57,9 @@ class TextClassifierMixin:
     def __init__(self, *, text_embeddings: str, class_names: Sequence[str | Sequence[str]] | None = None,
                  learned_background: bool = False, temperature: float = 0.07,
                  train_excluded_classes: Sequence[int] = (), **kwargs) -> None:
-        loaded = load_text_embeddings(text_embeddings, names=class_names)
+        loaded = ClassifierFile.load(text_embeddings)
+        if class_names is not None:
+            loaded.check_names(class_names)
         num_classes = loaded.embeddings.shape[0] + int(learned_background)
         given = kwargs.setdefault("num_classes", num_classes)
         if given != num_classes:
@@ -75,7 +77,8 @@ class TextClassifierMixin:
         self.train_excluded_classes = tuple(int(c) for c in train_excluded_classes)
         self.conv_seg = nn.Conv2d(self.channels, embed_dim, kernel_size=1)
         self.register_buffer("text_embeddings", loaded.embeddings.clone())
-        self.register_buffer("text_names_hash", torch.tensor(int(sha256_json(loaded.names)[:15], 16)))
+        names_hash = int(sha256_json(loaded.entries)[:15], 16)
+        self.register_buffer("text_names_hash", torch.tensor(names_hash))
         self.background_embedding = (nn.Parameter(torch.randn(1, embed_dim) * 0.01) if learned_background
                                      else None)
         self.register_load_state_dict_pre_hook(_keep_file_text_embeddings)
@@ -100,7 +103,7 @@ class TextClassifierMixin:
         """``[B, channels, h, w]`` -> ``[B, num_classes, h, w]`` scaled cosine logits."""
         pixels = self.pixel_embeddings(feat)
         classifier = self.class_embeddings().to(pixels.dtype)
-        return torch.einsum("bdhw,nd->bnhw", pixels, classifier) / self.temperature
+        return dense_cosine_logits(pixels, classifier, temperature=self.temperature)
 
     def loss_by_feat(self, seg_logits: Tensor, batch_data_samples: list) -> dict:
         if self.train_excluded_classes:

@@ -9,8 +9,10 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from .teacher import TeacherHandle, dense_pixel_logits
-from .text_embeddings import canonical_names
+from distill.teachers import TeacherHandle, TeacherSpec
+from distill.vocab import canonical_class_entries
+
+from .teacher import dense_pixel_logits
 from .utils import slide_inference, teacher_images
 
 __all__ = ["MaskCLIPSegmentor"]
@@ -38,7 +40,8 @@ class MaskCLIPSegmentor(BaseSegmentor):
                  key_norm: str = "channel", test_cfg: Mapping | None = None, data_preprocessor: Mapping | None = None,
                  init_cfg: Mapping | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.class_names = canonical_names(class_names)
+        self.class_names = canonical_class_entries(class_names,
+                                                   field="MaskCLIPSegmentor class_names")
         if not self.class_names:
             raise ValueError("MaskCLIPSegmentor needs at least one class name")
         self.templates = templates if isinstance(templates, str) else list(templates)
@@ -50,7 +53,8 @@ class MaskCLIPSegmentor(BaseSegmentor):
             raise ValueError(f"test_cfg.mode must be 'whole' or 'slide', got {self.test_cfg.get('mode')!r}")
         self.num_classes = self.out_channels = len(self.class_names)
         self.align_corners = False
-        self.teacher = TeacherHandle(teacher)
+        spec = TeacherSpec.from_mapping(teacher, origin="MaskCLIPSegmentor teacher")
+        self.teacher = TeacherHandle(spec)
         self._classifiers: dict[str, Tensor] = {}
 
     def classifier(self, device: torch.device) -> Tensor:

@@ -27,8 +27,10 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import add_prefix
 from torch import Tensor
 
-from .teacher import TeacherHandle, dense_pixel_logits
-from .text_embeddings import canonical_names
+from distill.teachers import TeacherHandle, TeacherSpec
+from distill.vocab import canonical_class_entries
+
+from .teacher import dense_pixel_logits
 from .utils import image_region_mask, stack_gt, teacher_images, with_gt
 
 __all__ = ["pseudo_targets", "MaskCLIPPlusSegmentor"]
@@ -90,7 +92,8 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
                  annotation_free: bool = False, key_smoothing: float | None = None,
                  prompt_denoise: float | None = None, key_norm: str = "channel", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.teacher_class_names = canonical_names(teacher_class_names)
+        self.teacher_class_names = canonical_class_entries(
+            teacher_class_names, field="MaskCLIPPlusSegmentor teacher_class_names")
         if len(self.teacher_class_names) != self.num_classes:
             raise ValueError(f"teacher_class_names has {len(self.teacher_class_names)} names but the decode head "
                              f"predicts {self.num_classes} classes")
@@ -108,7 +111,8 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         self.confidence_threshold = float(confidence_threshold)
         self.refine = dict(key_smoothing=key_smoothing, prompt_denoise=prompt_denoise, key_norm=key_norm)
         self.ignore_index = int(getattr(self.decode_head, "ignore_index", 255))
-        self.teacher = TeacherHandle(teacher)
+        spec = TeacherSpec.from_mapping(teacher, origin="MaskCLIPPlusSegmentor teacher")
+        self.teacher = TeacherHandle(spec)
         self._classifiers: dict[str, Tensor] = {}
         self.register_buffer("train_iter", torch.zeros((), dtype=torch.long))
 

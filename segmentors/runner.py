@@ -8,8 +8,9 @@
    ``toy_world`` options: ``dict(seed=0, arch='resnet', root=None, sizes=dict(...), teacher=dict(...),
    teacher_root=None)`` (``sizes``: ``ToyWorldConfig`` fields; ``teacher``: ``ToyTeacherConfig`` fields).
 3. Text-embedding files: every model sub-config with ``text_embeddings='path.pt'`` and ``class_names``
-   gets its file computed with the config's ``teacher`` (prompt templates ``text_templates``) when it is
-   missing, names other classes, or was made by another teacher.
+   gets its classifier file (``distill.vocab.ClassifierFile``) computed with the config's
+   ``teacher`` (prompt templates ``text_templates``; through the teacher's text-classifier disk
+   cache) when it is missing, names other classes, or was made by another teacher.
 """
 from __future__ import annotations
 
@@ -22,25 +23,15 @@ from typing import Any
 
 from mmengine.config import Config
 
-from .text_embeddings import load_text_embeddings, save_text_embeddings
+from distill.teachers import TeacherSpec, build_teacher_from_spec
+from distill.toy import ensure_toy_teacher, ensure_toy_world
+from distill.vocab import ClassifierFile
 
 __all__ = ["prepare_config", "fill_placeholders", "toy_placeholders", "text_embedding_specs",
-           "ensure_text_embedding_files", "enable_legacy_checkpoint_loading"]
+           "ensure_text_embedding_files"]
 
 _log = logging.getLogger(__name__)
 TOY_TOKENS = ("<toy_world>", "<toy_teacher_model>", "<toy_teacher_config>", "<toy_teacher_checkpoint>")
-
-
-def enable_legacy_checkpoint_loading() -> None:
-    """Let mmengine 0.10.7 resume under torch >= 2.6.
-
-    torch 2.6 made ``torch.load(weights_only=True)`` the default; mmengine 0.10.7 checkpoints pickle
-    ``mmengine.logging.history_buffer.HistoryBuffer`` (and numpy scalars) in their message hub, so
-    ``--resume`` fails with ``Unsupported global: ...HistoryBuffer``. torch's documented switch
-    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` restores full unpickling for loads that do not pass
-    ``weights_only`` explicitly. Only load checkpoints you trust. Must run before any checkpoint load.
-    """
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
 def _walk_strings(node: Any, fn: Callable[[str], str]) -> Any:
@@ -81,8 +72,6 @@ def _unfilled(cfg: Mapping, tokens: tuple[str, ...]) -> list[str]:
 
 def toy_placeholders(options: Any) -> dict[str, str]:
     """Build (or reuse) the toy world and its teacher; return the toy placeholder values."""
-    from distill.toy import ensure_toy_teacher, ensure_toy_world
-
     opts = dict(options) if isinstance(options, Mapping) else {}
     known = {"seed", "arch", "root", "sizes", "teacher", "teacher_root"}
     unknown = sorted(set(opts) - known)
@@ -109,8 +98,6 @@ def text_embedding_specs(node: Any, prefix: str = "model") -> Iterator[tuple[str
 
 def ensure_text_embedding_files(cfg: Config | Mapping, *, device: str = "cpu") -> list[Path]:
     """Create or refresh the text-embedding file of every text-classifier head in ``cfg.model``."""
-    from .teacher import build_teacher_from_cfg
-
     specs = list(text_embedding_specs(cfg.get("model", {})))
     if not specs:
         return []
@@ -119,22 +106,29 @@ def ensure_text_embedding_files(cfg: Config | Mapping, *, device: str = "cpu") -
         raise ValueError(f"{specs[0][0]} needs text embeddings but the config has no top-level 'teacher' to "
                          f"compute them with")
     templates = cfg.get("text_templates", "maskclip")
-    teacher = build_teacher_from_cfg(teacher_cfg, device=device)
+    teacher_spec = TeacherSpec.from_mapping(teacher_cfg, origin="teacher", device=device)
+    teacher = build_teacher_from_spec(teacher_spec)
     written = []
-    for where, spec in specs:
-        path = Path(spec["text_embeddings"])
-        names = spec.get("class_names")
+    for where, head_cfg in specs:
+        path = Path(head_cfg["text_embeddings"])
+        names = head_cfg.get("class_names")
         if names is None:
             raise ValueError(f"{where}: class_names is required next to text_embeddings={str(path)!r}")
         if path.is_file():
             try:
-                load_text_embeddings(path, names=names, teacher_fingerprint=teacher.fingerprint)
+                stored = ClassifierFile.load(path)
+                stored.check_names(names)
+                stored.check_teacher(teacher.fingerprint, fix="the file is recomputed",
+                                     source=f"the config's teacher ({teacher_spec.describe()})")
                 continue
             except ValueError as err:
                 _log.warning("recomputing %s: %s", path, err)
         embeddings = teacher.text_classifier(list(names), templates=templates)
-        save_text_embeddings(path, names=names, embeddings=embeddings, teacher_fingerprint=teacher.fingerprint,
-                             templates=templates)
+        recorded = templates if isinstance(templates, str) else [str(t) for t in templates]
+        provenance = {"templates": recorded, "teacher": teacher_spec.describe(),
+                      "created_by": "segmentors.runner"}
+        ClassifierFile.from_entries(names, embeddings, teacher_fingerprint=teacher.fingerprint,
+                                    provenance=provenance, source=str(path)).save(path)
         written.append(path)
     return written
 

@@ -1,56 +1,24 @@
-"""The frozen CLIP teacher inside MMSeg models: built from the mmengine config, lazily, on the model's device.
+"""The frozen CLIP teacher inside MMSeg models: MaskCLIP pixel scores at input resolution.
 
 The teacher config is a plain dict in the mmengine config, e.g.::
 
     teacher = dict(type='clip', model_name='ViT-B-16', pretrained='openai', model_config=None, precision='fp32')
 
-``type`` names a ``distill.teachers`` registry entry; the rest are its keyword arguments (``device`` is
-chosen here). ``TeacherHandle`` keeps the teacher *outside* the module tree, so it is never saved in
-checkpoints, never seen by optimizers or DDP, and costs nothing when a checkpoint is only evaluated.
+Models turn it into a ``distill.teachers.TeacherSpec`` (``TeacherSpec.from_mapping``: ``type``
+names a ``distill.teachers`` registry entry, the rest are its keyword arguments, ``device`` is
+chosen by the model) and keep a ``distill.teachers.TeacherHandle``: the teacher stays *outside* the
+module tree, so it is never saved in checkpoints, never seen by optimizers or DDP, and costs nothing
+when a checkpoint is only evaluated.
 """
 from __future__ import annotations
-
-import copy
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.teachers import Teacher, build_teacher
+from distill.teachers import Teacher
 
-__all__ = ["build_teacher_from_cfg", "TeacherHandle", "dense_pixel_logits"]
-
-
-def build_teacher_from_cfg(cfg: Mapping, *, device: str | torch.device = "cpu") -> Teacher:
-    """Build the teacher described by ``cfg`` (``type`` + keyword arguments) on ``device``."""
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"teacher config must be a dict, got {type(cfg).__name__}")
-    kwargs = dict(copy.deepcopy(dict(cfg)))
-    name = kwargs.pop("type", "clip")
-    kwargs.pop("device", None)
-    if name == "clip" and not kwargs.get("model_name"):
-        raise ValueError(f"teacher config needs model_name, got {dict(cfg)}")
-    return build_teacher(name, device=device, **kwargs)
-
-
-class TeacherHandle:
-    """Builds the teacher on first use and keeps one instance per device (not an ``nn.Module``)."""
-
-    def __init__(self, cfg: Mapping) -> None:
-        if not isinstance(cfg, Mapping):
-            raise ValueError(f"teacher config must be a dict, got {type(cfg).__name__}")
-        self.cfg = dict(cfg)
-        self._teachers: dict[str, Teacher] = {}
-
-    def get(self, device: str | torch.device) -> Teacher:
-        key = str(torch.device(device))
-        if key not in self._teachers:
-            self._teachers[key] = build_teacher_from_cfg(self.cfg, device=key)
-        return self._teachers[key]
-
-    def __deepcopy__(self, memo: dict) -> "TeacherHandle":
-        return TeacherHandle(copy.deepcopy(self.cfg, memo))   # copies rebuild their own teacher lazily
+__all__ = ["dense_pixel_logits"]
 
 
 def dense_pixel_logits(teacher: Teacher, images: Tensor, classifier: Tensor, *, key_smoothing: float | None = None,

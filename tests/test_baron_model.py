@@ -1,5 +1,8 @@
 """BARON student built through Detectron2's registries on a tiny dataset (CPU, random text encoder and a
 stub teacher): losses, gradients, queues, vocabulary swap, ensemble inference, clear errors."""
+import copy
+import inspect
+
 import pytest
 import torch
 
@@ -12,6 +15,9 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from detectors.data import OVDatasetMapper, load_ov_json, register_ov_dataset  # noqa: E402
 from detectors.modeling import BaronOutputLayers, BaronROIHeads  # noqa: E402
 from detectors.modeling.baron_heads import pack_sequences  # noqa: E402
+from detectors.modeling.vild_predictor import cosine_logits as vild_cosine_logits  # noqa: E402
+from distill.teachers import TEACHERS, TeacherHandle, TeacherSpec, register_teacher  # noqa: E402
+from distill.vocab import cosine_logits  # noqa: E402
 from detectors.testing import (  # noqa: E402
     TINY_CLASSES,
     StubTeacher,
@@ -126,3 +132,60 @@ def test_vocabulary_swap_and_ensemble_inference(tiny):
     instances = out[0]["instances"]
     assert len(instances) > 0 and int(instances.pred_classes.max()) <= 4
     assert (instances.scores >= 0).all() and (instances.scores <= 1).all()
+
+
+class DeviceStubTeacher(StubTeacher):
+    """``StubTeacher`` with the ``device`` argument every registered teacher takes."""
+
+    def __init__(self, *, device: str = "cpu", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.device = device
+
+
+def test_teacher_handle_is_lazy_and_outside_the_module_tree(tiny):
+    name, text, encoder, tmp = tiny
+    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
+                            output_dir=tmp)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    heads = model.roi_heads
+    register_teacher("ovd-test-baron-stub")(DeviceStubTeacher)
+    try:
+        spec = TeacherSpec(name="ovd-test-baron-stub", origin="MODEL.VILD.TEACHER")
+        with pytest.raises(ValueError, match="expected_fingerprint=roi_heads.teacher_fingerprint"):
+            heads.set_teacher(TeacherHandle(spec))
+        handle = TeacherHandle(spec, expected_fingerprint=heads.teacher_fingerprint)
+        heads.set_teacher(handle)
+        assert handle.built_devices == []                                      # built on first use
+        with EventStorage():
+            losses = model(_batch(cfg, name))
+        assert handle.built_devices == ["cpu"] and torch.isfinite(losses["loss_bag"])
+        teacher = heads.get_teacher()
+        names = [*model.state_dict(), *(n for n, _ in model.named_modules())]
+        assert not [n for n in names if "_teacher" in n or n.endswith("teacher")]
+        assert not any(t is teacher.weight for t in model.state_dict().values())
+        twin = copy.deepcopy(model)
+        assert twin.roi_heads.get_teacher() is not teacher                     # a fresh lazy handle
+        bad = TeacherHandle(TeacherSpec(name="ovd-test-baron-stub", extra={"fingerprint": "other"}),
+                            expected_fingerprint=heads.teacher_fingerprint)
+        heads.set_teacher(bad)
+        with pytest.raises(ValueError, match="fingerprint mismatch: .* has fingerprint 'other'"):
+            heads.get_teacher()
+    finally:
+        del TEACHERS["ovd-test-baron-stub"]
+    heads.set_teacher(StubTeacher())
+    assert copy.deepcopy(model).roi_heads.get_teacher() is heads.get_teacher()   # shared
+
+
+def test_heads_forward_has_no_ignored_arguments_and_shares_the_cosine_classifier(tiny):
+    name, text, encoder, tmp = tiny
+    assert "distill" not in inspect.signature(BaronROIHeads.forward).parameters
+    assert vild_cosine_logits is cosine_logits
+    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
+                            output_dir=tmp)
+    predictor = build_model(cfg).eval().roi_heads.box_predictor
+    regions = torch.nn.functional.normalize(torch.randn(3, predictor.embed_dim), dim=-1)
+    background = torch.nn.functional.normalize(predictor.bg_embedding, dim=0)
+    expected = cosine_logits(regions, predictor.class_embeddings,
+                             temperature=predictor.test_temperature, background=background)
+    assert torch.equal(predictor.class_logits(regions), expected)

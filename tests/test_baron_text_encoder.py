@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distill.teachers import ClipTeacher
-from distill.teachers.text_tower import export_text_encoder, prompt_word_embeddings
+from distill.teachers.text_tower import export_text_encoder
 from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, load_text_encoder, save_text_encoder
 
 TEXTS = ["a photo of a cat.", "red box", "a small blue thing on the left"]
@@ -24,6 +24,15 @@ def teacher(request, tmp_path_factory):
         mp.setenv("OVDISTILL_CACHE", str(root / "cache"))
         torch.manual_seed(0)
         yield ClipTeacher(name, model_config=root / "cfg.json", allow_random_init=True)
+
+
+@torch.no_grad()
+def prompt_word_embeddings(teacher: ClipTeacher, texts: list[str]) -> list[torch.Tensor]:
+    """Per text, the token embeddings ``[L_i, width]`` of its words (without sot / eot)."""
+    model = teacher.model
+    tokens = teacher.tokenize(list(texts)).to(model.token_embedding.weight.device)
+    ends = [int(row.argmax()) for row in tokens]                          # eot has the largest id
+    return [model.token_embedding(row[1:end]).float().cpu() for row, end in zip(tokens, ends)]
 
 
 def test_pseudo_words_reproduce_the_teacher_text_encoder(teacher):

@@ -1,6 +1,7 @@
 """Unit tests of the MMSegmentation plug-ins (segmentors/): heads, targets, metric, dataset, tools' config prep."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -17,9 +18,11 @@ from mmseg.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 from mmseg.structures import SegDataSample
 
 import segmentors  # noqa: F401  (registers everything into MMSeg's registries)
+from distill.teachers import TeacherSpec, build_teacher_from_spec
+from distill.utils import sha256_json
+from distill.vocab import ClassifierFile, cosine_logits, dense_cosine_logits
 from segmentors.maskclip_plus import pseudo_targets
 from segmentors.runner import fill_placeholders, text_embedding_specs
-from segmentors.text_embeddings import load_text_embeddings, save_text_embeddings
 from segmentors.utils import slide_inference, teacher_images
 
 init_default_scope("mmseg")   # pipelines built outside a Runner resolve transforms in MMSeg's scope
@@ -47,7 +50,8 @@ def tiny_teacher_cfg(tmp_path) -> dict:
 
 def write_text_file(path, names, dim=4, seed=0):
     emb = F.normalize(torch.randn(len(names), dim, generator=torch.Generator().manual_seed(seed)), dim=1)
-    save_text_embeddings(path, names=names, embeddings=emb, teacher_fingerprint="fp-test", templates="simple")
+    ClassifierFile.from_entries(names, emb, teacher_fingerprint="fp-test",
+                                provenance={"templates": "simple"}).save(path)
     return emb
 
 
@@ -80,14 +84,33 @@ def test_pseudo_targets_rejects_bad_shapes():
 def test_text_embedding_file_roundtrip_and_errors(tmp_path):
     path = tmp_path / "text.pt"
     emb = write_text_file(path, ["cat", ["dog", "puppy"]])
-    loaded = load_text_embeddings(path, names=["cat", ("dog", "puppy")], teacher_fingerprint="fp-test")
-    assert torch.allclose(loaded.embeddings, emb)
+    loaded = ClassifierFile.load(path)
+    loaded.check_names(["cat", ("dog", "puppy")])
+    loaded.check_teacher("fp-test", source="the config's teacher")
+    assert torch.allclose(loaded.embeddings, emb) and loaded.entries == ["cat", ["dog", "puppy"]]
     with pytest.raises(ValueError, match=str(path)):
-        load_text_embeddings(path, names=["cat", "cow"])
-    with pytest.raises(ValueError, match="not by the configured teacher"):
-        load_text_embeddings(path, teacher_fingerprint="other")
+        loaded.check_names(["cat", "cow"])
+    with pytest.raises(ValueError, match=f"(?s){path}.*the config's teacher has 'other'"):
+        loaded.check_teacher("other", source="the config's teacher")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        load_text_embeddings(tmp_path / "missing.pt")
+        ClassifierFile.load(tmp_path / "missing.pt")
+
+
+def test_legacy_segmentor_text_file_loads_into_a_head(tmp_path):
+    """A file in segmentors' former format (names or synonym lists + templates) serves a head
+    unchanged."""
+    path = tmp_path / "old.pt"
+    emb = F.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(1)), dim=1)
+    torch.save({"names": ["a", ["b", "bee"], "c"], "embeddings": emb,
+                "teacher_fingerprint": "fp-old", "templates": ["a photo of a {}."]}, path)
+    head = MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4,
+                             text_embeddings=str(path), class_names=["a", ("b", "bee"), "c"]))
+    assert torch.equal(head.text_embeddings, emb) and head.num_classes == 3
+    # checkpoints store this hash of the class entries: it must not change with the file format
+    assert int(head.text_names_hash) == int(sha256_json(["a", ["b", "bee"], "c"])[:15], 16)
+    with pytest.raises(ValueError, match="do not match"):
+        MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4, text_embeddings=str(path),
+                          class_names=["a", "b", "c"]))
 
 
 def _fcn_head(tmp_path, names, **kwargs):
@@ -108,6 +131,19 @@ def test_text_head_logits_are_scaled_cosines(tmp_path):
     expected = torch.einsum("bdhw,nd->bnhw", F.normalize(feat, dim=1), emb) / 0.5
     assert logits.shape == (2, 3, 3, 5)
     assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_text_head_uses_the_shared_cosine_classifier(tmp_path):
+    """The head's logits are distill.vocab's dense cosine logits, i.e. the detectors' row-wise
+    cosine_logits at every pixel."""
+    head, emb = _fcn_head(tmp_path, ["a", "b", "c"], temperature=0.07)
+    feat = torch.randn(2, 4, 3, 5)
+    logits = head.cls_seg(feat)
+    pixels = head.pixel_embeddings(feat)
+    assert torch.equal(logits, dense_cosine_logits(pixels, head.text_embeddings, temperature=0.07))
+    rows = cosine_logits(pixels.permute(0, 2, 3, 1).reshape(-1, 4), head.text_embeddings,
+                         temperature=0.07)
+    assert torch.allclose(logits, rows.view(2, 3, 5, 3).permute(0, 3, 1, 2), atol=1e-5)
 
 
 def test_text_head_learned_background_is_label_zero(tmp_path):
@@ -280,8 +316,6 @@ PRE = dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.3
 
 
 def test_maskclip_segmentor_matches_teacher_pixel_logits(tmp_path):
-    from segmentors.teacher import build_teacher_from_cfg
-
     cfg = tiny_teacher_cfg(tmp_path)
     names = ["background", "circle", "square"]
     model = MODELS.build(dict(type="MaskCLIPSegmentor", teacher=cfg, class_names=names, templates="simple",
@@ -290,7 +324,7 @@ def test_maskclip_segmentor_matches_teacher_pixel_logits(tmp_path):
     inputs = images.float()                                   # no mean/std: inputs are RGB 0..255
     samples = [sample(torch.zeros(32, 32)) for _ in range(2)]
     out = model.predict(inputs, samples)
-    teacher = build_teacher_from_cfg(cfg)
+    teacher = build_teacher_from_spec(TeacherSpec.from_mapping(cfg))
     ref = teacher.pixel_logits(images, teacher.text_classifier(names, templates="simple"))      # [2, 3, 4, 4]
     ref = F.interpolate(ref, size=(32, 32), mode="bilinear", align_corners=False)
     assert torch.equal(out[0].pred_sem_seg.data[0], ref[0].argmax(0))
@@ -331,6 +365,20 @@ def test_maskclip_plus_targets_teacher_then_self_training(tmp_path):
     student = F.interpolate(seg_logits, size=(32, 32), mode="bilinear")[0, 2:].argmax(0) + 2
     assert torch.equal(targets[unseen], student[unseen]) and torch.equal(targets[~unseen], gt[~unseen])
     assert "train_iter" in model.state_dict() and not any(k.startswith("teacher") for k in model.state_dict())
+
+
+def test_maskclip_plus_teacher_is_lazy_and_outside_the_module_tree(tmp_path):
+    model = _plus_model(tmp_path, unseen_classes=[2, 3])
+    assert model.teacher.built_devices == []                               # nothing built yet
+    teacher = model.teacher.get(torch.device("cpu"))
+    assert model.teacher.get("cpu") is teacher and model.teacher.built_devices == ["cpu"]
+    names = [*model.state_dict(), *(n for n, _ in model.named_parameters()),
+             *(n for n, _ in model.named_modules())]
+    assert not any(n.startswith("teacher") for n in names)
+    twin = copy.deepcopy(model)                                            # copies rebuild lazily
+    assert twin.teacher.built_devices == [] and twin.teacher.spec == model.teacher.spec
+    assert twin.teacher.get("cpu") is not teacher
+    assert twin.teacher.get("cpu").fingerprint == teacher.fingerprint
 
 
 def test_maskclip_plus_annotation_free_ignores_gt_but_not_padding(tmp_path):

@@ -1,7 +1,10 @@
 """Teachers on tiny random-init open_clip models (custom model configs, weights through a checkpoint file)."""
 from __future__ import annotations
 
+import ast
+import copy
 import json
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from distill.teachers import (PROMPT_TEMPLATES, TEACHERS, ClipTeacher, EnsembleTeacher, Teacher, build_teacher,
-                              register_teacher, text_classifier_cache_path, valid_box_mask)
+from distill.teachers import (PROMPT_TEMPLATES, TEACHERS, ClipTeacher, EnsembleTeacher, Teacher,
+                              TeacherHandle, TeacherSpec, build_teacher, build_teacher_from_spec,
+                              read_cached_text_classifier, register_teacher,
+                              text_classifier_cache_path, valid_box_mask)
 from distill.teachers.loading import checkpoint_sha256
 from distill.teachers.maskclip import interpolate_pos_embed, key_smoothing, prompt_denoise
 from distill.teachers.templates import format_prompt, process_name, resolve_templates
@@ -194,6 +199,16 @@ def test_text_classifier_cache_hit_skips_encoder(files):
     assert CountingTeacher.calls > calls
     other = teacher.text_classifier(names, templates="maskclip")  # other templates -> other cache entry
     assert not torch.allclose(first, other)
+
+
+def test_cached_text_classifier_is_readable_without_a_teacher(vit):
+    names = ["cat", ["car", "automobile"]]
+    assert read_cached_text_classifier(vit.fingerprint, names, templates="simple") is None
+    computed = vit.text_classifier(names, templates="simple")
+    cached = read_cached_text_classifier(vit.fingerprint, names, templates="simple")
+    assert cached is not None and cached.dtype == torch.float32
+    assert torch.equal(cached, computed.cpu())
+    assert read_cached_text_classifier("another teacher", names, templates="simple") is None
 
 
 def test_text_classifier_averages_templates_and_synonyms(vit):
@@ -407,3 +422,84 @@ def test_ensemble_rejects_mixed_dims(vit, files):
     with pytest.raises(ValueError, match="one embed_dim"):
         EnsembleTeacher([vit, small])
     assert EnsembleTeacher([vit, small], combine="concat").embed_dim == 48
+
+
+# ---------------------------------------------------------------- specs and handles
+def _spec(files, **overrides) -> TeacherSpec:
+    config, ckpt = files["vit"]
+    cfg = {"type": "clip", "model_name": "ovd-test-vit", "pretrained": str(ckpt),
+           "model_config": str(config), "device": "cuda:7", **overrides}  # the host picks it
+    return TeacherSpec.from_mapping(cfg, origin="model.teacher")
+
+
+def test_teacher_spec_from_a_config_dict_builds_the_teacher(files, vit):
+    spec = _spec(files, precision="fp32")
+    assert spec.device == "cpu" and spec.name == "clip" and spec.extra == {}
+    assert spec.kwargs() == {"model_name": "ovd-test-vit", "pretrained": str(files["vit"][1]),
+                             "model_config": str(files["vit"][0]), "precision": "fp32"}
+    teacher = build_teacher_from_spec(spec)
+    assert isinstance(teacher, ClipTeacher) and teacher.fingerprint == vit.fingerprint
+    with pytest.raises(ValueError, match="model.teacher: teacher config needs model_name"):
+        TeacherSpec.from_mapping({"type": "clip"}, origin="model.teacher")
+    with pytest.raises(ValueError, match="teacher config must be a dict"):
+        TeacherSpec.from_mapping(["clip"])
+    with pytest.raises(ValueError, match="MODEL.VILD.TEACHER: the clip teacher needs a model_name"):
+        build_teacher_from_spec(TeacherSpec(origin="MODEL.VILD.TEACHER"))
+
+
+class _Student(torch.nn.Module):
+    def __init__(self, handle: TeacherHandle) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(2, 2)
+        self.teacher = handle
+
+
+def test_teacher_handle_is_lazy_per_device_and_outside_the_module_tree(files, vit):
+    student = _Student(TeacherHandle(_spec(files), expected_fingerprint=vit.fingerprint))
+    assert student.teacher.built_devices == []
+    teacher = student.teacher.get()
+    assert student.teacher.get("cpu") is teacher and student.teacher.built_devices == ["cpu"]
+    assert set(student.state_dict()) == {"head.weight", "head.bias"}
+    assert len(list(student.parameters())) == 2
+    assert [n for n, _ in student.named_modules()] == ["", "head"]
+    twin = copy.deepcopy(student)
+    assert twin.teacher.built_devices == [] and twin.teacher.expected_fingerprint == vit.fingerprint
+    assert twin.teacher.get() is not teacher and student.teacher.get() is teacher
+    assert pickle.loads(pickle.dumps(student.teacher)).built_devices == []
+
+
+def test_teacher_handle_checks_the_fingerprint_with_the_shared_check(files, vit):
+    handle = TeacherHandle(_spec(files), expected_fingerprint="fp-of-text.pt",
+                           expected_from="text classifier out/text.pt")
+    with pytest.raises(ValueError, match=(r"teacher fingerprint mismatch: the teacher of "
+                                          r"model.teacher \(clip ovd-test-vit .*\) has fingerprint "
+                                          r".* text classifier out/text.pt has 'fp-of-text.pt'")):
+        handle.get()
+    with pytest.raises(ValueError, match="the attached teacher \\(ClipTeacher\\) has fingerprint"):
+        TeacherHandle.wrap(vit, expected_fingerprint="fp-of-text.pt")
+    wrapped = TeacherHandle.wrap(vit, expected_fingerprint=vit.fingerprint)
+    assert wrapped.get("cpu") is vit
+    assert copy.deepcopy(wrapped).get() is vit                     # nothing to rebuild: shared
+    with pytest.raises(TypeError, match="TeacherSpec.from_mapping"):
+        TeacherHandle({"type": "clip"})
+
+
+def test_teacher_modules_import_without_cycles():
+    """No import cycle inside distill.teachers, counting imports inside functions (not the
+    TYPE_CHECKING ones)."""
+    root = Path(__file__).resolve().parents[1] / "distill" / "teachers"
+    graph: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []                                   # type-only imports
+        graph[path.stem] = {node.module.rsplit(".", 1)[1] for node in ast.walk(tree)
+                            if isinstance(node, ast.ImportFrom)
+                            and (node.module or "").startswith("distill.teachers.")}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+                   for n in graph.get(start, ()))
+
+    assert not [m for m in graph if m != "__init__" and reaches(m, m, set())]

@@ -4,7 +4,12 @@ import pytest
 pytest.importorskip("detectron2")
 
 from detectors.cli import argument_parser  # noqa: E402
-from detectors.prepare import CONFIG_ROOT, load_config, parse_overrides, resolve_config_file  # noqa: E402
+from detectors.config import (  # noqa: E402
+    CONFIG_ROOT,
+    load_config,
+    parse_overrides,
+    resolve_config_file,
+)
 
 DETECTION_CONFIGS = sorted(p.relative_to(CONFIG_ROOT).as_posix() for p in
                            [*CONFIG_ROOT.glob("*.yaml"), *CONFIG_ROOT.glob("toy/*.yaml")])

@@ -23,7 +23,7 @@ from detectors.data import (  # noqa: E402
     transform_region_boxes,
 )
 from detectors.testing import write_tiny_dataset  # noqa: E402
-from distill.hooks import RegionTargets  # noqa: E402
+from distill.targets import RegionTargets  # noqa: E402
 
 
 class FixedTargets:

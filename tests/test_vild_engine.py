@@ -8,6 +8,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
 from detectors.data import register_ov_dataset  # noqa: E402
 from detectors.engine import OVTrainer, build_region_targets  # noqa: E402
+from detectors.host import check_detectron2_version, require_pinned_detectron2  # noqa: E402
+from detectors.prepare import prepare_resources  # noqa: E402
 from detectors.testing import (  # noqa: E402
     TINY_CLASSES,
     tiny_vild_config,
@@ -72,10 +74,36 @@ def test_empty_text_embeddings_key_is_explained(setup):
         OVTrainer.build_model(cfg)
 
 
+def test_prepare_resources_returns_a_resolved_clone_and_builds_no_teacher_needlessly(setup):
+    """One ordered pass: the input config is left as is; existing files are used (the configured
+    teacher, which could not even be built here, is never needed); the classifier must cover every
+    class."""
+    cfg, dicts, tmp = setup
+    cfg.MODEL.VILD.DISTILL.CACHE = _store(tmp / "cache", [d["image_id"] for d in dicts],
+                                          fingerprint="random-test-teacher")
+    cfg.MODEL.VILD.CLASSES.NAMES, cfg.MODEL.VILD.CLASSES.SEEN = [], []
+    resolved = prepare_resources(cfg)
+    assert list(cfg.MODEL.VILD.CLASSES.NAMES) == [] and resolved is not cfg
+    assert list(resolved.MODEL.VILD.CLASSES.NAMES) == [c[0] for c in TINY_CLASSES]
+    assert resolved.MODEL.VILD.DISTILL.CACHE == cfg.MODEL.VILD.DISTILL.CACHE
+    assert resolved.MODEL.VILD.TEXT_EMBEDDINGS == cfg.MODEL.VILD.TEXT_EMBEDDINGS
+    partial = write_random_text_embeddings(tmp / "partial.pt", ["red box", "green box"])
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = str(partial)
+    with pytest.raises(KeyError, match="blue box"):
+        prepare_resources(cfg)
+
+
+def test_private_detectron2_members_need_the_pinned_version():
+    require_pinned_detectron2("RPN._decode_proposals")  # the installed version is the pinned one
+    expected = r"RPN._decode_proposals is a private member of Detectron2 0\.6, but Detectron2 0\.7"
+    with pytest.raises(RuntimeError, match=expected):
+        check_detectron2_version("0.7", member="RPN._decode_proposals")
+
+
 def test_ground_truth_regions_never_include_novel_objects(tmp_path, monkeypatch):
     import json
 
-    from detectors.prepare import _regions_json
+    from detectors.data import regions_json
 
     monkeypatch.setenv("OVDISTILL_CACHE", str(tmp_path / "cache"))
     json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=6, seed=2)  # novel annotated
@@ -85,10 +113,10 @@ def test_ground_truth_regions_never_include_novel_objects(tmp_path, monkeypatch)
     text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES])
     cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp_path, distill=True)
     cfg.MODEL.VILD.DISTILL.SOURCE = "gt"
-    regions = json.loads(open(_regions_json(cfg)).read())
+    regions = json.loads(open(regions_json(cfg)).read())
     assert regions["annotations"] and all(a["category_id"] in (1, 2) for a in regions["annotations"])
     cfg.MODEL.VILD.DISTILL.SOURCE = "proposals"  # proposals are class-agnostic: the json is used as is
-    assert _regions_json(cfg) == str(json_path)
+    assert regions_json(cfg) == str(json_path)
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
 

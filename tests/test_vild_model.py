@@ -13,7 +13,12 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from detectors.data import OVDatasetMapper, load_ov_json, register_ov_dataset  # noqa: E402
+from detectors.data import (  # noqa: E402
+    OVDatasetMapper,
+    load_ov_json,
+    register_ov_dataset,
+    resolve_training_classes,
+)
 from detectors.modeling import ViLDROIHeads  # noqa: E402
 from detectors.testing import (  # noqa: E402
     TINY_CLASSES,
@@ -21,8 +26,8 @@ from detectors.testing import (  # noqa: E402
     write_random_text_embeddings,
     write_tiny_dataset,
 )
-from distill.hooks import RegionTargets  # noqa: E402
 from distill.losses import l1_region_distill  # noqa: E402
+from distill.targets import RegionTargets  # noqa: E402
 
 
 class RandomTargets:
@@ -122,6 +127,58 @@ def test_vocabulary_swap_at_inference(tiny):
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     embeddings, names, seen = heads.get_vocabulary()
     assert names[-1] == "Red Box" and embeddings.shape == (7, 16) and seen[-1]
+
+
+def test_model_is_built_from_its_config_alone(tmp_path):
+    """The training vocabulary is resolved from the catalog on the data side (MODEL.VILD.CLASSES);
+    the model reads only the config and the classifier file, not the dataset catalog."""
+    json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=1, base_only=True)
+    name = f"vild_model_catalog_{len(DatasetCatalog.list())}"
+    register_ov_dataset(name, json_path, image_root, base_only=True)
+    text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES])
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp_path)
+    assert list(cfg.MODEL.VILD.CLASSES.NAMES) == [c[0] for c in TINY_CLASSES]
+    assert list(cfg.MODEL.VILD.CLASSES.SEEN) == [True, True, False]
+    stale = cfg.clone()
+    stale.MODEL.VILD.CLASSES.NAMES = ["red box", "green box", "pink box"]
+    with pytest.raises(ValueError, match="differ from the classes of DATASETS.TRAIN"):
+        resolve_training_classes(stale)
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+    heads = build_model(cfg).roi_heads  # the dataset is gone: only the config and the file are read
+    assert heads.box_predictor.class_names == [c[0] for c in TINY_CLASSES]
+    assert heads.box_predictor.seen.tolist() == [True, True, False]
+    unresolved = cfg.clone()
+    unresolved.MODEL.VILD.CLASSES.NAMES, unresolved.MODEL.VILD.CLASSES.SEEN = [], []
+    with pytest.raises(ValueError, match="MODEL.VILD.CLASSES.NAMES is empty"):
+        build_model(unresolved)
+
+
+def test_box_inference_with_a_given_classifier_is_the_vocabulary_swap(tiny):
+    """``box_inference(classifier=, seen=)`` (what export traces) equals set_vocabulary +
+    inference."""
+    name, text, tmp = tiny
+    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp,
+                           ensemble=True)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    images = model.preprocess_image([{"image": x["image"]} for x in _batch(cfg, name)])
+    training = model.roi_heads.get_vocabulary()
+    model.roi_heads.set_vocabulary(torch.randn(3, 16), ["thing a", "Red Box", "thing b"])
+    classifier, _, seen = model.roi_heads.get_vocabulary()
+    assert seen.tolist() == [False, True, False]
+    with torch.no_grad():
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features)
+        swapped = model.roi_heads.box_inference(features, proposals)
+        model.roi_heads.set_vocabulary(training[0], training[1], seen=training[2])
+        given = model.roi_heads.box_inference(features, proposals, classifier=classifier, seen=seen)
+    for a, b in zip(given, swapped):
+        assert len(a) > 0 and torch.equal(a.scores, b.scores)
+        assert torch.equal(a.pred_classes, b.pred_classes)
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+    with pytest.raises(ValueError, match="needs seen"):
+        model.roi_heads.box_inference(features, proposals, classifier=classifier)
 
 
 @pytest.mark.slow  # a fresh interpreter importing detectron2

@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("detectron2")
 
 from detectors.cli import main  # noqa: E402
-from detectors.testing import check_resume_and_eval_only, read_metrics, toy_run_args  # noqa: E402
+from detectors.evaluation import read_metrics  # noqa: E402
+from detectors.testing import check_resume_and_eval_only, toy_run_args  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,15 @@ from distill.vocab import (
     OV_COCO_NOVEL_IDS,
     OV_COCO_NOVEL_NAMES,
     Vocabulary,
+    check_teacher_fingerprint,
+    cosine_logits,
+    dense_cosine_logits,
     load_coco_json,
     lvis_frequency_groups,
     make_base_only_json,
+    names_and_synonyms,
+    normalize_name,
+    validate_class_names,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +95,10 @@ def test_vocabulary_errors():
         Vocabulary.from_names("red star, Red  Star")
     with pytest.raises(ValueError, match="empty class name at position"):
         Vocabulary.from_names("cat,,dog")
-    with pytest.raises(ValueError, match="empty vocabulary"):
+    with pytest.raises(ValueError, match="vocabulary: the vocabulary is empty"):
         Vocabulary([], [], [], [])
+    with pytest.raises(ValueError, match=r"position\(s\) \[1\] \(category ids \[7\]\)"):
+        Vocabulary(["a", " "], [3, 7], ["base", "base"], [["a"], ["b"]])
     with pytest.raises(ValueError, match="duplicate category ids"):
         Vocabulary(["a", "b"], [1, 1], ["base", "base"], [["a"], ["b"]])
     with pytest.raises(ValueError, match="unknown roles"):
@@ -188,3 +196,51 @@ def test_make_base_only_json_lvis_and_cli(tmp_path, capsys):
     cli["main"](["lvis", str(src), str(tmp_path / "cli.json")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["annotations_kept"] == 3
     assert (tmp_path / "cli.json").is_file()
+
+
+# ------------------------------------------------------------- class names, fingerprints, logits
+def test_validate_class_names_is_the_one_validator():
+    assert validate_class_names(("cat", "red star"), field="f") == ["cat", "red star"]
+    assert normalize_name("  Red   Star ") == "red star"
+    with pytest.raises(ValueError,
+                       match=r"^DATASETS.TEST: duplicate class names .*\[\['Cat', ' cat'\]\]"):
+        validate_class_names(["Cat", "dog", " cat"], field="DATASETS.TEST")
+    with pytest.raises(ValueError, match=r"^--vocabulary: the vocabulary is empty"):
+        validate_class_names([], field="--vocabulary")
+    with pytest.raises(ValueError, match=r"^f: empty class name at position\(s\) \[1, 2\]"):
+        validate_class_names(["a", "", None], field="f")
+    with pytest.raises(ValueError, match="got the string 'cat'"):
+        validate_class_names("cat", field="f")
+
+
+def test_names_and_synonyms_split_entries():
+    names, synonyms = names_and_synonyms(["cat", ("dog", "puppy")])
+    assert names == ["cat", "dog"] and synonyms == [["cat"], ["dog", "puppy"]]
+    with pytest.raises(ValueError, match=r"heads: empty synonym list at position\(s\) \[0\]"):
+        names_and_synonyms([[]], field="heads")
+
+
+def test_teacher_fingerprint_check_names_both_sides_and_the_fix():
+    check_teacher_fingerprint("abc", "abc", what="x", source="y")
+    check_teacher_fingerprint(None, "abc", what="x", source="y")       # nothing expected: no check
+    with pytest.raises(ValueError) as err:
+        check_teacher_fingerprint("abc", "xyz", what="embedding cache /c/store",
+                                  source="text classifier /t.pt", fix="recompute the cache")
+    assert str(err.value) == ("teacher fingerprint mismatch: embedding cache /c/store has "
+                              "fingerprint 'xyz', text classifier /t.pt has 'abc' (a different "
+                              "teacher); recompute the cache")
+
+
+def test_cosine_logits_rows_and_pixels_agree():
+    g = torch.Generator().manual_seed(0)
+    classifier = torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=1)
+    rows = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1)
+    background = torch.nn.functional.normalize(torch.randn(8, generator=g), dim=0)
+    logits = cosine_logits(rows, classifier, temperature=0.5, background=background)
+    assert logits.shape == (6, 6)
+    assert torch.allclose(logits[:, :5], rows @ classifier.t() / 0.5)
+    assert torch.allclose(logits[:, 5], rows @ background / 0.5)          # background last
+    pixels = rows.t().reshape(1, 8, 2, 3)                                # pixel (y, x): row 3 y + x
+    dense = dense_cosine_logits(pixels, classifier, temperature=0.5)
+    assert dense.shape == (1, 5, 2, 3)
+    assert torch.allclose(dense.flatten(2)[0].t(), logits[:, :5], atol=1e-6)

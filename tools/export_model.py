@@ -11,7 +11,7 @@ serves any vocabulary (embeddings from ``tools/demo.py`` / ``detectors.predictor
 graph, which takes the image only. Images of any size are accepted (after the test resize,
 ``detectors.export.prepare_image``); ``--example-size`` is only the size traced (default
 ``INPUT.MAX_SIZE_TEST`` square). Writes ``model.ts``, ``model.onnx``, ``model_card.json`` and
-``MODEL_CARD.md``. See ``detectors/export.py``.
+``MODEL_CARD.md``. See ``detectors/export/``.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from detectron2.modeling import build_model
 
 from detectors.export import describe_model, example_size, export_detector
 from detectors.predictor import VocabularyEncoder, load_checkpoint, load_inference_config, parse_vocabulary
-from detectors.prepare import resolve_config_file
+from detectors.config import resolve_config_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_hash(method: str) -> str:
     """sha256 of ``toy/<method>.yaml`` as loaded (bases merged, before any path is resolved)."""
-    from detectors.prepare import load_config
+    from detectors.config import load_config
 
     return hashlib.sha256(load_config(f"toy/{method}.yaml").dump().encode()).hexdigest()
 

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from distill.data import image_path
 from distill.vocab import NOVEL_ROLES, OV_COCO_BASE_IDS, OV_COCO_NOVEL_IDS, Vocabulary
 
 __all__ = [
@@ -81,16 +82,6 @@ def get_ov_metadata(name: str):
     return meta
 
 
-def _image_file(image_root: Path, info: Mapping[str, Any]) -> str:
-    """COCO ``file_name``; LVIS ``coco_url`` as ``<root>/<split>/<name>`` (the COCO layout)."""
-    if "file_name" in info:
-        return str(image_root / info["file_name"])
-    if "coco_url" in info:
-        split, name = str(info["coco_url"]).split("/")[-2:]
-        return str(image_root / split / name)
-    raise ValueError(f"image id {info.get('id')!r} has neither 'file_name' nor 'coco_url'")
-
-
 class _Issues:
     """Counts data problems per kind with a few example ids, logged once at the end of loading."""
 
@@ -135,7 +126,9 @@ def load_ov_json(json_file: str | os.PathLike, image_root: str | os.PathLike, *,
     Categories outside the vocabulary (role ``excluded``) are ignored; with ``base_only`` the
     annotations of novel/rare classes are dropped too (they must never be trained on). Category ids
     become contiguous indices into the vocabulary (``thing_classes``). Boxes are cleaned as described
-    in the module docstring. Returns dicts with ``file_name, height, width, image_id, annotations``.
+    in the module docstring. Returns dicts with ``file_name, height, width, image_id, annotations``;
+    ``file_name`` is :func:`distill.data.image_path` of the image entry (COCO ``file_name`` or
+    LVIS v1 ``coco_url``).
 
     Raises:
         FileNotFoundError: the json does not exist.
@@ -186,7 +179,11 @@ def load_ov_json(json_file: str | os.PathLike, image_root: str | os.PathLike, *,
             if "segmentation" in ann:
                 obj["segmentation"] = ann["segmentation"]
             objs.append(obj)
-        record = {"file_name": _image_file(image_root, info), "height": height, "width": width,
+        try:
+            file_name = str(image_path(info, image_root))
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from err
+        record = {"file_name": file_name, "height": height, "width": width,
                   "image_id": image_id, "annotations": objs}
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
             if key in info:

@@ -1,4 +1,4 @@
-"""Dataset mapper that attaches teacher region targets (``distill.hooks``) to training dicts."""
+"""Dataset mapper that attaches teacher region targets (``distill.targets``) to training dicts."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +13,10 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from distill.hooks import RegionTargetProvider
+from distill.targets import RegionTargetProvider
+
+from ..host import transform_annotations
+from .images import read_image
 
 __all__ = ["OVDatasetMapper", "transform_region_boxes"]
 
@@ -90,7 +93,8 @@ class OVDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = read_image(dataset_dict["file_name"], format=self.image_format,
+                           image_id=dataset_dict.get("image_id"))
         utils.check_image_size(dataset_dict, image)
         original_size = image.shape[:2]
         aug_input = T.AugInput(image)
@@ -102,7 +106,7 @@ class OVDatasetMapper(DatasetMapper):
             dataset_dict.pop("annotations", None)
             return dataset_dict
         if "annotations" in dataset_dict:
-            self._transform_annotations(dataset_dict, transforms, image_shape)
+            transform_annotations(self, dataset_dict, transforms, image_shape)
         if self.region_targets is not None:
             self._attach_region_targets(dataset_dict, transforms, original_size, image_shape)
         return dataset_dict

@@ -1,7 +1,7 @@
 """BARON's RoI heads: ViLD's heads with the pseudo-word classifier and the bag-of-regions distillation."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
@@ -12,15 +12,21 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 
-from distill.hooks import OnlineTeacher
 from distill.losses import QueuedInfoNCELoss
 from distill.ops import roi_embed
+from distill.targets import OnlineTeacher
 
+from ..host import forward_mask
 from .baron_predictor import BaronOutputLayers, BoxPositionEmbedding, load_baron_text_encoder
 from .baron_sampler import Bags, NeighborhoodSampler
 from .roi_heads import ViLDROIHeads
 
+if TYPE_CHECKING:
+    from distill.teachers.handle import TeacherHandle
+
 __all__ = ["BaronROIHeads", "pack_sequences"]
+
+_TEXT_EMBEDDINGS = "the text embeddings MODEL.VILD.TEXT_EMBEDDINGS"
 
 
 def pack_sequences(words: Tensor, keep: Tensor | None, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -61,7 +67,8 @@ class BaronROIHeads(ViLDROIHeads):
     ``loss_single``: the mean output token of each region's words vs the teacher's dense tokens
     RoI-aligned on the region (``distill.ops.roi_embed``), same loss. Inference is ViLD's.
 
-    The teacher is not a submodule (not saved, not trained): attach it with :meth:`set_teacher`.
+    The teacher is not a submodule (not saved, not trained, not copied): attach it, or a lazy
+    :class:`distill.teachers.TeacherHandle`, with :meth:`set_teacher`.
     """
 
     @configurable
@@ -76,7 +83,7 @@ class BaronROIHeads(ViLDROIHeads):
         self.bag_loss = bag_loss
         self.single_loss = single_loss
         self.single_pooler_resolution = int(single_pooler_resolution)
-        self._teacher: tuple[OnlineTeacher, ...] = ()
+        self._teacher: TeacherHandle | None = None   # a plain attribute: never a submodule
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -107,26 +114,42 @@ class BaronROIHeads(ViLDROIHeads):
                                  seen=seen, text_encoder=encoder)
 
     # ------------------------------------------------------------------ teacher
-    def set_teacher(self, teacher: OnlineTeacher) -> None:
-        """Use ``teacher`` for the bag / single-region targets (its fingerprint must be the text embeddings')."""
+    def set_teacher(self, teacher: OnlineTeacher | TeacherHandle) -> None:
+        """Use ``teacher`` for the bag / single-region targets: a built teacher (checked now) or a
+        :class:`distill.teachers.TeacherHandle` expecting the text embeddings' fingerprint (built
+        and checked on first use). Either way it stays outside the module tree."""
+        from distill.teachers.handle import TeacherHandle  # lazy: keeps open_clip out of students
+
+        if isinstance(teacher, TeacherHandle):
+            if (teacher.expected_fingerprint or "") != self.teacher_fingerprint:
+                raise ValueError(f"BARON's teacher handle expects fingerprint "
+                                 f"{teacher.expected_fingerprint!r}, {_TEXT_EMBEDDINGS} have "
+                                 f"{self.teacher_fingerprint!r}: make the handle with "
+                                 f"expected_fingerprint=roi_heads.teacher_fingerprint")
+            self._teacher = teacher
+            return
         if not isinstance(teacher, OnlineTeacher):
             raise TypeError(f"BARON's teacher needs fingerprint, embed_dim, region_embeddings and dense_embeddings "
-                            f"(distill.hooks.OnlineTeacher), got {type(teacher).__name__}")
-        if self.teacher_fingerprint and str(teacher.fingerprint) != self.teacher_fingerprint:
-            raise ValueError(f"BARON teacher fingerprint {teacher.fingerprint!r} differs from the text embeddings' "
-                             f"{self.teacher_fingerprint!r} (MODEL.VILD.TEACHER vs MODEL.VILD.TEXT_EMBEDDINGS)")
-        if int(teacher.embed_dim) != self.box_predictor.embed_dim:
-            raise ValueError(f"BARON teacher embeds in {teacher.embed_dim} dims, the student in "
-                             f"{self.box_predictor.embed_dim}")
-        self._teacher = (teacher,)
+                            f"(distill.targets.OnlineTeacher), got {type(teacher).__name__}")
+        handle = TeacherHandle.wrap(teacher, expected_fingerprint=self.teacher_fingerprint,
+                                    expected_from=_TEXT_EMBEDDINGS)
+        self._check_embed_dim(teacher)
+        self._teacher = handle
 
     def get_teacher(self) -> OnlineTeacher:
         """The attached teacher (a method, not a property: tracing for export inspects properties, and
         inference needs no teacher)."""
-        if not self._teacher:
+        if self._teacher is None:
             raise ValueError("BARON trains with an online teacher: call model.roi_heads.set_teacher(teacher) "
                              "(tools/train_net.py attaches MODEL.VILD.TEACHER)")
-        return self._teacher[0]
+        teacher = self._teacher.get()
+        self._check_embed_dim(teacher)
+        return teacher
+
+    def _check_embed_dim(self, teacher: OnlineTeacher) -> None:
+        if int(teacher.embed_dim) != self.box_predictor.embed_dim:
+            raise ValueError(f"BARON teacher embeds in {teacher.embed_dim} dims, the student in "
+                             f"{self.box_predictor.embed_dim}")
 
     # ------------------------------------------------------------------ forward
     def _image_embed(self, pooled: Tensor) -> Tensor:
@@ -135,8 +158,8 @@ class BaronROIHeads(ViLDROIHeads):
                                                                         self.image_projection))
 
     def forward(self, images: ImageList, features: dict[str, Tensor], proposals: list[Instances],
-                targets: list[Instances] | None = None, distill: Any = None, *,
-                raw_images: list[Tensor] | None = None, image_ids: Sequence[int] | None = None):
+                targets: list[Instances] | None = None, *, raw_images: list[Tensor] | None = None,
+                image_ids: Sequence[int] | None = None):
         if not self.training:
             return super().forward(images, features, proposals)
         if not targets:
@@ -148,7 +171,7 @@ class BaronROIHeads(ViLDROIHeads):
                                     gt_boxes=t.gt_boxes.tensor) for p, t in zip(proposals, targets)]
         proposals = self.label_and_sample_proposals(proposals, targets)
         losses = self._forward_box_train(features, proposals, None)
-        losses.update(self._forward_mask(features, proposals))
+        losses.update(forward_mask(self, features, proposals))
         losses.update(self._bag_losses(features, bags, raw_images, image_ids))
         return proposals, losses
 

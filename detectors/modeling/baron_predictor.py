@@ -12,6 +12,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 
 from distill.text_encoder import PseudoTextEncoder, load_text_encoder
+from distill.vocab import check_teacher_fingerprint
 
 from .vild_predictor import ViLDOutputLayers
 
@@ -25,9 +26,11 @@ def load_baron_text_encoder(cfg, *, expect_fingerprint: str | None = None) -> Ps
         raise ValueError("MODEL.BARON.TEXT_ENCODER is empty: set it to a distill.text_encoder file, or run "
                          "tools/train_net.py, which exports it from MODEL.VILD.TEACHER")
     encoder, fingerprint = load_text_encoder(path)
-    if expect_fingerprint is not None and fingerprint != expect_fingerprint:
-        raise ValueError(f"text encoder {path} was made by a different teacher ({fingerprint!r}) than the text "
-                         f"embeddings MODEL.VILD.TEXT_EMBEDDINGS ({expect_fingerprint!r})")
+    check_teacher_fingerprint(
+        expect_fingerprint, fingerprint, what=f"text encoder MODEL.BARON.TEXT_ENCODER ({path})",
+        source=f"the text embeddings MODEL.VILD.TEXT_EMBEDDINGS ({cfg.MODEL.VILD.TEXT_EMBEDDINGS})",
+        fix="clear MODEL.BARON.TEXT_ENCODER so that tools/train_net.py exports the text tower of "
+            "MODEL.VILD.TEACHER, the teacher of the text embeddings")
     return encoder
 
 

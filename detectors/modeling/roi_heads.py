@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 from distill.losses import l1_region_distill
 
+from ..host import forward_mask, require_pinned_detectron2
 from .poolers import OVROIPooler
 from .text_embeddings import load_text_embeddings
 from .vild_predictor import ViLDOutputLayers
@@ -36,28 +37,27 @@ class DistillTargets(NamedTuple):
 
 
 def training_vocabulary(cfg) -> tuple[list[str], Tensor, Tensor, str]:
-    """``(names, embeddings [C, D], seen [C] bool, teacher_fingerprint)`` of ``DATASETS.TRAIN``.
+    """``(names, embeddings [C, D], seen [C] bool, teacher_fingerprint)`` the model is built with.
 
-    Classes are those of the training datasets' metadata (which must agree); ``seen`` is False for
-    novel / LVIS-rare classes, which never enter the training softmax. Embeddings are the rows of
-    ``MODEL.VILD.TEXT_EMBEDDINGS`` for those names.
+    Names and ``seen`` (False for novel / LVIS-rare classes, which never enter the training softmax)
+    are ``MODEL.VILD.CLASSES.NAMES / SEEN``, resolved from ``DATASETS.TRAIN`` by the data side
+    (``detectors.data.resolve_training_classes``); embeddings are the rows of
+    ``MODEL.VILD.TEXT_EMBEDDINGS`` for those names. The model reads nothing else.
     """
-    from detectors.data import get_ov_metadata
-
-    if not cfg.DATASETS.TRAIN:
-        raise ValueError("DATASETS.TRAIN is empty: the training vocabulary comes from its metadata")
-    metas = [get_ov_metadata(name) for name in cfg.DATASETS.TRAIN]
-    names, roles = list(metas[0].thing_classes), list(metas[0].class_roles)
-    for name, meta in zip(cfg.DATASETS.TRAIN[1:], metas[1:]):
-        if list(meta.thing_classes) != names:
-            raise ValueError(f"training datasets {cfg.DATASETS.TRAIN[0]!r} and {name!r} have different class lists")
+    classes = cfg.MODEL.VILD.CLASSES
+    if not classes.NAMES:
+        raise ValueError("MODEL.VILD.CLASSES.NAMES is empty: resolve the training vocabulary from "
+                         "DATASETS.TRAIN with detectors.data.resolve_training_classes(cfg) "
+                         "(tools/train_net.py and OVPredictor do) before building the model")
+    if len(classes.SEEN) != len(classes.NAMES):
+        raise ValueError(f"MODEL.VILD.CLASSES.SEEN has {len(classes.SEEN)} entries for "
+                         f"{len(classes.NAMES)} names (MODEL.VILD.CLASSES.NAMES)")
     if not cfg.MODEL.VILD.TEXT_EMBEDDINGS:
         raise ValueError("MODEL.VILD.TEXT_EMBEDDINGS is empty: set it to a {names, embeddings, teacher_fingerprint} "
                          ".pt file, or run tools/train_net.py, which computes it with MODEL.VILD.TEACHER")
+    names = list(classes.NAMES)
     table = load_text_embeddings(cfg.MODEL.VILD.TEXT_EMBEDDINGS)
-    seen = torch.tensor([role == "base" for role in roles], dtype=torch.bool)
-    if not seen.any():
-        raise ValueError(f"training dataset {cfg.DATASETS.TRAIN[0]!r} has no base class")
+    seen = torch.tensor([bool(s) for s in classes.SEEN], dtype=torch.bool)
     return names, table.select(names), seen, table.teacher_fingerprint
 
 
@@ -111,6 +111,7 @@ class ViLDROIHeads(StandardROIHeads):
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
+        require_pinned_detectron2("StandardROIHeads._init_box_head (overridden here)")
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
         resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         channels = {input_shape[f].channels for f in in_features}
@@ -163,7 +164,7 @@ class ViLDROIHeads(StandardROIHeads):
                 targets: list[Instances] | None = None, distill: list[DistillTargets] | None = None):
         del images
         if not self.training:
-            instances = self._forward_box(features, proposals)
+            instances = self.box_inference(features, proposals)
             return self.forward_with_given_boxes(features, instances), {}
         if not targets:
             raise ValueError("ViLDROIHeads needs targets in training")
@@ -176,19 +177,31 @@ class ViLDROIHeads(StandardROIHeads):
             if len(distill) != len(proposals):
                 raise ValueError(f"{len(distill)} distillation targets for {len(proposals)} images")
         losses = self._forward_box_train(features, proposals, distill if self.distill_weight > 0 else None)
-        losses.update(self._forward_mask(features, proposals))
+        losses.update(forward_mask(self, features, proposals))
         return proposals, losses
 
     def _image_embed(self, pooled: Tensor) -> Tensor:
         """ViLD-ensemble distillation branch: normalized embeddings ``[R, D]`` of pooled features."""
         return F.normalize(self.image_projection(self.image_head(pooled).flatten(1)), dim=-1)
 
-    def _forward_box(self, features: dict[str, Tensor], proposals: list[Instances]) -> list[Instances]:
+    def box_inference(self, features: dict[str, Tensor], proposals: list[Instances], *,
+                      classifier: Tensor | None = None,
+                      seen: Tensor | None = None) -> list[Instances]:
+        """Detections per image (``pred_boxes``, ``scores``, ``pred_classes``) of the box branch for
+        ``proposals``: pooling, box head, cosine classifier (both branches for ViLD-ensemble), box
+        decoding and ``fast_rcnn_inference``.
+
+        ``classifier [K, D]`` (L2-normalized) and ``seen [K]`` (bool; ViLD-ensemble's per-class
+        weighting) replace the current vocabulary for this call only (export takes them as graph
+        inputs).
+        """
         feats = [features[f] for f in self.box_in_features]
         pooled = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
-        predictions = self.box_predictor(self.box_head(pooled))
+        predictions = self.box_predictor(self.box_head(pooled), classifier=classifier)
         image_embeddings = self._image_embed(pooled) if self.image_head is not None else None
-        instances, _ = self.box_predictor.inference(predictions, proposals, image_embeddings=image_embeddings)
+        instances, _ = self.box_predictor.inference(predictions, proposals,
+                                                    image_embeddings=image_embeddings,
+                                                    classifier=classifier, seen=seen)
         return instances
 
     def _forward_box_train(self, features: dict[str, Tensor], proposals: list[Instances],

@@ -15,22 +15,9 @@ from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
-from distill.vocab import normalize_name
+from distill.vocab import cosine_logits, normalize_name
 
 __all__ = ["ViLDOutputLayers", "ensemble_scores", "cosine_logits"]
-
-
-def cosine_logits(embeddings: Tensor, classifier: Tensor, *, temperature: float,
-                  background: Tensor | None = None) -> Tensor:
-    """``embeddings [R, D] . classifier [C, D]^T / temperature`` (both L2-normalized by the caller).
-
-    With ``background [D]`` the result is ``[R, C + 1]``, the background logit last (Detectron2's
-    convention).
-    """
-    logits = embeddings @ classifier.t()
-    if background is not None:
-        logits = torch.cat([logits, embeddings @ background.unsqueeze(1)], dim=1)
-    return logits / temperature
 
 
 def ensemble_scores(text_probs: Tensor, image_probs: Tensor, seen: Tensor, *, weight: float = 2.0 / 3.0) -> Tensor:
@@ -154,19 +141,28 @@ class ViLDOutputLayers(nn.Module):
         """Normalized region embeddings ``[R, D]`` of box-head features ``x [R, F]``."""
         return F.normalize(self.projection(x.flatten(1)), dim=-1)
 
-    def class_logits(self, embeddings: Tensor, *, background: bool = True) -> Tensor:
-        """``[R, C (+1)]`` cosine logits / temperature; unseen classes masked to -inf in training."""
+    def class_logits(self, embeddings: Tensor, *, background: bool = True,
+                     classifier: Tensor | None = None) -> Tensor:
+        """``[R, C (+1)]`` cosine logits / temperature of region ``embeddings [R, D]``.
+
+        ``classifier [C, D]`` (L2-normalized) replaces the vocabulary for this call (inference);
+        with the vocabulary's own classifier, unseen classes are masked to -inf in training.
+        """
         temperature = self.temperature if self.training else self.test_temperature
-        logits = cosine_logits(embeddings, self.class_embeddings, temperature=temperature,
+        own_vocabulary = classifier is None
+        classifier = self.class_embeddings if own_vocabulary else classifier
+        logits = cosine_logits(embeddings, classifier, temperature=temperature,
                                background=F.normalize(self.bg_embedding, dim=0) if background else None)
-        if self.training and not bool(self.seen.all()):
+        if self.training and own_vocabulary and not bool(self.seen.all()):
             mask = torch.cat([~self.seen, self.seen.new_zeros(logits.shape[1] - self.num_classes)])
             logits = logits.masked_fill(mask, float("-inf"))
         return logits
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, *, classifier: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(logits [R, C + 1], deltas [R, 4])`` of box-head features ``x [R, F]``
+        (``classifier``: see :meth:`class_logits`)."""
         x = x.flatten(1)
-        return self.class_logits(self.embed(x)), self.bbox_pred(x)
+        return self.class_logits(self.embed(x), classifier=classifier), self.bbox_pred(x)
 
     # ------------------------------------------------------------------ training
     def losses(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> dict[str, Tensor]:
@@ -212,29 +208,47 @@ class ViLDOutputLayers(nn.Module):
             return ()
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])
         boxes = self.box2box_transform.apply_deltas(predictions[1], proposal_boxes)
-        return boxes.split([len(p) for p in proposals])
+        return _per_image(boxes, proposals)
 
     def predict_probs(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances], *,
-                      image_embeddings: Tensor | None = None) -> tuple[Tensor, ...]:
+                      image_embeddings: Tensor | None = None, classifier: Tensor | None = None,
+                      seen: Tensor | None = None) -> tuple[Tensor, ...]:
         """Per image ``[R_i, C + 1]`` class probabilities (background last).
 
         With ``image_embeddings [R, D]`` (ViLD-ensemble's distillation branch) the foreground
-        probabilities are :func:`ensemble_scores` of the two branches.
+        probabilities are :func:`ensemble_scores` of the two branches, weighted per class by
+        ``seen [C]`` (default: the vocabulary's); ``classifier [C, D]`` as in :meth:`class_logits`
+        (then ``seen`` is required for the ensemble).
         """
         probs = F.softmax(predictions[0], dim=-1)
         if image_embeddings is not None:
-            image_probs = F.softmax(self.class_logits(image_embeddings, background=False), dim=-1)
-            fg = ensemble_scores(probs[:, :-1], image_probs, self.seen, weight=self.ensemble_weight)
+            if seen is None and classifier is not None:
+                raise ValueError("ViLD-ensemble scoring with a given classifier needs seen [K] "
+                                 "(bool, class trained on)")
+            image_logits = self.class_logits(image_embeddings, background=False,
+                                             classifier=classifier)
+            fg = ensemble_scores(probs[:, :-1], F.softmax(image_logits, dim=-1),
+                                 self.seen if seen is None else seen.bool(),
+                                 weight=self.ensemble_weight)
             probs = torch.cat([fg, probs[:, -1:]], dim=1)
-        return probs.split([len(p) for p in proposals])
+        return _per_image(probs, proposals)
 
     def inference(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances], *,
-                  image_embeddings: Tensor | None = None) -> tuple[list[Instances], list[Tensor]]:
-        """Detections per image (score threshold, per-class NMS, top-k), as ``fast_rcnn_inference``."""
+                  image_embeddings: Tensor | None = None, classifier: Tensor | None = None,
+                  seen: Tensor | None = None) -> tuple[list[Instances], list[Tensor]]:
+        """Detections per image (score threshold, per-class NMS, top-k), as ``fast_rcnn_inference``;
+        ``classifier`` / ``seen`` as in :meth:`predict_probs`."""
         boxes = self.predict_boxes(predictions, proposals)
-        scores = self.predict_probs(predictions, proposals, image_embeddings=image_embeddings)
+        scores = self.predict_probs(predictions, proposals, image_embeddings=image_embeddings,
+                                    classifier=classifier, seen=seen)
         return fast_rcnn_inference(boxes, scores, [p.image_size for p in proposals], self.test_score_thresh,
                                    self.test_nms_thresh, self.test_topk_per_image)
+
+
+def _per_image(values: Tensor, proposals: list[Instances]) -> tuple[Tensor, ...]:
+    """``values [R, ...]`` split into the rows of each image's proposals (no split for one image, so
+    traced graphs keep the number of proposals dynamic)."""
+    return (values,) if len(proposals) == 1 else values.split([len(p) for p in proposals])
 
 
 def _log_accuracy(logits: Tensor, gt_classes: Tensor, num_classes: int) -> None:

@@ -6,22 +6,21 @@ the teacher and store boxes + float16 embeddings in an :class:`~distill.cache.st
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from distill.cache.regions import Proposals, gt_boxes, load_proposals, select_proposals
+from distill.cache.regions import Proposals, image_regions, load_proposals
 from distill.cache.store import EmbeddingStoreWriter
+from distill.data import ImageRecord, decode_image, read_image_records
 from distill.utils import sha256_file
 
 __all__ = ["precompute_region_embeddings", "teacher_name"]
@@ -32,19 +31,8 @@ _STAT_KEYS = ("images", "regions", "empty_images", "degenerate_dropped")
 
 
 @dataclass
-class _Record:
-    """One dataset image: id, file on disk, declared size (None if the json has none), annotations."""
-
-    image_id: Hashable
-    file: Path
-    width: int | None
-    height: int | None
-    annotations: list
-
-
-@dataclass
 class _Loaded:
-    record: _Record
+    record: ImageRecord
     image: torch.Tensor | None      # [3, H, W] uint8, None when the image has no box
     boxes: np.ndarray               # [K, 4] float32 xyxy
     degenerate: int
@@ -55,49 +43,9 @@ def teacher_name(teacher: Any) -> str:
     return str(getattr(teacher, "name", None) or type(teacher).__name__)
 
 
-def _image_sort_key(image_id: Hashable) -> tuple:
-    return (0, image_id, "") if isinstance(image_id, int) else (1, 0, str(image_id))
-
-
-def _image_file(image_root: Path, info: Mapping) -> Path:
-    """COCO ``file_name`` under the root; LVIS ``coco_url`` as ``root/<split>/<name>`` or ``root/<name>``."""
-    if "file_name" in info:
-        return image_root / info["file_name"]
-    if "coco_url" in info:
-        split, name = str(info["coco_url"]).split("/")[-2:]
-        nested = image_root / split / name
-        return nested if nested.exists() or not (image_root / name).exists() else image_root / name
-    raise ValueError(f"image id {info.get('id')!r} has neither 'file_name' nor 'coco_url'")
-
-
-def _read_dataset(dataset_json: Path, image_root: Path) -> list[_Record]:
-    """Image records sorted by image id, each with its annotations."""
-    with open(dataset_json, encoding="utf-8") as handle:
-        data = json.load(handle)
-    if "images" not in data:
-        raise ValueError(f"dataset json {dataset_json} has no 'images' field")
-    by_image: dict[str, list] = {}
-    for ann in data.get("annotations", []):   # keep only what box selection reads (LVIS jsons are large)
-        compact = {"id": ann.get("id"), "bbox": ann.get("bbox"), "iscrowd": ann.get("iscrowd", 0)}
-        by_image.setdefault(str(ann["image_id"]), []).append(compact)
-    records, seen = [], set()
-    for info in data["images"]:
-        image_id = info["id"]
-        if str(image_id) in seen:
-            raise ValueError(f"dataset json {dataset_json}: image id {image_id!r} appears twice")
-        seen.add(str(image_id))
-        width, height = info.get("width"), info.get("height")
-        records.append(_Record(image_id, _image_file(image_root, info), None if width is None else int(width),
-                               None if height is None else int(height), by_image.get(str(image_id), [])))
-    records.sort(key=lambda r: _image_sort_key(r.image_id))
-    return records
-
-
-def _decode(record: _Record) -> torch.Tensor:
+def _decode(record: ImageRecord) -> torch.Tensor:
     """RGB uint8 ``[3, H, W]`` with EXIF orientation applied; checks the json's width/height."""
-    with Image.open(record.file) as pil:
-        pil = ImageOps.exif_transpose(pil).convert("RGB")
-        array = np.array(pil, dtype=np.uint8)  # a writable copy
+    array = decode_image(record.file, image_id=record.image_id)
     height, width = array.shape[:2]
     if (record.width, record.height) != (None, None) and (record.width, record.height) != (width, height):
         raise ValueError(f"image id {record.image_id!r} ({record.file}): file is {width}x{height}, "
@@ -105,21 +53,18 @@ def _decode(record: _Record) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _load(record: _Record, *, proposals: Proposals | None, max_per_image: int) -> _Loaded:
-    """Decode one image (only if it has boxes) and select its regions."""
+def _load(record: ImageRecord, *, proposals: Proposals | None, max_per_image: int) -> _Loaded:
+    """Decode one image (only if it has boxes or the json lacks its size) and select its regions."""
     if proposals is not None:
-        raw_boxes, scores = proposals.get(record.image_id)
-        has_any = len(raw_boxes) > 0
+        has_any = len(proposals.get(record.image_id)[0]) > 0
     else:
         has_any = any(not ann.get("iscrowd", 0) for ann in record.annotations)
     image = _decode(record) if has_any or record.width is None or record.height is None else None
-    width, height = (int(image.shape[2]), int(image.shape[1])) if image is not None else (record.width, record.height)
-    if proposals is not None:
-        boxes, degenerate = select_proposals(raw_boxes, scores, width=width, height=height,
-                                             max_per_image=max_per_image)
-    else:
-        boxes, degenerate = gt_boxes(record.annotations, image_id=record.image_id, width=width, height=height,
-                                     max_per_image=max_per_image)
+    width, height = record.width, record.height
+    if image is not None:
+        width, height = int(image.shape[2]), int(image.shape[1])
+    boxes, degenerate = image_regions(record, proposals=proposals, max_per_image=max_per_image,
+                                      width=width, height=height)
     return _Loaded(record, image if len(boxes) else None, boxes, degenerate)
 
 
@@ -162,14 +107,15 @@ def _embed_batch(teacher: Any, batch: list[_Loaded], *, mode: str, scales: Seque
     return out
 
 
-def _run_shards(teacher: Any, writer: EmbeddingStoreWriter, slices: Mapping[int, list[_Record]], *,
-                proposals: Proposals | None, max_per_image: int, mode: str, scales: Sequence[float],
-                batch_images: int, bar: tqdm) -> dict[str, int]:
+def _run_shards(teacher: Any, writer: EmbeddingStoreWriter,
+                slices: Mapping[int, list[ImageRecord]], *, proposals: Proposals | None,
+                max_per_image: int, mode: str, scales: Sequence[float], batch_images: int,
+                bar: tqdm) -> dict[str, int]:
     """Compute and write the shards ``slices`` (shard -> its image records); returns summed shard stats."""
     batches = [(k, recs[i:i + batch_images]) for k, recs in slices.items()
                for i in range(0, len(recs), batch_images)]
 
-    def load_batch(item: tuple[int, list[_Record]]) -> list[_Loaded]:
+    def load_batch(item: tuple[int, list[ImageRecord]]) -> list[_Loaded]:
         return [_load(r, proposals=proposals, max_per_image=max_per_image) for r in item[1]]
 
     totals = dict.fromkeys(_STAT_KEYS, 0)
@@ -230,7 +176,8 @@ def precompute_region_embeddings(
         teacher: has ``region_embeddings(images: list[uint8 [3,H,W]], boxes: list[[K,4]], mode=, scales=)
             -> list[[K, D]]``, ``fingerprint`` and ``embed_dim`` (e.g. ``distill.teachers.ClipTeacher``).
         dataset_json: COCO/LVIS-format json; every image gets an entry (K = 0 if it has no box).
-        image_root: directory of the image files (``file_name``, or LVIS ``coco_url``'s split/name).
+        image_root: directory of the image files (``distill.data.image_path``: ``file_name``, or
+            LVIS ``coco_url`` as ``<split>/<name>`` or ``<name>``).
         proposals: Detectron2-format proposal file; regions are its top-M boxes by objectness.
         source: ``"gt"`` or ``"proposals"``; inferred from ``proposals`` when None.
         images_per_shard: shard ``k`` holds images ``[k * n, (k + 1) * n)`` of the id-sorted list.
@@ -256,7 +203,7 @@ def precompute_region_embeddings(
         raise ValueError(f"max_per_image ({max_per_image}), images_per_shard ({images_per_shard}) and "
                          f"batch_images ({batch_images}) must be >= 1")
     dataset_json, image_root, out_dir = Path(dataset_json), Path(image_root), Path(out_dir)
-    records = _read_dataset(dataset_json, image_root)
+    records = read_image_records(dataset_json, image_root)
     num_shards = max(1, -(-len(records) // images_per_shard))
     manifest = {
         "teacher": teacher_name(teacher), "teacher_fingerprint": str(teacher.fingerprint),

@@ -1,4 +1,5 @@
-"""Which regions of an image get teacher embeddings: ground-truth boxes or top-M proposals.
+"""Which regions of an image get teacher embeddings: ground-truth boxes or top-M proposals
+(:func:`image_regions`, used by the precompute and by online targets).
 
 Proposal files use Detectron2's format: a pickle (or JSON) dict with ``"ids"`` (image ids),
 ``"boxes"`` (per image ``[K_i, 4]``) and ``"objectness_logits"`` (per image ``[K_i]``), optionally
@@ -15,7 +16,10 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Proposals", "load_proposals", "clip_and_filter", "select_proposals", "gt_boxes"]
+from distill.data import ImageRecord
+
+__all__ = ["Proposals", "load_proposals", "clip_and_filter", "select_proposals", "gt_boxes",
+           "image_regions"]
 
 _XYXY_ABS, _XYWH_ABS = 0, 1
 
@@ -117,3 +121,18 @@ def gt_boxes(annotations: Sequence[Mapping], *, image_id: Hashable, width: int, 
         rows.append((x, y, x + w, y + h))
     clipped, keep = clip_and_filter(np.asarray(rows, dtype=np.float32), width=width, height=height)
     return clipped[keep][:max_per_image], int((~keep).sum())
+
+
+def image_regions(record: ImageRecord, *, proposals: Proposals | None, max_per_image: int,
+                  width: int, height: int) -> tuple[np.ndarray, int]:
+    """The regions of one dataset image: the top ``max_per_image`` proposals of ``proposals`` when
+    given, else its ground-truth boxes; clipped to ``width x height``, degenerate ones dropped.
+
+    Returns ``(boxes [M, 4] float32 xyxy, num_degenerate)``.
+    """
+    if proposals is not None:
+        boxes, scores = proposals.get(record.image_id)
+        return select_proposals(boxes, scores, width=width, height=height,
+                                max_per_image=max_per_image)
+    return gt_boxes(record.annotations, image_id=record.image_id, width=width, height=height,
+                    max_per_image=max_per_image)

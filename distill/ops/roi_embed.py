@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from distill.ops.cuda_ext import roi_embed_cuda
 from distill.ops.reference import roi_embed_reference_rois
 
 __all__ = ["IMPL_ENV", "roi_embed", "roi_embed_reference", "boxes_to_rois"]
@@ -62,8 +63,6 @@ def roi_embed(features: Tensor, boxes: BoxesLike, *, output_size: int = 7, spati
     if impl == "cuda" and not features.is_cuda:
         raise ValueError(f"{IMPL_ENV}=cuda needs CUDA tensors, got features on {features.device}")
     if features.is_cuda and impl != "reference" and rois.shape[0] > 0:
-        from distill.ops.cuda_ext import roi_embed_cuda
-
         out = roi_embed_cuda(features, rois, **opts)
     else:
         out = roi_embed_reference_rois(features, rois, **opts)

@@ -12,17 +12,12 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
+from distill.teachers.errors import TextTooLongError
+from distill.teachers.text import cached_text_classifier
+
 __all__ = ["Teacher", "TextTooLongError", "TEACHERS", "register_teacher", "build_teacher", "ClassNames"]
 
 ClassNames = Sequence["str | Sequence[str]"]
-
-
-class TextTooLongError(ValueError):
-    """A text does not fit the text encoder's context (teachers never truncate silently)."""
-
-    def __init__(self, text: str, tokens: int, limit: int):
-        super().__init__(f"text {text!r} takes {tokens} tokens > context length {limit} (not truncated silently)")
-        self.text, self.tokens, self.limit = text, tokens, limit
 
 
 class Teacher(nn.Module):
@@ -78,8 +73,6 @@ class Teacher(nn.Module):
             batch_size: prompts per text-encoder call.
             progress: tqdm bar (default: only for more than 2048 prompts).
         """
-        from distill.teachers.text import cached_text_classifier
-
         return cached_text_classifier(self, names, templates=templates, cache=cache, batch_size=batch_size,
                                       progress=progress)
 

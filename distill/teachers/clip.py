@@ -11,12 +11,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from distill.teachers.base import Teacher, TextTooLongError, register_teacher
+from distill.ops import roi_embed
+from distill.teachers.base import Teacher, register_teacher
 from distill.teachers.boxes import check_boxes, check_image, crop_and_resize, scale_and_clip_boxes
+from distill.teachers.errors import TextTooLongError
 from distill.teachers.loading import load_open_clip
 from distill.teachers.maskclip import (DenseOutput, dense_kind, dense_stride, refine_logits, resnet_dense_forward,
                                        vit_dense_forward)
 from distill.utils import sha256_json
+from distill.vocab import dense_cosine_logits
 
 __all__ = ["ClipTeacher"]
 
@@ -226,8 +229,6 @@ class ClipTeacher(Teacher):
     @torch.no_grad()
     def _dense_region_embeddings(self, images: list[Tensor], boxes: list[Tensor], short_side: int | None,
                                  output_size: int, progress: bool) -> list[Tensor]:
-        from distill.ops import roi_embed
-
         stride = self.dense_stride
         out = []
         for image, bx in tqdm(list(zip(images, boxes)), disable=not progress, desc="dense regions", unit="img"):
@@ -301,6 +302,6 @@ class ClipTeacher(Teacher):
             raise ValueError(f"classifier must be [N, {self.embed_dim}], got {tuple(classifier.shape)}")
         dense = self.dense_forward(images, return_keys=key_smoothing is not None)
         feats = F.normalize(dense.features, dim=1)
-        logits = torch.einsum("bdhw,nd->bnhw", feats, F.normalize(classifier.to(feats), dim=1))
+        logits = dense_cosine_logits(feats, F.normalize(classifier.to(feats), dim=1), temperature=1.0)
         return refine_logits(logits, dense.keys, key_smoothing_thresh=key_smoothing,
                              prompt_denoise_thresh=prompt_denoise, key_norm=key_norm)

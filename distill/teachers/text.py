@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from distill.teachers.base import TextTooLongError
+from distill.teachers.errors import TextTooLongError
 from distill.teachers.templates import format_prompt, process_name, resolve_templates
 from distill.utils import atomic_path, cache_dir, sha256_json
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from distill.teachers.base import ClassNames, Teacher
 
 __all__ = ["normalize_class_names", "class_prompts", "compute_text_classifier", "text_classifier_cache_path",
-           "cached_text_classifier"]
+           "read_cached_text_classifier", "cached_text_classifier"]
 
 _CACHE_VERSION = 1
 _log = logging.getLogger(__name__)
@@ -105,16 +105,32 @@ def _read_cache(path: Path, expected_rows: int) -> Tensor | None:
     return emb
 
 
+def read_cached_text_classifier(fingerprint: str, names: ClassNames, *,
+                                templates: str | Sequence[str] = "vild") -> Tensor | None:
+    """The cached ``[N, D]`` float32 CPU classifier of the teacher with ``fingerprint``, or None.
+
+    No teacher is needed: callers that know the fingerprint (e.g. from a classifier file) skip
+    building the teacher when every vocabulary they need was encoded before.
+    """
+    name_lists = normalize_class_names(names)
+    path = text_classifier_cache_path(str(fingerprint), name_lists, resolve_templates(templates))
+    if not path.is_file():
+        return None
+    emb = _read_cache(path, len(name_lists))
+    return None if emb is None else emb.float()
+
+
 def cached_text_classifier(teacher: Teacher, names: ClassNames, *, templates: str | Sequence[str] = "vild",
                            cache: bool = True, batch_size: int = 1024, progress: bool | None = None) -> Tensor:
     """``teacher.text_classifier``: ``[N, D]`` normalized, read from / written to the disk cache."""
     name_lists = normalize_class_names(names)
     template_list = resolve_templates(templates)
-    path = text_classifier_cache_path(teacher.fingerprint, name_lists, template_list) if cache else None
-    if path is not None and path.is_file():
-        emb = _read_cache(path, len(name_lists))
+    if cache:
+        emb = read_cached_text_classifier(teacher.fingerprint, name_lists, templates=template_list)
         if emb is not None:
             return emb.to(teacher.device, torch.float32)
+    path = (text_classifier_cache_path(teacher.fingerprint, name_lists, template_list) if cache
+            else None)
     emb = compute_text_classifier(teacher, name_lists, template_list, batch_size=batch_size, progress=progress)
     if path is not None:
         with atomic_path(path) as tmp:

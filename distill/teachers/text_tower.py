@@ -5,14 +5,12 @@ residual blocks); anything else raises ``ValueError`` naming the unsupported par
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
 from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig
 
-__all__ = ["export_text_encoder", "prompt_word_embeddings"]
+__all__ = ["export_text_encoder"]
 
 
 def _text_model(teacher):
@@ -57,16 +55,3 @@ def export_text_encoder(teacher) -> PseudoTextEncoder:
     state["sot_embedding"], state["eot_embedding"] = sot, eot
     encoder.load_state_dict({k: v.detach().float().cpu() for k, v in state.items()}, strict=True)
     return encoder
-
-
-@torch.no_grad()
-def prompt_word_embeddings(teacher, texts: Sequence[str]) -> list[Tensor]:
-    """Per text, the token embeddings ``[L_i, width]`` of its words (without sot / eot): feeding them to
-    :func:`export_text_encoder`'s module reproduces ``teacher.encode_text(texts)``."""
-    model = _text_model(teacher)
-    tokens = teacher.tokenize(list(texts)).to(model.token_embedding.weight.device)
-    out = []
-    for row in tokens:
-        length = int(row.argmax())  # eot is the largest id
-        out.append(model.token_embedding(row[1:length]).float().cpu())
-    return out

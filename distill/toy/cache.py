@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 from ..utils import cache_dir, sha256_file, sha256_json, write_json_atomic
 from .teacher import TEACHER_VERSION, ToyTeacherConfig, load_toy_clip, train_toy_teacher
 from .world import GENERATOR_VERSION, ToyWorld, ToyWorldConfig, generate_toy_world
+from .zeroshot import evaluate_toy_teacher
 
 COMPLETE = "COMPLETE"
 
@@ -166,7 +167,6 @@ def ensure_toy_teacher(world: ToyWorld, *, arch: str = "resnet", root: str | Pat
                                 "world": world.fingerprint, "config": asdict(config), "train": log,
                                 "text_source": None if source is None else sha256_file(source.checkpoint)}
         if evaluate:
-            from .zeroshot import evaluate_toy_teacher  # local: evaluation is optional at build time
             model, tokenizer, _ = load_toy_clip(tmp / f"{config.model_name}.json", tmp / "checkpoint.pt")
             info["metrics"] = evaluate_toy_teacher(model, tokenizer, world)
         write_json_atomic(tmp / "teacher.json", info, indent=1)

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from ..teachers.loading import load_open_clip
+from ..teachers.loading import register_model_config as register_open_clip_config
 from ..utils import atomic_path, sha256_file, sha256_json
 from .world import ToyWorld
 
@@ -125,12 +127,12 @@ class ToyTeacherConfig:
 
 
 def register_model_config(path: str | Path) -> str:
-    """Register an open_clip model-config JSON; returns the model name (the file stem)."""
+    """Register an open_clip model-config JSON under its file stem, as teachers register custom
+    configs (``distill.teachers.loading.register_model_config``); returns the model name."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"open_clip model config not found: {path}")
-    if path.stem not in open_clip.list_models():
-        open_clip.add_model_config(path)
+    register_open_clip_config(path.stem, path)
     return path.stem
 
 
@@ -328,10 +330,11 @@ def _train(world: ToyWorld, out_dir: Path, config: ToyTeacherConfig, text_checkp
 
 def load_toy_clip(model_config: str | Path, checkpoint: str | Path, *, device: str = "cpu"
                   ) -> tuple[torch.nn.Module, Any, str]:
-    """Load a toy teacher the way real CLIP weights are loaded: ``(model.eval(), tokenizer, model_name)``."""
+    """Load a toy teacher the way teachers load CLIP weights (strict checkpoint loading by
+    ``distill.teachers.loading.load_open_clip``): ``(model.eval(), tokenizer, model_name)``."""
     name = register_model_config(model_config)
-    model = open_clip.create_model(name, pretrained=str(checkpoint), device=device)
-    return model.eval(), open_clip.get_tokenizer(name), name
+    loaded = load_open_clip(name, pretrained=checkpoint, model_config=model_config, device=device)
+    return loaded.model.eval(), open_clip.get_tokenizer(name), name
 
 
 __all__ = ["TEACHER_VERSION", "ToyTeacherConfig", "train_toy_teacher", "load_toy_clip", "register_model_config",

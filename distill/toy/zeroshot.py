@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data import decode_image, image_path
 from ..teachers.maskclip import dense_kind, resnet_dense_forward, vit_dense_forward
 from .teacher import normalize_images
 from .world import ToyWorld, _crop_square
@@ -43,8 +44,7 @@ def val_crops(world: ToyWorld, *, split: str = "val", size: int, scale: float = 
         anns = by_image.get(info["id"], [])
         if not anns:
             continue
-        with Image.open(world.image_dir(split) / info["file_name"]) as pil:
-            image = np.asarray(pil.convert("RGB"))
+        image = decode_image(image_path(info, world.image_dir(split)), image_id=info["id"])
         h, w = image.shape[:2]
         for ann in anns:
             x, y, bw, bh = ann["bbox"]
@@ -130,14 +130,16 @@ def dense_zero_shot(model: torch.nn.Module, tokenizer: Callable, world: ToyWorld
     classifier = torch.cat([text_classifier(model, tokenizer, [BACKGROUND_PROMPT], template="{}"),
                             text_classifier(model, tokenizer, names)])
     coco = json.loads(world.instances_json(split).read_text(encoding="utf-8"))
-    files = [info["file_name"] for info in coco["images"]]
+    entries = coco["images"]
     k = len(names) + 1
     confusion = torch.zeros(k, k, dtype=torch.long)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        images = torch.from_numpy(np.stack([np.asarray(Image.open(world.image_dir(split) / f).convert("RGB"))
-                                            for f in chunk])).permute(0, 3, 1, 2)
-        gts = torch.from_numpy(np.stack([np.asarray(Image.open(world.seg_dir(split) / f)) for f in chunk])).long()
+    for start in range(0, len(entries), batch_size):
+        chunk = entries[start:start + batch_size]
+        pixels = [decode_image(image_path(info, world.image_dir(split)), image_id=info["id"])
+                  for info in chunk]
+        images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
+        masks = [np.asarray(Image.open(image_path(info, world.seg_dir(split)))) for info in chunk]
+        gts = torch.from_numpy(np.stack(masks)).long()
         inputs = images if input_size is None else F.interpolate(images.float(), size=(input_size, input_size),
                                                                  mode="bilinear", align_corners=False)
         feats = F.normalize(dense_features(model, inputs, output_stride=output_stride), dim=1)

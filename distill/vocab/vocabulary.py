@@ -9,19 +9,15 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .coco_json import read_json_source
+from .names import validate_class_names
 
-__all__ = ["ROLES", "NOVEL_ROLES", "Vocabulary", "normalize_name", "lvis_frequency_groups"]
+__all__ = ["ROLES", "NOVEL_ROLES", "Vocabulary", "lvis_frequency_groups"]
 
 ROLES = ("base", "novel", "rare", "excluded")
 """Category roles. ``rare`` is LVIS's novel group; ``excluded`` classes (e.g. the 15 COCO classes
 outside OV-COCO) are neither trained nor evaluated."""
 NOVEL_ROLES = ("novel", "rare")
 LVIS_FREQUENCIES = ("r", "c", "f")
-
-
-def normalize_name(name: str) -> str:
-    """Key used for duplicate detection: lower case, whitespace collapsed."""
-    return " ".join(name.lower().split())
 
 
 @dataclasses.dataclass
@@ -49,22 +45,11 @@ class Vocabulary:
         self.roles = list(self.roles)
         self.synonyms = [list(s) for s in self.synonyms]
         n = len(self.names)
-        if n == 0:
-            raise ValueError("empty vocabulary: at least one class name is required")
         lengths = {"category_ids": len(self.category_ids), "roles": len(self.roles), "synonyms": len(self.synonyms)}
         bad_lengths = {k: v for k, v in lengths.items() if v != n}
         if bad_lengths:
             raise ValueError(f"vocabulary has {n} names but {bad_lengths}")
-        empty = [i for i, name in enumerate(self.names) if not isinstance(name, str) or not name.strip()]
-        if empty:
-            raise ValueError(f"empty class name at index(es) {empty} (category ids "
-                             f"{[self.category_ids[i] for i in empty]})")
-        seen: dict[str, list[str]] = defaultdict(list)
-        for name in self.names:
-            seen[normalize_name(name)].append(name)
-        dups = [group for group in seen.values() if len(group) > 1]
-        if dups:
-            raise ValueError(f"duplicate class names (case/space-insensitive): {dups}")
+        validate_class_names(self.names, field="vocabulary", ids=self.category_ids)
         id_count: dict[int, int] = defaultdict(int)
         for cid in self.category_ids:
             id_count[cid] += 1

@@ -1,4 +1,4 @@
-"""distill.hooks: cached and online teacher region targets, and their bad-input errors."""
+"""distill.targets: cached and online teacher region targets, and their bad-input errors."""
 import logging
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distill.cache import EmbeddingStoreWriter
-from distill.hooks import (
+from distill.targets import (
     CachedRegionTargets,
     OnlineRegionTargets,
     RegionTargetProvider,

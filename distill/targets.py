@@ -1,4 +1,4 @@
-"""How a student receives teacher region targets: the ``RegionTargetProvider`` interface.
+"""Teacher region targets of a student: the ``RegionTargetProvider`` interface, its two providers.
 
 A provider maps an image id to the regions the student must imitate and the teacher's embeddings of
 them. Detection data loaders (``detectors.data.OVDatasetMapper``) call ``provider.get(image_id)`` for
@@ -26,6 +26,10 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, NamedTuple, Proto
 
 import numpy as np
 import torch
+
+from distill.cache.regions import Proposals, image_regions, load_proposals
+from distill.cache.store import EmbeddingStore
+from distill.data import decode_image, read_image_records
 
 __all__ = [
     "RegionTargets", "RegionTargetProvider", "CachedRegionTargets", "OnlineRegionTargets", "check_region_targets",
@@ -141,8 +145,6 @@ class CachedRegionTargets:
 
     def __init__(self, store: Any, *, expect_fingerprint: str | None = None, expect_embed_dim: int | None = None,
                  on_missing: str = "error") -> None:
-        from distill.cache import EmbeddingStore
-
         self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store)
         manifest = self.store.manifest
         self.fingerprint = str(manifest.get("teacher_fingerprint", ""))
@@ -229,28 +231,18 @@ class OnlineRegionTargets:
     def from_coco_json(cls, teacher: Any, dataset_json: str | os.PathLike, image_root: str | os.PathLike, *,
                        proposals: str | os.PathLike | None = None, max_per_image: int = 300,
                        **kwargs: Any) -> "OnlineRegionTargets":
-        """Regions of a COCO-format dataset: its ground-truth boxes, or the top ``max_per_image``
-        proposals of a Detectron2-format proposal file (boxes clipped, degenerate ones dropped)."""
-        from distill.cache.regions import gt_boxes, load_proposals, select_proposals
-        from distill.vocab import load_coco_json
-
-        data = load_coco_json(dataset_json)
-        root = Path(image_root)
-        anns: dict[Hashable, list] = {}
-        for ann in data["annotations"]:
-            anns.setdefault(ann["image_id"], []).append(ann)
-        props = load_proposals(proposals) if proposals is not None else None
+        """Regions of a COCO/LVIS-format dataset (:func:`distill.data.read_image_records`: image
+        files from ``file_name`` or LVIS ``coco_url``): its ground-truth boxes, or the top
+        ``max_per_image`` proposals of a Detectron2-format proposal file
+        (:func:`distill.cache.regions.image_regions`: boxes clipped, degenerate ones dropped)."""
+        props: Proposals | None = load_proposals(proposals) if proposals is not None else None
         table: dict[Hashable, tuple[Path, np.ndarray]] = {}
-        for info in data["images"]:
-            if "width" not in info or "height" not in info:
-                raise ValueError(f"{dataset_json}: image id {info['id']!r} lacks width/height")
-            w, h = int(info["width"]), int(info["height"])
-            if props is not None:
-                boxes, _ = select_proposals(*props.get(info["id"]), width=w, height=h, max_per_image=max_per_image)
-            else:
-                boxes, _ = gt_boxes(anns.get(info["id"], []), image_id=info["id"], width=w, height=h,
-                                    max_per_image=max_per_image)
-            table[info["id"]] = (root / info["file_name"], boxes)
+        for record in read_image_records(dataset_json, image_root):
+            if record.width is None or record.height is None:
+                raise ValueError(f"{dataset_json}: image id {record.image_id!r} lacks width/height")
+            boxes, _ = image_regions(record, proposals=props, max_per_image=max_per_image,
+                                     width=record.width, height=record.height)
+            table[record.image_id] = (record.file, boxes)
         return cls(teacher, table, **kwargs)
 
     @property
@@ -273,7 +265,8 @@ class OnlineRegionTargets:
         path, boxes = entry
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if len(boxes):
-            image = _read_rgb(path, image_id=image_id)
+            pixels = decode_image(path, image_id=image_id)  # [H, W, 3] uint8 RGB
+            image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
             with torch.no_grad():
                 emb = self.teacher.region_embeddings([image], [torch.from_numpy(boxes)], mode=self.mode,
                                                      scales=self.scales)[0]
@@ -287,14 +280,3 @@ class OnlineRegionTargets:
                 self._memo.popitem(last=False)
         return targets
 
-
-def _read_rgb(path: str | os.PathLike, *, image_id: Hashable) -> torch.Tensor:
-    """uint8 ``[3, H, W]`` RGB tensor of an image file (EXIF orientation applied)."""
-    from PIL import Image, ImageOps
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {path} of image id {image_id!r} does not exist")
-    with Image.open(path) as pil:
-        array = np.array(ImageOps.exif_transpose(pil).convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
