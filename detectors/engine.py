@@ -29,7 +29,7 @@ from .data import (
 )
 from .evaluation import METRICS_FILE, OVDetectionEvaluator
 from .host import inner_trainer, last_eval_results
-from .teacher import build_online_teacher
+from .teacher import build_online_teacher, online_teacher_handle
 
 __all__ = ["OVTrainer", "StepSeedHook", "seed_everything", "build_region_targets", "unwrap_model"]
 
@@ -100,14 +100,17 @@ class OVTrainer(DefaultTrainer):
       dataset's classes (restored afterwards);
     * checkpoints include the optimizer state;
     * no PreciseBN hook;
-    * RoI heads with ``set_teacher`` (BARON) get the online teacher of ``MODEL.VILD.TEACHER``.
+    * RoI heads with ``set_teacher`` (BARON) get a lazy handle of ``MODEL.VILD.TEACHER``'s teacher,
+      built and checked against the text classifier's fingerprint here, before training starts.
     """
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         heads = getattr(unwrap_model(self.model), "roi_heads", None)
         if hasattr(heads, "set_teacher"):
-            heads.set_teacher(build_online_teacher(cfg, expect_fingerprint=heads.teacher_fingerprint))
+            expected = heads.teacher_fingerprint
+            heads.set_teacher(online_teacher_handle(cfg, expect_fingerprint=expected))
+            heads.get_teacher()  # built now: a teacher that did not make the classifier fails early
 
     @classmethod
     def build_train_loader(cls, cfg):

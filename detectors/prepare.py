@@ -37,10 +37,9 @@ from distill.cache import EmbeddingStore, precompute_region_embeddings
 from distill.teachers.text_tower import export_text_encoder
 from distill.text_encoder import save_text_encoder
 from distill.utils import cache_dir, file_key, sha256_json
+from distill.vocab import ClassifierFile
 
 from .comm import main_process_first
-# re-exported for importers not yet moved to detectors.config (test_baron_configs.py, benchmarks)
-from .config import load_config  # noqa: F401
 from .data import (
     class_table,
     get_ov_metadata,
@@ -49,7 +48,6 @@ from .data import (
     resolve_training_classes,
 )
 from .data.toy import setup_toy_datasets
-from .modeling.text_embeddings import save_text_embeddings
 from .proposals import proposal_file
 from .teacher import build_teacher_from_cfg
 
@@ -85,7 +83,10 @@ def text_classifier_file(cfg: CfgNode, teacher: Teacher, *, check_coverage: bool
         target = path or str(cache_dir("vild", "text_embeddings", name))
         if not Path(target).is_file():
             embeddings = model.text_classifier(synonyms, templates=cfg.MODEL.VILD.TEACHER.TEMPLATES)
-            save_text_embeddings(target, names, embeddings, teacher_fingerprint=model.fingerprint)
+            table = ClassifierFile.from_embeddings(names, embeddings,
+                                                   teacher_fingerprint=model.fingerprint,
+                                                   source=target)
+            table.save(target)
             logger.info("text classifier of %d classes -> %s", len(names), target)
         return target
 

@@ -15,16 +15,16 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import HookBase
 
 from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, save_text_encoder
+from distill.vocab import ClassifierFile
 
 from .cli import argument_parser, build_trainer, main, setup
 from .config import add_ovdistill_config
 from .data import resolve_training_classes
 from .evaluation import read_metrics
-from .modeling.text_embeddings import save_text_embeddings
 
 __all__ = ["TINY_CLASSES", "write_tiny_dataset", "write_random_text_embeddings", "tiny_vild_config",
            "write_random_text_encoder", "tiny_baron_config", "StubTeacher", "TINY_TOY_OPTS", "toy_run_args",
-           "read_metrics", "final_weights", "check_resume_and_eval_only"]
+           "final_weights", "check_resume_and_eval_only"]
 
 TINY_CLASSES = (("red box", "base", (220, 40, 40)), ("green box", "base", (40, 200, 40)),
                 ("blue box", "novel", (40, 40, 220)))
@@ -71,7 +71,8 @@ def write_random_text_embeddings(path: str | os.PathLike, names: Sequence[str], 
     """A classifier file with random normalized embeddings (a stand-in teacher for model tests)."""
     generator = torch.Generator().manual_seed(seed)
     embeddings = torch.nn.functional.normalize(torch.randn(len(names), dim, generator=generator), dim=-1)
-    return save_text_embeddings(path, list(names), embeddings, teacher_fingerprint=fingerprint)
+    table = ClassifierFile.from_embeddings(list(names), embeddings, teacher_fingerprint=fingerprint)
+    return table.save(path)
 
 
 def tiny_vild_config(*, train: str, test: str, text_embeddings: str | os.PathLike, output_dir: str | os.PathLike,

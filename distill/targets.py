@@ -30,6 +30,7 @@ import torch
 from distill.cache.regions import Proposals, image_regions, load_proposals
 from distill.cache.store import EmbeddingStore
 from distill.data import decode_image, read_image_records
+from distill.vocab import check_teacher_fingerprint
 
 __all__ = [
     "RegionTargets", "RegionTargetProvider", "CachedRegionTargets", "OnlineRegionTargets", "check_region_targets",
@@ -138,7 +139,8 @@ class CachedRegionTargets:
     Args:
         store: an open store or its directory.
         expect_fingerprint: teacher fingerprint the store must have been made with (e.g. the text
-            classifier's); a different one raises ValueError ("made by a different teacher").
+            classifier's); a different one raises ValueError
+            (:func:`distill.vocab.check_teacher_fingerprint`).
         expect_embed_dim: embedding size the student expects.
         on_missing: ``"error"`` (KeyError naming the image) or ``"skip"`` (zero regions, logged once).
     """
@@ -149,12 +151,12 @@ class CachedRegionTargets:
         manifest = self.store.manifest
         self.fingerprint = str(manifest.get("teacher_fingerprint", ""))
         self.embed_dim = int(self.store.embed_dim)
-        if expect_fingerprint is not None and self.fingerprint != str(expect_fingerprint):
-            raise ValueError(
-                f"embedding cache {self.store.path} was made by a different teacher: its teacher_fingerprint is "
-                f"{self.fingerprint!r} ({manifest.get('teacher')!r}), the text classifier's is "
-                f"{expect_fingerprint!r}; recompute the cache with the same teacher (or point "
-                f"MODEL.VILD.DISTILL.CACHE at an empty directory)")
+        check_teacher_fingerprint(
+            expect_fingerprint, self.fingerprint,
+            what=f"embedding cache {self.store.path} (teacher {manifest.get('teacher')!r})",
+            source="the text classifier",
+            fix="recompute the cache with the same teacher (or point MODEL.VILD.DISTILL.CACHE at "
+                "an empty directory)")
         if expect_embed_dim is not None and self.embed_dim != int(expect_embed_dim):
             raise ValueError(f"embedding cache {self.store.path} holds {self.embed_dim}-d embeddings, the student "
                              f"expects {expect_embed_dim}")

@@ -3,7 +3,7 @@ import pytest
 
 pytest.importorskip("detectron2")
 
-from detectors.prepare import load_config  # noqa: E402
+from detectors.config import load_config  # noqa: E402
 
 
 def test_ov_coco_recipe():

@@ -13,6 +13,8 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 from detectors.data import OVDatasetMapper, load_ov_json, register_ov_dataset  # noqa: E402
+from detectors.engine import OVTrainer  # noqa: E402
+from detectors.teacher import teacher_spec_from_cfg  # noqa: E402
 from detectors.modeling import BaronOutputLayers, BaronROIHeads  # noqa: E402
 from detectors.modeling.baron_heads import pack_sequences  # noqa: E402
 from detectors.modeling.vild_predictor import cosine_logits as vild_cosine_logits  # noqa: E402
@@ -175,6 +177,47 @@ def test_teacher_handle_is_lazy_and_outside_the_module_tree(tiny):
         del TEACHERS["ovd-test-baron-stub"]
     heads.set_teacher(StubTeacher())
     assert copy.deepcopy(model).roi_heads.get_teacher() is heads.get_teacher()   # shared
+
+
+class ConfigStubTeacher(DeviceStubTeacher):
+    """A registered stub built from ``MODEL.VILD.TEACHER`` (its ``MODEL_NAME`` is the
+    fingerprint); ``built`` counts constructions."""
+
+    built = 0
+
+    def __init__(self, *, model_name: str, precision: str, device: str = "cpu") -> None:
+        super().__init__(device=device, fingerprint=model_name)
+        self.precision = precision
+        ConfigStubTeacher.built += 1
+
+
+def test_trainer_checks_the_configured_teacher_before_training(tiny):
+    """``OVTrainer`` gives BARON's heads a lazy handle of ``MODEL.VILD.TEACHER`` and builds it at
+    construction: a teacher that did not make the text classifier fails before any step."""
+    name, text, encoder, tmp = tiny
+    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
+                            output_dir=tmp / "run")
+    cfg.merge_from_list(["MODEL.VILD.TEACHER.NAME", "ovd-test-config-stub",
+                         "MODEL.VILD.TEACHER.MODEL_NAME", "another"])
+    assert teacher_spec_from_cfg(cfg) == TeacherSpec(
+        "ovd-test-config-stub", model_name="another", precision="fp32", origin="MODEL.VILD.TEACHER")
+    register_teacher("ovd-test-config-stub")(ConfigStubTeacher)
+    try:
+        ConfigStubTeacher.built = 0
+        expected = (r"fingerprint mismatch: the teacher of MODEL.VILD.TEACHER "
+                    r"\(ovd-test-config-stub another\) has fingerprint 'another', "
+                    r"text classifier .*text\.pt has 'random-test-teacher'")
+        with pytest.raises(ValueError, match=expected):
+            OVTrainer(cfg)
+        assert ConfigStubTeacher.built == 1
+        cfg.MODEL.VILD.TEACHER.MODEL_NAME = "random-test-teacher"
+        trainer = OVTrainer(cfg)
+        assert ConfigStubTeacher.built == 2                       # built before training starts
+        teacher = trainer.model.roi_heads.get_teacher()
+        assert isinstance(teacher, ConfigStubTeacher) and ConfigStubTeacher.built == 2
+        assert not any(t is teacher.weight for t in trainer.model.state_dict().values())
+    finally:
+        del TEACHERS["ovd-test-config-stub"]
 
 
 def test_heads_forward_has_no_ignored_arguments_and_shares_the_cosine_classifier(tiny):

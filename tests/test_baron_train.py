@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("detectron2")
 
-from detectors.testing import check_resume_and_eval_only, final_weights, read_metrics  # noqa: E402
+from detectors.evaluation import read_metrics  # noqa: E402
+from detectors.testing import check_resume_and_eval_only, final_weights  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,5 @@
 """``distill.vocab.ClassifierFile``: the one text-classifier file of both hosts; both former on-disk
 formats (written here the way the hosts wrote them) keep loading with the numbers they had."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -105,16 +104,3 @@ def test_fingerprint_mismatch_names_the_file(tmp_path):
                 f"teacher has 'fp-2' \\(a different teacher\\); delete it")
     with pytest.raises(ValueError, match=expected):
         table.check_teacher("fp-2", source="the configured teacher", fix="delete it")
-
-
-def test_detectors_names_are_aliases_of_the_classifier_file(tmp_path):
-    pytest.importorskip("detectron2")
-    from detectors.modeling import text_embeddings
-
-    raw = _rows(2, seed=5) * 3
-    path = text_embeddings.save_text_embeddings(tmp_path / "det.pt", ["a", "b"], raw,
-                                                teacher_fingerprint="fp")
-    table = text_embeddings.load_text_embeddings(path)
-    assert text_embeddings.TextEmbeddings is ClassifierFile and isinstance(table, ClassifierFile)
-    assert isinstance(path, Path)
-    assert torch.equal(table.embeddings, F.normalize(raw.float(), dim=-1))

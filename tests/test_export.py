@@ -36,7 +36,6 @@ from detectors.export import (  # noqa: E402
     prepare_image,
     rescale_boxes,
 )
-from detectors.modeling import save_text_embeddings  # noqa: E402
 from detectors.predictor import OVPredictor, VocabularyEncoder, parse_vocabulary, read_image  # noqa: E402
 from detectors.testing import (  # noqa: E402
     TINY_CLASSES,
@@ -45,6 +44,7 @@ from detectors.testing import (  # noqa: E402
     write_tiny_dataset,
 )
 from distill.teachers import ClipTeacher  # noqa: E402
+from distill.vocab import ClassifierFile  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = {"torchscript": {"box": 1e-4, "score": 1e-5}, "onnx": {"box": 1e-2, "score": 1e-4}}
@@ -78,8 +78,10 @@ def world(tmp_path_factory):
         config, checkpoint = _teacher_files(root / "teacher", "ovd-export-rn", 0)
         teacher = ClipTeacher("ovd-export-rn", pretrained=str(checkpoint), model_config=config)
         names = [c[0] for c in TINY_CLASSES]
-        text = save_text_embeddings(root / "text.pt", names, teacher.text_classifier(names, templates="simple"),
-                                    teacher_fingerprint=teacher.fingerprint)
+        classifier = ClassifierFile.from_embeddings(
+            names, teacher.text_classifier(names, templates="simple"),
+            teacher_fingerprint=teacher.fingerprint)
+        text = classifier.save(root / "text.pt")
         cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=root / "run")
         cfg.merge_from_list(["MODEL.VILD.TEMPERATURE", 0.2, "MODEL.VILD.TEACHER.NAME", "clip",
                              "MODEL.VILD.TEACHER.MODEL_NAME", "ovd-export-rn",
@@ -341,8 +343,9 @@ def test_predictor_bad_vocabularies_are_clear_errors(world, monkeypatch, tmp_pat
 
 
 def test_checkpoint_of_another_embedding_size_is_a_clear_error(world, tmp_path):
-    other = save_text_embeddings(tmp_path / "text8.pt", [c[0] for c in TINY_CLASSES],
-                                 F.normalize(torch.randn(len(TINY_CLASSES), 8), dim=-1), teacher_fingerprint="other")
+    other = ClassifierFile.from_embeddings(
+        [c[0] for c in TINY_CLASSES], F.normalize(torch.randn(len(TINY_CLASSES), 8), dim=-1),
+        teacher_fingerprint="other").save(tmp_path / "text8.pt")
     cfg = world["cfg"].clone()
     cfg.MODEL.VILD.TEXT_EMBEDDINGS = str(other)
     with pytest.raises(ValueError, match=r"model_final\.pth: .*projection.weight \[16, .*vs model \[8, .*text8\.pt"):

@@ -16,6 +16,7 @@ from distill.losses import (
     pseudo_label_cross_entropy,
     symmetric_infonce,
 )
+from distill.vocab import dense_cosine_logits
 
 E1, E2 = [1.0, 0.0], [0.0, 1.0]
 
@@ -153,6 +154,20 @@ def test_pixel_text_logits_hand_computed():
     assert logits.shape == (1, 2, 1, 2)
     assert torch.allclose(logits[0, :, 0, 0], torch.tensor([2.0, 0.0]))
     assert torch.allclose(logits[0, :, 0, 1], torch.tensor([0.0, 2.0]))
+
+
+def test_dense_logits_keep_the_bits_of_the_einsums_they_replaced():
+    """``pixel_text_logits`` and the toy zero-shot evaluation (``distill.toy.zeroshot``, no
+    temperature) compute their logits with ``distill.vocab.dense_cosine_logits``: bit-identical to
+    their former einsums."""
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(2, 16, 5, 7, generator=generator)
+    text = torch.randn(6, 16, generator=generator)
+    pixel_n, text_n = F.normalize(pixels, dim=1), F.normalize(text, dim=1)
+    former = torch.einsum("bdhw,nd->bnhw", pixel_n, text_n)
+    assert torch.equal(pixel_text_logits(pixels, text, temperature=0.07), former / 0.07)
+    assert torch.equal(dense_cosine_logits(pixel_n, text_n, temperature=1.0),
+                       torch.einsum("bdhw,kd->bkhw", pixel_n, text_n))
 
 
 def test_pixel_text_cross_entropy_hand_computed_and_ignore():

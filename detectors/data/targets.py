@@ -9,9 +9,8 @@ from detectron2.config import CfgNode
 
 from distill.targets import CachedRegionTargets, OnlineRegionTargets
 from distill.utils import cache_dir, file_key, sha256_json
-from distill.vocab import make_base_only_json
+from distill.vocab import ClassifierFile, make_base_only_json
 
-from ..modeling.text_embeddings import TextEmbeddings
 from .datasets import get_ov_metadata
 
 __all__ = ["regions_json", "cached_region_targets", "online_region_targets"]
@@ -33,7 +32,7 @@ def regions_json(cfg: CfgNode) -> str:
 
 
 def cached_region_targets(cfg: CfgNode, dataset_dicts: Sequence[dict], *,
-                          classifier: TextEmbeddings) -> CachedRegionTargets:
+                          classifier: ClassifierFile) -> CachedRegionTargets:
     """``CachedRegionTargets(MODEL.VILD.DISTILL.CACHE)``, checked against ``classifier``'s teacher
     fingerprint and embedding size, and for coverage of every image of ``dataset_dicts``
     (``MODEL.VILD.DISTILL.ON_MISSING``)."""

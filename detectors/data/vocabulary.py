@@ -20,9 +20,8 @@ from torch import Tensor
 
 from detectron2.config import CfgNode
 
-from distill.vocab import normalize_name
+from distill.vocab import ClassifierFile, normalize_name
 
-from ..modeling.text_embeddings import TextEmbeddings, load_text_embeddings
 from .datasets import get_ov_metadata
 
 __all__ = ["read_classifier", "class_table", "training_classes", "resolve_training_classes",
@@ -30,17 +29,17 @@ __all__ = ["read_classifier", "class_table", "training_classes", "resolve_traini
 
 
 @functools.lru_cache(maxsize=8)
-def _read_version(path: str, size: int, mtime_ns: int) -> TextEmbeddings:
+def _read_version(path: str, size: int, mtime_ns: int) -> ClassifierFile:
     del size, mtime_ns  # cache key only: a rewritten file is read again
-    return load_text_embeddings(path)
+    return ClassifierFile.load(path)
 
 
-def read_classifier(path: str | os.PathLike) -> TextEmbeddings:
+def read_classifier(path: str | os.PathLike) -> ClassifierFile:
     """The classifier file ``path`` (names, embeddings ``[N, D]``, teacher fingerprint), read once
     per file version. ``FileNotFoundError`` / ``ValueError`` name the file."""
     path = Path(path)
     if not path.is_file():
-        return load_text_embeddings(path)  # raises the error naming the file and the config key
+        return ClassifierFile.load(path)  # raises the error naming the file and the config key
     stat = path.stat()
     return _read_version(str(path), stat.st_size, stat.st_mtime_ns)
 

@@ -7,12 +7,11 @@ from .baron_sampler import Bags, NeighborhoodSampler
 from .box_head import ViLDConvFCHead
 from .meta_arch import BaronRCNN, ViLDRCNN
 from .roi_heads import DistillTargets, ViLDROIHeads, training_vocabulary
-from .text_embeddings import TextEmbeddings, load_text_embeddings, save_text_embeddings
 from .vild_predictor import ViLDOutputLayers, cosine_logits, ensemble_scores
 
 __all__ = [
     "build_basic_resnet_fpn_backbone", "ViLDConvFCHead", "ViLDRCNN", "DistillTargets", "ViLDROIHeads",
-    "training_vocabulary", "TextEmbeddings", "load_text_embeddings", "save_text_embeddings", "ViLDOutputLayers",
+    "training_vocabulary", "ViLDOutputLayers",
     "cosine_logits", "ensemble_scores", "BaronRCNN", "BaronROIHeads", "BaronOutputLayers", "BoxPositionEmbedding",
     "Bags", "NeighborhoodSampler",
 ]

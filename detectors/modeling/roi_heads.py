@@ -17,10 +17,10 @@ from detectron2.modeling.roi_heads.box_head import build_box_head
 from detectron2.structures import Boxes, ImageList, Instances
 
 from distill.losses import l1_region_distill
+from distill.vocab import ClassifierFile
 
 from ..host import forward_mask, require_pinned_detectron2
 from .poolers import OVROIPooler
-from .text_embeddings import load_text_embeddings
 from .vild_predictor import ViLDOutputLayers
 
 __all__ = ["ViLDROIHeads", "DistillTargets", "training_vocabulary"]
@@ -56,7 +56,7 @@ def training_vocabulary(cfg) -> tuple[list[str], Tensor, Tensor, str]:
         raise ValueError("MODEL.VILD.TEXT_EMBEDDINGS is empty: set it to a {names, embeddings, teacher_fingerprint} "
                          ".pt file, or run tools/train_net.py, which computes it with MODEL.VILD.TEACHER")
     names = list(classes.NAMES)
-    table = load_text_embeddings(cfg.MODEL.VILD.TEXT_EMBEDDINGS)
+    table = ClassifierFile.load(cfg.MODEL.VILD.TEXT_EMBEDDINGS)
     seen = torch.tensor([bool(s) for s in classes.SEEN], dtype=torch.bool)
     return names, table.select(names), seen, table.teacher_fingerprint
 

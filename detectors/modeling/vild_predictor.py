@@ -15,7 +15,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
-from distill.vocab import cosine_logits, normalize_name
+from distill.vocab import cosine_logits, normalize_name, validate_class_names
 
 __all__ = ["ViLDOutputLayers", "ensemble_scores", "cosine_logits"]
 
@@ -121,10 +121,8 @@ class ViLDOutputLayers(nn.Module):
                              f"got {list(embeddings.shape)}")
         if not torch.isfinite(embeddings).all():
             raise ValueError("vocabulary embeddings contain non-finite values")
+        validate_class_names(names, field="vocabulary names")
         keys = [normalize_name(n) for n in names]
-        duplicates = sorted({n for n, k in zip(names, keys) if keys.count(k) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate class names in the vocabulary: {duplicates}")
         if seen is None:
             known = getattr(self, "training_names", None)
             seen = [True] * len(names) if known is None else [k in known for k in keys]

@@ -6,8 +6,8 @@
 
 Vocabulary embeddings (:class:`VocabularyEncoder`) are rows of the model's training classifier file
 when a name is in it, otherwise computed by the configured teacher's text encoder (prompt ensemble
-``MODEL.VILD.TEACHER.TEMPLATES``) and cached under ``$OVDISTILL_CACHE/vild/vocabulary`` keyed by the
-model's teacher fingerprint, so a vocabulary is encoded once and later runs load no teacher. The
+``MODEL.VILD.TEACHER.TEMPLATES``) and cached under ``$OVDISTILL_CACHE/text_classifiers`` keyed by
+the model's teacher fingerprint, so a vocabulary is encoded once and later runs load no teacher. The
 teacher must be the one the model was trained with (same fingerprint), else its embeddings would live
 in another space: that is an error.
 

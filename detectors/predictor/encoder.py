@@ -3,7 +3,6 @@ teacher."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,26 +10,32 @@ from torch import Tensor
 
 from detectron2.config import CfgNode
 
-from distill.teachers import TextTooLongError
-from distill.utils import cache_dir, sha256_json
-from distill.vocab import normalize_name
+from distill.teachers import TextTooLongError, read_cached_text_classifier
+from distill.vocab import check_teacher_fingerprint, normalize_name
 
 from ..data.vocabulary import read_classifier
-from ..modeling.text_embeddings import load_text_embeddings, save_text_embeddings
 from ..teacher import build_teacher_from_cfg
 from .vocabulary import parse_vocabulary
 
 __all__ = ["VocabularyEncoder"]
 
+_FIX = ("this teacher is not the one the model was trained with, so its text embeddings would "
+        "not match the detector: configure the training teacher")
+
 
 class VocabularyEncoder:
     """``encoder(names) -> [K, D]`` normalized text embeddings in the space of the model's teacher.
+
+    Names of the training classifier are served from it; others from the teacher's text-classifier
+    cache (``distill.teachers.read_cached_text_classifier``, keyed by the classifier's fingerprint,
+    so no teacher is built when every name was encoded before), else encoded by the teacher.
 
     Args:
         cfg: config with ``MODEL.VILD.TEACHER`` (how to build the teacher) and ``TEXT_EMBEDDINGS``
             (the training classifier: its names are served from it, its fingerprint is the reference).
         teacher: optional factory returning the teacher (default: ``build_teacher_from_cfg(cfg)``).
-        cache: read/write ``$OVDISTILL_CACHE/vild/vocabulary``.
+        cache: read/write the teacher's text-classifier cache
+            (``$OVDISTILL_CACHE/text_classifiers``).
     """
 
     def __init__(self, cfg: CfgNode, *, teacher: Callable[[], Any] | None = None, cache: bool = True) -> None:
@@ -47,20 +52,14 @@ class VocabularyEncoder:
     def embed_dim(self) -> int:
         return self.table.embed_dim
 
-    def cache_path(self, names: Sequence[str]) -> Path:
-        key = sha256_json([list(self.templates) if not isinstance(self.templates, str) else self.templates,
-                           [normalize_name(n) for n in names]])[:16]
-        return cache_dir("vild", "vocabulary", f"{self.fingerprint[:16]}-{key}.pt")
-
     def teacher(self) -> Any:
+        """The configured teacher, built once and checked against the classifier's fingerprint."""
         if self._teacher is None:
             teacher = self._factory() if self._factory is not None else build_teacher_from_cfg(self._cfg)
             self.teacher_loads += 1
-            if str(teacher.fingerprint) != str(self.fingerprint):
-                raise ValueError(f"the configured teacher (MODEL.VILD.TEACHER, fingerprint "
-                                 f"{str(teacher.fingerprint)[:16]}...) is not the one the model was trained with "
-                                 f"(fingerprint {self.fingerprint[:16]}... in {self.table.source}); its text "
-                                 f"embeddings would not match the detector: configure the training teacher")
+            check_teacher_fingerprint(self.fingerprint, str(teacher.fingerprint),
+                                      what="the configured teacher (MODEL.VILD.TEACHER)",
+                                      source=f"text classifier {self.table.source}", fix=_FIX)
             self._teacher = teacher
         return self._teacher
 
@@ -77,22 +76,23 @@ class VocabularyEncoder:
         return rows
 
     def _encode(self, names: list[str], field: str) -> Tensor:
-        path = self.cache_path(names)
-        if self.cache and path.is_file():
-            cached = load_text_embeddings(path)
-            if cached.teacher_fingerprint == self.fingerprint and cached.embed_dim == self.embed_dim:
-                return cached.select(names)
-        teacher = self.teacher()
-        try:
-            embeddings = teacher.text_classifier(names, templates=self.templates).float().cpu()
-        except ValueError as err:  # distill.teachers names the class and the prompt that does not fit
-            if not isinstance(err, TextTooLongError) and not isinstance(err.__cause__, TextTooLongError):
-                raise
-            raise ValueError(f"{field}: a class name is too long for the teacher's text encoder (context length "
-                             f"{teacher.context_length} tokens, prompt templates {self.templates!r}): {err}") from err
+        """``[K, D]`` embeddings of ``names`` (none in the training classifier): cached, else
+        encoded by the teacher (and cached)."""
+        embeddings = (read_cached_text_classifier(self.fingerprint, names, templates=self.templates)
+                      if self.cache else None)
+        if embeddings is None:
+            teacher = self.teacher()
+            try:
+                embeddings = teacher.text_classifier(names, templates=self.templates,
+                                                     cache=self.cache).float().cpu()
+            except ValueError as err:  # distill.teachers names the class and the prompt
+                too_long = (err, err.__cause__)
+                if not any(isinstance(e, TextTooLongError) for e in too_long):
+                    raise
+                raise ValueError(f"{field}: a class name is too long for the teacher's text "
+                                 f"encoder (context length {teacher.context_length} tokens, prompt "
+                                 f"templates {self.templates!r}): {err}") from err
         if embeddings.shape[1] != self.embed_dim:
             raise ValueError(f"{field}: the teacher's text embeddings have size {embeddings.shape[1]}, the model "
                              f"expects {self.embed_dim} ({self.table.source})")
-        if self.cache:
-            save_text_embeddings(path, names, embeddings, teacher_fingerprint=self.fingerprint)
         return embeddings

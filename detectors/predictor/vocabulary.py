@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from distill.vocab import normalize_name
+from distill.vocab import validate_class_names
 
 __all__ = ["parse_vocabulary"]
 
@@ -13,7 +13,7 @@ def parse_vocabulary(vocabulary: str | Sequence[str], *, field: str = "vocabular
     """Class names from ``"cat, dog,red star"``, a list of names, or ``@file.txt`` (one name per line).
 
     Raises ``ValueError`` naming ``field`` for an empty vocabulary, empty entries or duplicates
-    (ignoring case and spaces).
+    (ignoring case and spaces): :func:`distill.vocab.validate_class_names`.
     """
     if isinstance(vocabulary, str):
         if vocabulary.startswith("@"):
@@ -26,13 +26,6 @@ def parse_vocabulary(vocabulary: str | Sequence[str], *, field: str = "vocabular
             names = [n.strip() for n in vocabulary.split(",")]
     else:
         names = [str(n).strip() for n in vocabulary]
-    if not any(names):
-        raise ValueError(f"{field}: the vocabulary is empty; give at least one class name (e.g. 'cat,dog')")
-    empty = [i for i, n in enumerate(names) if not n]
-    if empty:
-        raise ValueError(f"{field}: empty class name at position(s) {empty} in {names}")
-    keys = [normalize_name(n) for n in names]
-    duplicates = sorted({n for n, k in zip(names, keys) if keys.count(k) > 1})
-    if duplicates:
-        raise ValueError(f"{field}: duplicate class names {duplicates} (case/space-insensitive)")
-    return names
+    if not any(names):  # " , " or a blank file: an empty vocabulary, not empty entries
+        names = []
+    return validate_class_names(names, field=field)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distill.vocab import dense_cosine_logits
+
 __all__ = [
     "l1_region_distill",
     "symmetric_infonce",
@@ -156,7 +158,8 @@ def symmetric_infonce(a: Tensor, b: Tensor, *, temperature: float = 30.0, queue_
 
 
 def pixel_text_logits(pixel_emb: Tensor, text_emb: Tensor, *, temperature: float = 0.07) -> Tensor:
-    """LSeg logits: ``(1 / temperature) * normalize(pixel) . normalize(text)``.
+    """LSeg logits: ``(1 / temperature) * normalize(pixel) . normalize(text)``
+    (:func:`distill.vocab.dense_cosine_logits` of the normalized inputs).
 
     Args:
         pixel_emb: [B, D, H, W] per-pixel embeddings (normalized here along D).
@@ -173,7 +176,7 @@ def pixel_text_logits(pixel_emb: Tensor, text_emb: Tensor, *, temperature: float
     _check_finite("text_emb", text_emb)
     pixel = F.normalize(pixel_emb, dim=1)
     text = F.normalize(text_emb.to(pixel.dtype), dim=1)
-    return torch.einsum("bdhw,nd->bnhw", pixel, text) / temperature
+    return dense_cosine_logits(pixel, text, temperature=temperature)
 
 
 def _masked_mean_ce(logits: Tensor, target: Tensor, keep: Tensor, ignore_index: int) -> Tensor:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..data import decode_image, image_path
 from ..teachers.maskclip import dense_kind, resnet_dense_forward, vit_dense_forward
+from ..vocab import dense_cosine_logits
 from .teacher import normalize_images
 from .world import ToyWorld, _crop_square
 
@@ -143,7 +144,7 @@ def dense_zero_shot(model: torch.nn.Module, tokenizer: Callable, world: ToyWorld
         inputs = images if input_size is None else F.interpolate(images.float(), size=(input_size, input_size),
                                                                  mode="bilinear", align_corners=False)
         feats = F.normalize(dense_features(model, inputs, output_stride=output_stride), dim=1)
-        logits = torch.einsum("bdhw,kd->bkhw", feats, classifier)
+        logits = dense_cosine_logits(feats, classifier, temperature=1.0)
         logits = F.interpolate(logits, size=gts.shape[-2:], mode="bilinear", align_corners=False)
         pred = logits.argmax(1)
         valid = gts != 255
