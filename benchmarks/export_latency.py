@@ -11,6 +11,7 @@ is the last line of stdout (``benchmarks/README.md``); baseline: eager; ``ratios
     python benchmarks/export_latency.py [--config toy/vild.yaml] [--weights W] [--iters 30] [--classes 12]
     python benchmarks/export_latency.py --quick        # 10 iterations, 1 warm-up (make bench)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,23 @@ def build(config: str, weights: str | None, root: Path, opts: list[str]) -> tupl
     size = int(cfg.INPUT.MAX_SIZE_TEST)
     json_path, image_root = write_tiny_dataset(root / "data", num_images=4, size=size)
     register_ov_dataset("export_latency_bench", json_path, image_root)
-    text = write_random_text_embeddings(root / "text.pt", ["red box", "green box", "blue box"], dim=128)
-    cfg.merge_from_list(["DATASETS.TRAIN", ("export_latency_bench",), "DATASETS.TEST", ("export_latency_bench",),
-                         "MODEL.VILD.TEXT_EMBEDDINGS", str(text), "MODEL.VILD.DISTILL.ENABLED", False,
-                         "MODEL.DEVICE", "cpu"])
+    text = write_random_text_embeddings(
+        root / "text.pt", ["red box", "green box", "blue box"], dim=128
+    )
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            ("export_latency_bench",),
+            "DATASETS.TEST",
+            ("export_latency_bench",),
+            "MODEL.VILD.TEXT_EMBEDDINGS",
+            str(text),
+            "MODEL.VILD.DISTILL.ENABLED",
+            False,
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     cfg = resolve_training_classes(cfg)
     torch.manual_seed(0)
     return cfg, build_model(cfg).eval()
@@ -61,20 +75,33 @@ def _time(fn: Callable[[torch.Tensor], Any], image: torch.Tensor) -> tuple[float
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def run(config: str, weights: str | None, opts: list[str], *, iters: int, warmup: int,
-        classes: int, threads: int, root: Path) -> tuple[dict[str, float], dict[str, Any]]:
+def run(
+    config: str,
+    weights: str | None,
+    opts: list[str],
+    *,
+    iters: int,
+    warmup: int,
+    classes: int,
+    threads: int,
+    root: Path,
+) -> tuple[dict[str, float], dict[str, Any]]:
     """(ratios to eager, measurements) of the three back-ends on ``threads`` threads; the dataset
     and the exported files are written under ``root``."""
     cfg, model = build(config, weights, root, opts)
     size = example_size(cfg)
     embed_dim = int(model.roi_heads.box_predictor.projection.out_features)
-    embeddings = F.normalize(torch.randn(classes, embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    embeddings = F.normalize(
+        torch.randn(classes, embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
     model.roi_heads.set_vocabulary(embeddings, [f"class {i}" for i in range(classes)])
     start = time.perf_counter()
     written = export_detector(model, root / "export", example_size=size, vocabulary="input")
     export_s = time.perf_counter() - start
     rng = np.random.default_rng(0)
-    images = [torch.as_tensor(rng.integers(0, 256, (3, *size)).astype(np.float32)) for _ in range(4)]
+    images = [
+        torch.as_tensor(rng.integers(0, 256, (3, *size)).astype(np.float32)) for _ in range(4)
+    ]
     ts = ExportedDetector(written["torchscript"])
     ort = ExportedDetector(written["onnx"], num_threads=threads)
     backends: dict[str, Callable[[torch.Tensor], Any]] = {
@@ -95,11 +122,18 @@ def run(config: str, weights: str | None, opts: list[str], *, iters: int, warmup
                 cpu[name].append(c)
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    ratios = {"torchscript_vs_eager": med["torchscript"] / med["eager"],
-              "onnxruntime_vs_eager": med["onnxruntime"] / med["eager"]}
+    ratios = {
+        "torchscript_vs_eager": med["torchscript"] / med["eager"],
+        "onnxruntime_vs_eager": med["onnxruntime"] / med["eager"],
+    }
     return ratios, {
-        "config": config, "weights": weights or "random init", "example_size": list(size),
-        "classes": classes, "iters": iters, "warmup": warmup, "export_s": round(export_s, 2),
+        "config": config,
+        "weights": weights or "random init",
+        "example_size": list(size),
+        "classes": classes,
+        "iters": iters,
+        "warmup": warmup,
+        "export_s": round(export_s, 2),
         **{f"{k}_ms": round(v * 1e3, 2) for k, v in med.items()},
         **{f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in med_cpu.items()},
     }
@@ -116,9 +150,16 @@ def main() -> None:
     args = parse_args(parser)
     iters, warmup = (10, 1) if args.quick else (args.iters, args.warmup)
     with tempfile.TemporaryDirectory(prefix="export_latency_") as root:
-        ratios, measured = run(args.config, args.weights, list(args.opts), iters=iters,
-                               warmup=warmup, classes=args.classes, threads=args.threads,
-                               root=Path(root))
+        ratios, measured = run(
+            args.config,
+            args.weights,
+            list(args.opts),
+            iters=iters,
+            warmup=warmup,
+            classes=args.classes,
+            threads=args.threads,
+            root=Path(root),
+        )
     report("export_latency", args, baseline="eager Detectron2 model", ratios=ratios, **measured)
 
 

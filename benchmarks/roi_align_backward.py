@@ -17,6 +17,7 @@ Baseline: torchvision's backward; ``ratios``: ``speedup`` = torchvision / separa
 levels (> 1: the separable backward is faster), per level in ``levels``; with ``--iteration``,
 ``iteration_speedup`` the same for the median training-iteration wall time (``iteration``).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -61,7 +62,9 @@ def run(*, repeats: int, channels: int, images: int) -> dict:
             continue
         scale = side / 128
         num = len(rois)
-        features = torch.randn(images, channels, side, side, generator=generator, requires_grad=True)
+        features = torch.randn(
+            images, channels, side, side, generator=generator, requires_grad=True
+        )
         out = roi_align(features, rois, (7, 7), scale, 0, True)
         grad = torch.randn(out.shape, generator=generator)
         reference = separable = None
@@ -71,17 +74,36 @@ def run(*, repeats: int, channels: int, images: int) -> dict:
             (reference,) = torch.autograd.grad(out, features, grad, retain_graph=True)
             times["torchvision"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            separable = separable_roi_align_backward(grad, rois, tuple(features.shape), spatial_scale=scale,
-                                                     sampling_ratio=0, aligned=True)
+            separable = separable_roi_align_backward(
+                grad,
+                rois,
+                tuple(features.shape),
+                spatial_scale=scale,
+                sampling_ratio=0,
+                aligned=True,
+            )
             times["separable"].append(time.perf_counter() - start)
         tv, sep = statistics.median(times["torchvision"]), statistics.median(times["separable"])
-        levels.append({"side": side, "rois": num, "torchvision_ms": round(tv * 1e3, 3),
-                       "separable_ms": round(sep * 1e3, 3), "speedup": round(tv / sep, 2),
-                       "max_abs_diff": float((reference - separable).abs().max())})
+        levels.append(
+            {
+                "side": side,
+                "rois": num,
+                "torchvision_ms": round(tv * 1e3, 3),
+                "separable_ms": round(sep * 1e3, 3),
+                "speedup": round(tv / sep, 2),
+                "max_abs_diff": float((reference - separable).abs().max()),
+            }
+        )
     total_tv = sum(level["torchvision_ms"] for level in levels)
     total_sep = sum(level["separable_ms"] for level in levels)
-    return {"channels": channels, "images": images, "repeats": repeats, "levels": levels,
-            "torchvision_ms": round(total_tv, 3), "separable_ms": round(total_sep, 3)}
+    return {
+        "channels": channels,
+        "images": images,
+        "repeats": repeats,
+        "levels": levels,
+        "torchvision_ms": round(total_tv, 3),
+        "separable_ms": round(total_sep, 3),
+    }
 
 
 def iteration_speedup(config: str, *, iters: int, warmup: int = 3) -> dict:
@@ -105,8 +127,12 @@ def iteration_speedup(config: str, *, iters: int, warmup: int = 3) -> dict:
                 if step >= warmup:
                     wall[name].append(time.perf_counter() - start)
     tv, sep = statistics.median(wall["torchvision"]), statistics.median(wall["separable"])
-    return {"config": config, "iters": iters, "torchvision_s": round(tv, 4),
-            "separable_s": round(sep, 4)}
+    return {
+        "config": config,
+        "iters": iters,
+        "torchvision_s": round(tv, 4),
+        "separable_s": round(sep, 4),
+    }
 
 
 def main() -> None:
@@ -114,8 +140,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--iteration", default="", metavar="CONFIG",
-                        help="also compare whole training iterations of this detector config")
+    parser.add_argument(
+        "--iteration",
+        default="",
+        metavar="CONFIG",
+        help="also compare whole training iterations of this detector config",
+    )
     parser.add_argument("--iters", type=int, default=30)
     args = parse_args(parser)
     repeats, images, iters = (3, 8, 3) if args.quick else (args.repeats, args.images, args.iters)
@@ -124,8 +154,13 @@ def main() -> None:
     if args.iteration:
         iteration = measured["iteration"] = iteration_speedup(args.iteration, iters=iters)
         ratios["iteration_speedup"] = iteration["torchvision_s"] / iteration["separable_s"]
-    report("roi_align_backward", args, baseline="torchvision.ops.roi_align backward",
-           ratios=ratios, **measured)
+    report(
+        "roi_align_backward",
+        args,
+        baseline="torchvision.ops.roi_align backward",
+        ratios=ratios,
+        **measured,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ of stdout (``benchmarks/README.md``):
 Baseline: ViLD-text; ``ratios``: ``overhead`` = median ViLD iteration CPU time / median ViLD-text's,
 minus 1 (target: <= 0.10); ``overhead_wall`` the same in wall-clock time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,21 @@ from detectors.engine import OVTrainer, seed_everything
 from detectors.prepare import prepare_resources
 
 QUICK_OPTS = [
-    "DATASETS.TOY.OVERRIDES", "['n_train=16','n_val=4','n_captions=256']",
-    "MODEL.VILD.TEACHER.TOY_OVERRIDES", "['epochs=1','max_captions=256']",
-    "MODEL.VILD.DISTILL.PROPOSAL_OPTS", "['SOLVER.MAX_ITER','2']",
-    "SOLVER.IMS_PER_BATCH", "2",
+    "DATASETS.TOY.OVERRIDES",
+    "['n_train=16','n_val=4','n_captions=256']",
+    "MODEL.VILD.TEACHER.TOY_OVERRIDES",
+    "['epochs=1','max_captions=256']",
+    "MODEL.VILD.DISTILL.PROPOSAL_OPTS",
+    "['SOLVER.MAX_ITER','2']",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
 ]
 """A few-image toy world, a one-epoch teacher, a 2-iteration RPN and small batches."""
 
 
-def _timed_steps(model, optimizer, loader_iter, count: int) -> tuple[list[float], list[float], list[float]]:
+def _timed_steps(
+    model, optimizer, loader_iter, count: int
+) -> tuple[list[float], list[float], list[float]]:
     """Per step: wall seconds, process CPU seconds (all threads; robust to other processes' load) and
     wall seconds spent loading/mapping the batch."""
     wall, cpu, data = [], [], []
@@ -57,8 +64,9 @@ def _timed_steps(model, optimizer, loader_iter, count: int) -> tuple[list[float]
     return wall, cpu, data
 
 
-def run(config: str, opts: list[str], *, iters: int,
-        warmup: int) -> tuple[dict[str, float], dict[str, Any]]:
+def run(
+    config: str, opts: list[str], *, iters: int, warmup: int
+) -> tuple[dict[str, float], dict[str, Any]]:
     """(ratios to ViLD-text, measurements) of ``iters`` alternating training iterations."""
     cfgs = {}
     for variant, enabled in (("vild_text", False), ("vild", True)):
@@ -69,7 +77,11 @@ def run(config: str, opts: list[str], *, iters: int,
     for variant, cfg in cfgs.items():
         seed_everything(max(cfg.SEED, 0))
         model = OVTrainer.build_model(cfg).train()
-        runs[variant] = (model, build_optimizer(cfg, model), iter(OVTrainer.build_train_loader(cfg)))
+        runs[variant] = (
+            model,
+            build_optimizer(cfg, model),
+            iter(OVTrainer.build_train_loader(cfg)),
+        )
     wall: dict[str, list[float]] = {v: [] for v in runs}
     cpu: dict[str, list[float]] = {v: [] for v in runs}
     data: dict[str, list[float]] = {v: [] for v in runs}
@@ -87,10 +99,16 @@ def run(config: str, opts: list[str], *, iters: int,
     cfg = cfgs["vild"]
     ratios = {"overhead": vild / text - 1.0, "overhead_wall": vild_wall / text_wall - 1.0}
     return ratios, {
-        "config": config, "iters": iters, "warmup": warmup, "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
-        "distill_rois_per_image": cfg.MODEL.VILD.DISTILL.ROIS_PER_IMAGE, "device": cfg.MODEL.DEVICE,
-        "vild_text_cpu_s": round(text, 4), "vild_cpu_s": round(vild, 4),
-        "vild_text_wall_s": round(text_wall, 4), "vild_wall_s": round(vild_wall, 4),
+        "config": config,
+        "iters": iters,
+        "warmup": warmup,
+        "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+        "distill_rois_per_image": cfg.MODEL.VILD.DISTILL.ROIS_PER_IMAGE,
+        "device": cfg.MODEL.DEVICE,
+        "vild_text_cpu_s": round(text, 4),
+        "vild_cpu_s": round(vild, 4),
+        "vild_text_wall_s": round(text_wall, 4),
+        "vild_wall_s": round(vild_wall, 4),
         "data_vild_text_s": round(statistics.median(data["vild_text"]), 5),
         "data_vild_s": round(statistics.median(data["vild"]), 5),
     }

@@ -8,9 +8,18 @@ Students never import a teacher (open_clip): text classifiers and region embeddi
 the tool side (``detectors.prepare`` / ``tools/train_net.py``); ``detectors.teacher`` imports the
 teacher packages only inside the function that builds one. Module map: ``docs/DESIGN.md``.
 """
-from .config import add_baron_config, add_ovdistill_config, add_vild_config
+
 from . import data, modeling  # noqa: F401  (registration)
+from .config import add_baron_config, add_ovdistill_config, add_vild_config
 from .engine import OVTrainer
 from .evaluation import OVDetectionEvaluator
 
-__all__ = ["add_ovdistill_config", "add_vild_config", "add_baron_config", "OVTrainer", "OVDetectionEvaluator", "data", "modeling"]
+__all__ = [
+    "add_ovdistill_config",
+    "add_vild_config",
+    "add_baron_config",
+    "OVTrainer",
+    "OVDetectionEvaluator",
+    "data",
+    "modeling",
+]

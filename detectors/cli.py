@@ -1,10 +1,12 @@
 """``tools/train_net.py``'s logic: Detectron2-style training / evaluation of ovdistill detectors."""
+
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
@@ -36,8 +38,13 @@ are computed first (see detectors/prepare.py) and cached.
 def argument_parser() -> argparse.ArgumentParser:
     """Detectron2's ``default_argument_parser`` plus ``--config`` as an alias of ``--config-file``."""
     parser = default_argument_parser(epilog=EPILOG)
-    parser.add_argument("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",
-                        help="alias of --config-file; names resolve relative to configs/")
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="alias of --config-file; names resolve relative to configs/",
+    )
     return parser
 
 
@@ -50,7 +57,9 @@ def setup(args: argparse.Namespace) -> CfgNode:
     cfg = load_config(args.config_file, args.opts or [])
     default_setup(cfg, args)
     for name, abbrev in (("detectors", "ovd"), ("distill", "distill")):
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name, abbrev_name=abbrev)
+        setup_logger(
+            cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name, abbrev_name=abbrev
+        )
     cfg = prepare_resources(cfg)
     cfg.freeze()
     if comm.is_main_process():
@@ -76,7 +85,9 @@ def main(args: argparse.Namespace) -> Any:
         weights = cfg.MODEL.WEIGHTS
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         if not weights and not checkpointer.has_checkpoint():
-            raise FileNotFoundError(f"--eval-only: MODEL.WEIGHTS is empty and {cfg.OUTPUT_DIR} has no checkpoint")
+            raise FileNotFoundError(
+                f"--eval-only: MODEL.WEIGHTS is empty and {cfg.OUTPUT_DIR} has no checkpoint"
+            )
         checkpointer.resume_or_load(weights, resume=args.resume or not weights)
         return OVTrainer.test(cfg, model)
     trainer = build_trainer(cfg)
@@ -87,5 +98,11 @@ def main(args: argparse.Namespace) -> Any:
 def run(argv: Sequence[str] | None = None) -> Any:
     """Parse ``argv`` and ``launch`` :func:`main` on ``--num-gpus`` x ``--num-machines`` processes."""
     args = argument_parser().parse_args(argv)
-    return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                  dist_url=args.dist_url, args=(args,))
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,4 +1,5 @@
 """Distributed helpers of the preparation steps (on top of ``detectron2.utils.comm``)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,17 +1,26 @@
 """ovdistill's Detectron2 configs: the yacs keys of its plug-ins (``add_ovdistill_config``) and
 loading a config file by path or by name relative to ``configs/`` (``load_config``)."""
+
 from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_vild_config", "add_baron_config", "add_ovdistill_config", "CONFIG_ROOT",
-           "resolve_config_file", "load_config", "parse_overrides"]
+__all__ = [
+    "add_vild_config",
+    "add_baron_config",
+    "add_ovdistill_config",
+    "CONFIG_ROOT",
+    "resolve_config_file",
+    "load_config",
+    "parse_overrides",
+]
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 """The repository's ``configs/`` directory (config names resolve relative to it)."""

@@ -1,4 +1,5 @@
 """``OVTrainer``: Detectron2's ``DefaultTrainer`` with open-vocabulary data, evaluation and exact resume."""
+
 from __future__ import annotations
 
 import logging
@@ -8,12 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
-
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from torch.nn.parallel import DistributedDataParallel
 
 from distill.targets import RegionTargetProvider
 
@@ -39,13 +39,17 @@ logger = logging.getLogger(__name__)
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global RNGs."""
     random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a (Distributed)DataParallel wrapper."""
-    return model.module if isinstance(model, (DistributedDataParallel, torch.nn.DataParallel)) else model
+    return (
+        model.module
+        if isinstance(model, (DistributedDataParallel, torch.nn.DataParallel))
+        else model
+    )
 
 
 class StepSeedHook(hooks.HookBase):
@@ -81,8 +85,10 @@ def build_region_targets(cfg, dataset_dicts: list[dict]) -> RegionTargetProvider
     if not vild.DISTILL.ENABLED or cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
         return None
     if len(cfg.DATASETS.TRAIN) != 1:
-        raise ValueError(f"ViLD distillation reads one region cache per training set; got DATASETS.TRAIN "
-                         f"{tuple(cfg.DATASETS.TRAIN)} (merge them into one dataset)")
+        raise ValueError(
+            f"ViLD distillation reads one region cache per training set; got DATASETS.TRAIN "
+            f"{tuple(cfg.DATASETS.TRAIN)} (merge them into one dataset)"
+        )
     classifier = read_classifier(vild.TEXT_EMBEDDINGS)
     if vild.DISTILL.ONLINE:
         teacher = build_online_teacher(cfg, expect_fingerprint=classifier.teacher_fingerprint)
@@ -114,41 +120,61 @@ class OVTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
         if cfg.DATALOADER.CHECK_IMAGES:
             check_image_files(dataset, dataset=",".join(cfg.DATASETS.TRAIN))
         mapper = OVDatasetMapper(cfg, True, region_targets=build_region_targets(cfg, dataset))
         if cfg.SOLVER.DETERMINISTIC_STEPS:
             if cfg.DATALOADER.NUM_WORKERS:
-                logger.warning("SOLVER.DETERMINISTIC_STEPS with DATALOADER.NUM_WORKERS=%d: augmentation runs in "
-                               "worker processes, so a resumed run may differ; use 0 workers for exact resume",
-                               cfg.DATALOADER.NUM_WORKERS)
-            return ResumableTrainLoader(dataset, mapper=mapper, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-                                        seed=max(cfg.SEED, 0), num_workers=cfg.DATALOADER.NUM_WORKERS,
-                                        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING)
+                logger.warning(
+                    "SOLVER.DETERMINISTIC_STEPS with DATALOADER.NUM_WORKERS=%d: augmentation runs in "
+                    "worker processes, so a resumed run may differ; use 0 workers for exact resume",
+                    cfg.DATALOADER.NUM_WORKERS,
+                )
+            return ResumableTrainLoader(
+                dataset,
+                mapper=mapper,
+                total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                seed=max(cfg.SEED, 0),
+                num_workers=cfg.DATALOADER.NUM_WORKERS,
+                aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            )
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
         """Inference loader of a dataset, ``TEST.IMS_PER_BATCH`` images per batch."""
         dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
-        return build_batched_test_loader(dicts, mapper=OVDatasetMapper(cfg, False), batch_size=cfg.TEST.IMS_PER_BATCH,
-                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+        return build_batched_test_loader(
+            dicts,
+            mapper=OVDatasetMapper(cfg, False),
+            batch_size=cfg.TEST.IMS_PER_BATCH,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
+    def build_evaluator(
+        cls, cfg, dataset_name: str, output_folder: str | None = None
+    ) -> DatasetEvaluator:
         first = not cfg.DATASETS.TEST or dataset_name == cfg.DATASETS.TEST[0]
-        return OVDetectionEvaluator(dataset_name, output_dir=output_folder or cfg.OUTPUT_DIR,
-                                    iou_types=("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",),
-                                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
-                                    metrics_file=METRICS_FILE if first else f"ov_metrics.{dataset_name}.json")
+        return OVDetectionEvaluator(
+            dataset_name,
+            output_dir=output_folder or cfg.OUTPUT_DIR,
+            iou_types=("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",),
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            metrics_file=METRICS_FILE if first else f"ov_metrics.{dataset_name}.json",
+        )
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> dict[str, Any]:
         """Evaluate on every ``DATASETS.TEST`` set with that set's vocabulary; returns metrics per set
         (or the metrics alone for a single set, as Detectron2 does)."""
         if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
-            raise ValueError(f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} test datasets")
+            raise ValueError(
+                f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} test datasets"
+            )
         heads = getattr(unwrap_model(model), "roi_heads", None)
         vocab_heads = heads if hasattr(heads, "set_vocabulary") else None
         saved = vocab_heads.get_vocabulary() if vocab_heads is not None else None
@@ -157,8 +183,12 @@ class OVTrainer(DefaultTrainer):
             for index, name in enumerate(cfg.DATASETS.TEST):
                 if vocab_heads is not None:
                     vocab_heads.set_vocabulary(*dataset_vocabulary(cfg, name))
-                evaluator = evaluators[index] if evaluators is not None else cls.build_evaluator(cfg, name)
-                results[name] = inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
+                evaluator = (
+                    evaluators[index] if evaluators is not None else cls.build_evaluator(cfg, name)
+                )
+                results[name] = inference_on_dataset(
+                    model, cls.build_test_loader(cfg, name), evaluator
+                )
                 if comm.is_main_process() and results[name]:
                     logger.info("Evaluation results for %s in csv format:", name)
                     print_csv_format(results[name])
@@ -186,7 +216,9 @@ class OVTrainer(DefaultTrainer):
         if "_trainer" in state_dict:
             inner_trainer(self).load_state_dict(state_dict["_trainer"])
         else:
-            logger.warning("checkpoint has no optimizer state (written by another trainer): momentum restarts")
+            logger.warning(
+                "checkpoint has no optimizer state (written by another trainer): momentum restarts"
+            )
 
     def train(self) -> dict | None:
         """Train; returns the last evaluation results (None if no evaluation ran)."""

@@ -1,4 +1,5 @@
 """Detectron2 ``DatasetEvaluator`` over ``distill.evaluation``'s OV-COCO / OV-LVIS protocols."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,9 @@ import logging
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
@@ -31,7 +33,11 @@ _LVIS_KEYS = ("ap", "ap50", "ap75", "apr", "apc", "apf")
 def format_lvis_table(metrics: dict[str, float]) -> str:
     """One-row text table of OV-LVIS metrics."""
     keys = [k for k in _LVIS_KEYS if k in metrics]
-    return "  ".join(f"{k.upper():>6}" for k in keys) + "\n" + "  ".join(f"{metrics[k]:>6.1f}" for k in keys)
+    return (
+        "  ".join(f"{k.upper():>6}" for k in keys)
+        + "\n"
+        + "  ".join(f"{metrics[k]:>6.1f}" for k in keys)
+    )
 
 
 class OVDetectionEvaluator(DatasetEvaluator):
@@ -45,13 +51,22 @@ class OVDetectionEvaluator(DatasetEvaluator):
     IoU types, the keys of ``segm`` get a ``mask_`` prefix).
     """
 
-    def __init__(self, dataset_name: str, *, output_dir: str | os.PathLike | None = None,
-                 iou_types: Sequence[str] = ("bbox",), max_dets_per_image: int = 300,
-                 metrics_file: str = METRICS_FILE, distributed: bool = True) -> None:
+    def __init__(
+        self,
+        dataset_name: str,
+        *,
+        output_dir: str | os.PathLike | None = None,
+        iou_types: Sequence[str] = ("bbox",),
+        max_dets_per_image: int = 300,
+        metrics_file: str = METRICS_FILE,
+        distributed: bool = True,
+    ) -> None:
         self.dataset_name = dataset_name
         self.meta = get_ov_metadata(dataset_name)
         if self.meta.get("evaluator_type") not in ("ov_coco", "ov_lvis"):
-            raise ValueError(f"dataset {dataset_name!r} has evaluator_type {self.meta.get('evaluator_type')!r}")
+            raise ValueError(
+                f"dataset {dataset_name!r} has evaluator_type {self.meta.get('evaluator_type')!r}"
+            )
         self.output_dir = Path(output_dir) if output_dir else None
         self.iou_types = tuple(iou_types)
         self.max_dets = int(max_dets_per_image)
@@ -70,9 +85,11 @@ class OVDetectionEvaluator(DatasetEvaluator):
             for det in results:
                 contiguous = det["category_id"]
                 if contiguous not in self._to_dataset_id:
-                    raise ValueError(f"prediction class index {contiguous} is outside dataset {self.dataset_name!r}'s "
-                                     f"{len(self._to_dataset_id)} classes: set the model's vocabulary to the "
-                                     f"dataset's classes before evaluating")
+                    raise ValueError(
+                        f"prediction class index {contiguous} is outside dataset {self.dataset_name!r}'s "
+                        f"{len(self._to_dataset_id)} classes: set the model's vocabulary to the "
+                        f"dataset's classes before evaluating"
+                    )
                 det["category_id"] = self._to_dataset_id[contiguous]
             self._predictions.extend(results)
 
@@ -99,8 +116,13 @@ class OVDetectionEvaluator(DatasetEvaluator):
     def _evaluate(self, predictions: list[dict], iou_type: str) -> dict[str, Any]:
         gt = self.meta.json_file
         if self.meta.evaluator_type == "ov_coco":
-            out = evaluate_ov_coco(gt, predictions, novel_ids=self.meta.novel_class_ids,
-                                   base_ids=self.meta.base_class_ids, iou_type=iou_type)
+            out = evaluate_ov_coco(
+                gt,
+                predictions,
+                novel_ids=self.meta.novel_class_ids,
+                base_ids=self.meta.base_class_ids,
+                iou_type=iou_type,
+            )
             table = format_ov_table(out)
             values = {k: float(out[k]) for k in _COCO_KEYS}
             values["per_class"] = {str(k): float(v) for k, v in out.get("per_class", {}).items()}
@@ -108,8 +130,13 @@ class OVDetectionEvaluator(DatasetEvaluator):
             out = evaluate_ov_lvis(gt, predictions, iou_type=iou_type, max_dets=self.max_dets)
             table = format_lvis_table(out)
             values = {k: float(v) for k, v in out.items()}
-        logger.info("open-vocabulary %s results on %s (%d detections):\n%s", iou_type, self.dataset_name,
-                    len(predictions), table)
+        logger.info(
+            "open-vocabulary %s results on %s (%d detections):\n%s",
+            iou_type,
+            self.dataset_name,
+            len(predictions),
+            table,
+        )
         return values
 
 
@@ -122,6 +149,8 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def read_metrics(output_dir: str | os.PathLike, *, metrics_file: str = METRICS_FILE) -> dict[str, Any]:
+def read_metrics(
+    output_dir: str | os.PathLike, *, metrics_file: str = METRICS_FILE
+) -> dict[str, Any]:
     """The metrics an :class:`OVDetectionEvaluator` wrote to ``output_dir``."""
     return json.loads((Path(output_dir) / metrics_file).read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ Each step is a function returning its path; only :func:`prepare_resources` write
 step whose output exists is skipped, so a second run (or ``--eval-only``) reuses them; the teacher
 is built at most once, and only when something must be computed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,8 +52,14 @@ from .data.toy import setup_toy_datasets
 from .proposals import proposal_file
 from .teacher import build_teacher_from_cfg
 
-__all__ = ["STAGES", "prepare_resources", "text_classifier_file", "text_encoder_file",
-           "usable_region_cache", "region_cache_dir"]
+__all__ = [
+    "STAGES",
+    "prepare_resources",
+    "text_classifier_file",
+    "text_encoder_file",
+    "usable_region_cache",
+    "region_cache_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +90,9 @@ def text_classifier_file(cfg: CfgNode, teacher: Teacher, *, check_coverage: bool
         target = path or str(cache_dir("vild", "text_embeddings", name))
         if not Path(target).is_file():
             embeddings = model.text_classifier(synonyms, templates=cfg.MODEL.VILD.TEACHER.TEMPLATES)
-            table = ClassifierFile.from_embeddings(names, embeddings,
-                                                   teacher_fingerprint=model.fingerprint,
-                                                   source=target)
+            table = ClassifierFile.from_embeddings(
+                names, embeddings, teacher_fingerprint=model.fingerprint, source=target
+            )
             table.save(target)
             logger.info("text classifier of %d classes -> %s", len(names), target)
         return target
@@ -106,8 +113,9 @@ def text_encoder_file(cfg: CfgNode, teacher: Teacher) -> str:
         name = f"{str(model.fingerprint)[:24]}.pt"
         target = path or str(cache_dir("baron", "text_encoders", name))
         if not Path(target).is_file():
-            save_text_encoder(target, export_text_encoder(model),
-                              teacher_fingerprint=model.fingerprint)
+            save_text_encoder(
+                target, export_text_encoder(model), teacher_fingerprint=model.fingerprint
+            )
             logger.info("pseudo-word text encoder of %s -> %s", cfg.MODEL.VILD.TEACHER.NAME, target)
         return target
 
@@ -128,8 +136,9 @@ def usable_region_cache(cfg: CfgNode) -> str | None:
         return None
 
 
-def region_cache_dir(cfg: CfgNode, teacher: Teacher, *, proposals: str | None,
-                     fingerprint: str) -> str:
+def region_cache_dir(
+    cfg: CfgNode, teacher: Teacher, *, proposals: str | None, fingerprint: str
+) -> str:
     """A complete embedding store of the training set's regions (``proposals``' top boxes, or the
     ground truth of :func:`detectors.data.regions_json`) at ``MODEL.VILD.DISTILL.CACHE`` or a
     cache path keyed by the settings and the classifier's teacher ``fingerprint``; computed with
@@ -138,8 +147,15 @@ def region_cache_dir(cfg: CfgNode, teacher: Teacher, *, proposals: str | None,
     distill = cfg.MODEL.VILD.DISTILL
     train_name = cfg.DATASETS.TRAIN[0]
     meta = get_ov_metadata(train_name)
-    settings = [file_key(meta.json_file), proposals and file_key(proposals), distill.SOURCE,
-                distill.MAX_PER_IMAGE, distill.MODE, list(distill.SCALES), fingerprint]
+    settings = [
+        file_key(meta.json_file),
+        proposals and file_key(proposals),
+        distill.SOURCE,
+        distill.MAX_PER_IMAGE,
+        distill.MODE,
+        list(distill.SCALES),
+        fingerprint,
+    ]
     name = f"{train_name}-{fingerprint[:12]}-{sha256_json(settings)[:12]}"
     path = distill.CACHE or str(cache_dir("vild", "regions", name))
 
@@ -149,10 +165,19 @@ def region_cache_dir(cfg: CfgNode, teacher: Teacher, *, proposals: str | None,
             return path
         except (FileNotFoundError, ValueError):
             pass
-        precompute_region_embeddings(teacher(), regions_json(cfg), meta.image_root, path,
-                                     proposals=proposals, source=distill.SOURCE,
-                                     max_per_image=distill.MAX_PER_IMAGE, mode=distill.MODE,
-                                     scales=tuple(distill.SCALES), rank=0, world_size=1)
+        precompute_region_embeddings(
+            teacher(),
+            regions_json(cfg),
+            meta.image_root,
+            path,
+            proposals=proposals,
+            source=distill.SOURCE,
+            max_per_image=distill.MAX_PER_IMAGE,
+            mode=distill.MODE,
+            scales=tuple(distill.SCALES),
+            rank=0,
+            world_size=1,
+        )
         return path
 
     return main_process_first(compute)
@@ -172,8 +197,9 @@ def prepare_resources(cfg: CfgNode, *, stage: str = "train") -> CfgNode:
     if stage != "exported":
         cfg = resolve_training_classes(cfg)
     teacher = functools.lru_cache(maxsize=1)(lambda: build_teacher_from_cfg(cfg, world=world))
-    cfg.MODEL.VILD.TEXT_EMBEDDINGS = text_classifier_file(cfg, teacher,
-                                                          check_coverage=stage == "train")
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = text_classifier_file(
+        cfg, teacher, check_coverage=stage == "train"
+    )
     if architecture == "BaronRCNN" and stage != "exported":
         cfg.MODEL.BARON.TEXT_ENCODER = text_encoder_file(cfg, teacher)
     distill = cfg.MODEL.VILD.DISTILL
@@ -186,6 +212,5 @@ def prepare_resources(cfg: CfgNode, *, stage: str = "train") -> CfgNode:
         distill.PROPOSALS = proposals
     if not distill.ONLINE:
         fingerprint = read_classifier(cfg.MODEL.VILD.TEXT_EMBEDDINGS).teacher_fingerprint
-        distill.CACHE = region_cache_dir(cfg, teacher, proposals=proposals,
-                                         fingerprint=fingerprint)
+        distill.CACHE = region_cache_dir(cfg, teacher, proposals=proposals, fingerprint=fingerprint)
     return cfg

@@ -1,23 +1,23 @@
 """The proposals of ViLD's region cache: training the proposal network of
 ``MODEL.VILD.DISTILL.PROPOSAL_CONFIG`` (:func:`proposal_file`) and dumping its proposals in
 Detectron2's proposal-file format (:func:`dump_proposals`, read by the precompute)."""
+
 from __future__ import annotations
 
 import logging
 import os
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils import comm
+from tqdm.auto import tqdm
 
 from distill.utils import atomic_path, cache_dir, file_key, sha256_json
 
@@ -31,8 +31,14 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def dump_proposals(model: torch.nn.Module, data_loader: Iterable[list[dict]], out_path: str | os.PathLike, *,
-                   topk: int | None = None, progress: bool = True) -> Path:
+def dump_proposals(
+    model: torch.nn.Module,
+    data_loader: Iterable[list[dict]],
+    out_path: str | os.PathLike,
+    *,
+    topk: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Run ``model`` (e.g. Detectron2's ``ProposalNetwork``) over ``data_loader`` and write its proposals.
 
     The file is a pickle ``{"ids", "boxes" [K_i, 4] float32 xyxy in original image coordinates,
@@ -46,8 +52,10 @@ def dump_proposals(model: torch.nn.Module, data_loader: Iterable[list[dict]], ou
         for batch in tqdm(data_loader, desc="proposals", unit="batch", disable=not progress):
             for inp, out in zip(batch, model(batch)):
                 if "proposals" not in out:
-                    raise ValueError(f"model output for image id {inp.get('image_id')!r} has no 'proposals' "
-                                     f"(use a proposal network, MODEL.META_ARCHITECTURE ProposalNetwork)")
+                    raise ValueError(
+                        f"model output for image id {inp.get('image_id')!r} has no 'proposals' "
+                        f"(use a proposal network, MODEL.META_ARCHITECTURE ProposalNetwork)"
+                    )
                 props = out["proposals"].to("cpu")
                 order = torch.argsort(props.objectness_logits, descending=True, stable=True)
                 if topk is not None:
@@ -59,9 +67,15 @@ def dump_proposals(model: torch.nn.Module, data_loader: Iterable[list[dict]], ou
         model.train(was_training)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
-        pickle.dump({"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": 0}, handle)
-    logger.info("wrote %d images' proposals (%.1f per image) to %s", len(ids),
-                float(np.mean([len(b) for b in boxes])) if boxes else 0.0, out_path)
+        pickle.dump(
+            {"ids": ids, "boxes": boxes, "objectness_logits": logits, "bbox_mode": 0}, handle
+        )
+    logger.info(
+        "wrote %d images' proposals (%.1f per image) to %s",
+        len(ids),
+        float(np.mean([len(b) for b in boxes])) if boxes else 0.0,
+        out_path,
+    )
     return out_path
 
 
@@ -73,13 +87,16 @@ def proposal_file(cfg: CfgNode) -> str:
     distill = cfg.MODEL.VILD.DISTILL
     if distill.PROPOSALS:
         if not Path(distill.PROPOSALS).is_file():
-            raise FileNotFoundError(f"MODEL.VILD.DISTILL.PROPOSALS file {distill.PROPOSALS} does "
-                                    f"not exist")
+            raise FileNotFoundError(
+                f"MODEL.VILD.DISTILL.PROPOSALS file {distill.PROPOSALS} does not exist"
+            )
         return distill.PROPOSALS
     if not distill.PROPOSAL_CONFIG:
-        raise ValueError("MODEL.VILD.DISTILL.SOURCE is 'proposals' but neither PROPOSALS (a "
-                         "proposal file) nor PROPOSAL_CONFIG (an RPN config to train) is set; or "
-                         "use SOURCE gt")
+        raise ValueError(
+            "MODEL.VILD.DISTILL.SOURCE is 'proposals' but neither PROPOSALS (a "
+            "proposal file) nor PROPOSAL_CONFIG (an RPN config to train) is set; or "
+            "use SOURCE gt"
+        )
     rpn_cfg = load_config(distill.PROPOSAL_CONFIG)
     for key in ("DATASETS", "SEED", "INPUT"):
         rpn_cfg[key] = cfg[key].clone() if isinstance(cfg[key], CfgNode) else cfg[key]
@@ -95,13 +112,19 @@ def proposal_file(cfg: CfgNode) -> str:
     if out.is_file():
         return str(out)
     if comm.get_world_size() > 1:
-        raise ValueError("training the proposal network inside a multi-process run is not "
-                         "supported: run once with --num-gpus 1 (it is cached), or set "
-                         "MODEL.VILD.DISTILL.PROPOSALS")
+        raise ValueError(
+            "training the proposal network inside a multi-process run is not "
+            "supported: run once with --num-gpus 1 (it is cached), or set "
+            "MODEL.VILD.DISTILL.PROPOSALS"
+        )
     final = Path(rpn_cfg.OUTPUT_DIR) / "model_final.pth"
     if not final.is_file():
-        logger.info("training the proposal network %s on %s -> %s", distill.PROPOSAL_CONFIG,
-                    train_name, rpn_cfg.OUTPUT_DIR)
+        logger.info(
+            "training the proposal network %s on %s -> %s",
+            distill.PROPOSAL_CONFIG,
+            train_name,
+            rpn_cfg.OUTPUT_DIR,
+        )
         Path(rpn_cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
         seed_everything(max(rpn_cfg.SEED, 0))
         trainer = OVTrainer(rpn_cfg)
@@ -109,7 +132,9 @@ def proposal_file(cfg: CfgNode) -> str:
         trainer.train()
     model = build_model(rpn_cfg)
     DetectionCheckpointer(model).load(str(final))
-    loader = build_batched_test_loader(DatasetCatalog.get(train_name),
-                                       mapper=OVDatasetMapper(rpn_cfg, False),
-                                       batch_size=rpn_cfg.TEST.IMS_PER_BATCH)
+    loader = build_batched_test_loader(
+        DatasetCatalog.get(train_name),
+        mapper=OVDatasetMapper(rpn_cfg, False),
+        batch_size=rpn_cfg.TEST.IMS_PER_BATCH,
+    )
     return str(dump_proposals(model, loader, out))

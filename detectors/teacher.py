@@ -6,6 +6,7 @@ Students never import this module (``tests/test_imports.py``). The engine does, 
 detectors`` imports the engine, so ``distill.teachers`` / ``distill.toy`` (open_clip) are imported
 on first use (:func:`_teachers`, and the toy teacher's branch of :func:`teacher_spec_from_cfg`).
 """
+
 from __future__ import annotations
 
 from types import ModuleType
@@ -21,8 +22,13 @@ from .data.toy import toy_world
 if TYPE_CHECKING:
     from distill.teachers import TeacherHandle, TeacherSpec
 
-__all__ = ["teacher_spec_from_cfg", "build_teacher_from_cfg", "check_teacher",
-           "build_online_teacher", "online_teacher_handle"]
+__all__ = [
+    "teacher_spec_from_cfg",
+    "build_teacher_from_cfg",
+    "check_teacher",
+    "build_online_teacher",
+    "online_teacher_handle",
+]
 
 ORIGIN = "MODEL.VILD.TEACHER"
 
@@ -51,16 +57,29 @@ def teacher_spec_from_cfg(cfg: CfgNode, *, world: Any = None) -> TeacherSpec:
         if teacher_cfg.MODEL_NAME:  # else distill.toy's default architecture
             options["arch"] = teacher_cfg.MODEL_NAME
         files = ensure_toy_teacher(world, **options)
-        return make_spec("clip", model_name=files.model_name, pretrained=str(files.checkpoint),
-                         model_config=str(files.model_config), device=teacher_cfg.DEVICE,
-                         precision=teacher_cfg.PRECISION, origin=ORIGIN)
+        return make_spec(
+            "clip",
+            model_name=files.model_name,
+            pretrained=str(files.checkpoint),
+            model_config=str(files.model_config),
+            device=teacher_cfg.DEVICE,
+            precision=teacher_cfg.PRECISION,
+            origin=ORIGIN,
+        )
     if not teacher_cfg.MODEL_NAME:
-        raise ValueError(f"{ORIGIN}.MODEL_NAME is empty: name the teacher's architecture "
-                         f"(e.g. ViT-B-32) or use {ORIGIN}.NAME toy")
-    return make_spec(teacher_cfg.NAME, model_name=teacher_cfg.MODEL_NAME,
-                     pretrained=teacher_cfg.PRETRAINED or None,
-                     model_config=teacher_cfg.MODEL_CONFIG or None, device=teacher_cfg.DEVICE,
-                     precision=teacher_cfg.PRECISION, origin=ORIGIN)
+        raise ValueError(
+            f"{ORIGIN}.MODEL_NAME is empty: name the teacher's architecture "
+            f"(e.g. ViT-B-32) or use {ORIGIN}.NAME toy"
+        )
+    return make_spec(
+        teacher_cfg.NAME,
+        model_name=teacher_cfg.MODEL_NAME,
+        pretrained=teacher_cfg.PRETRAINED or None,
+        model_config=teacher_cfg.MODEL_CONFIG or None,
+        device=teacher_cfg.DEVICE,
+        precision=teacher_cfg.PRECISION,
+        origin=ORIGIN,
+    )
 
 
 def build_teacher_from_cfg(cfg: CfgNode, *, world: Any = None) -> Any:
@@ -72,9 +91,12 @@ def check_teacher(cfg: CfgNode, teacher: Any, *, expect_fingerprint: str | None)
     """``teacher``, after checking that it made the text classifier (``expect_fingerprint``, the
     classifier file's; nothing to check when None) with
     :func:`distill.vocab.check_teacher_fingerprint`: ``ValueError`` naming both otherwise."""
-    check_teacher_fingerprint(expect_fingerprint, str(teacher.fingerprint),
-                              what=f"the configured teacher ({ORIGIN})",
-                              source=f"text classifier {cfg.MODEL.VILD.TEXT_EMBEDDINGS}")
+    check_teacher_fingerprint(
+        expect_fingerprint,
+        str(teacher.fingerprint),
+        what=f"the configured teacher ({ORIGIN})",
+        source=f"text classifier {cfg.MODEL.VILD.TEXT_EMBEDDINGS}",
+    )
     return teacher
 
 
@@ -88,5 +110,7 @@ def online_teacher_handle(cfg: CfgNode, *, expect_fingerprint: str | None) -> Te
     """A lazy :class:`distill.teachers.TeacherHandle` of :func:`teacher_spec_from_cfg` whose
     teachers must have ``expect_fingerprint`` (the text classifier's; BARON's online teacher)."""
     return _teachers().TeacherHandle(
-        teacher_spec_from_cfg(cfg), expected_fingerprint=expect_fingerprint,
-        expected_from=f"text classifier {cfg.MODEL.VILD.TEXT_EMBEDDINGS}")
+        teacher_spec_from_cfg(cfg),
+        expected_fingerprint=expect_fingerprint,
+        expected_from=f"text classifier {cfg.MODEL.VILD.TEXT_EMBEDDINGS}",
+    )

@@ -16,13 +16,20 @@ the augmented training images inside the training step.
 Both providers expose ``fingerprint`` (the teacher's, checked against the text classifier's so that a cache
 made by another teacher is refused) and ``embed_dim``. Framework-free: no Detectron2 import.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import (
+    Any,
+    NamedTuple,
+    Protocol,
+    runtime_checkable,
+)
 
 import numpy as np
 import torch
@@ -33,8 +40,13 @@ from distill.data import decode_image, read_image_records
 from distill.vocab import check_teacher_fingerprint
 
 __all__ = [
-    "RegionTargets", "RegionTargetProvider", "CachedRegionTargets", "OnlineRegionTargets", "check_region_targets",
-    "ON_MISSING", "OnlineTeacher",
+    "RegionTargets",
+    "RegionTargetProvider",
+    "CachedRegionTargets",
+    "OnlineRegionTargets",
+    "check_region_targets",
+    "ON_MISSING",
+    "OnlineTeacher",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,8 +87,9 @@ class OnlineTeacher(Protocol):
     fingerprint: str
     embed_dim: int
 
-    def region_embeddings(self, images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor],
-                          **kwargs: Any) -> list[torch.Tensor]:
+    def region_embeddings(
+        self, images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], **kwargs: Any
+    ) -> list[torch.Tensor]:
         """Per image ``[K_i, D]`` normalized embeddings of crops of its ``[K_i, 4]`` xyxy boxes."""
         ...
 
@@ -85,8 +98,14 @@ class OnlineTeacher(Protocol):
         ...
 
 
-def check_region_targets(boxes: Any, embeddings: Any, *, image_id: Hashable, embed_dim: int,
-                         source: str = "region targets") -> RegionTargets:
+def check_region_targets(
+    boxes: Any,
+    embeddings: Any,
+    *,
+    image_id: Hashable,
+    embed_dim: int,
+    source: str = "region targets",
+) -> RegionTargets:
     """Validate and convert one image's targets to float32 numpy arrays.
 
     Raises:
@@ -94,13 +113,17 @@ def check_region_targets(boxes: Any, embeddings: Any, *, image_id: Hashable, emb
             ``embed_dim`` or non-finite values, naming ``image_id`` and ``source``.
     """
     boxes = np.asarray(boxes.cpu() if isinstance(boxes, torch.Tensor) else boxes, dtype=np.float32)
-    embeddings = np.asarray(embeddings.float().cpu() if isinstance(embeddings, torch.Tensor) else embeddings,
-                            dtype=np.float32)
+    embeddings = np.asarray(
+        embeddings.float().cpu() if isinstance(embeddings, torch.Tensor) else embeddings,
+        dtype=np.float32,
+    )
     where = f"{source}: image id {image_id!r}"
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{where}: boxes must be [K, 4], got {list(boxes.shape)}")
     if embeddings.ndim != 2 or embeddings.shape[1] != embed_dim:
-        raise ValueError(f"{where}: embeddings must be [K, {embed_dim}], got {list(embeddings.shape)}")
+        raise ValueError(
+            f"{where}: embeddings must be [K, {embed_dim}], got {list(embeddings.shape)}"
+        )
     if len(boxes) != len(embeddings):
         raise ValueError(f"{where}: {len(boxes)} boxes but {len(embeddings)} embeddings")
     if not np.isfinite(boxes).all():
@@ -123,14 +146,23 @@ class _MissingPolicy:
 
     def empty(self, image_id: Hashable, reason: str) -> RegionTargets:
         if self.on_missing == "error":
-            raise KeyError(f"{self._label}: no region targets for image id {image_id!r} ({reason}); set "
-                           f"on_missing='skip' (MODEL.VILD.DISTILL.ON_MISSING skip) to train such images "
-                           f"without distillation")
+            raise KeyError(
+                f"{self._label}: no region targets for image id {image_id!r} ({reason}); set "
+                f"on_missing='skip' (MODEL.VILD.DISTILL.ON_MISSING skip) to train such images "
+                f"without distillation"
+            )
         if not self._warned:
-            logger.warning("%s: no region targets for image id %r (%s); such images get no distillation "
-                           "loss (on_missing='skip'; logged once)", self._label, image_id, reason)
+            logger.warning(
+                "%s: no region targets for image id %r (%s); such images get no distillation "
+                "loss (on_missing='skip'; logged once)",
+                self._label,
+                image_id,
+                reason,
+            )
             self._warned = True
-        return RegionTargets(np.zeros((0, 4), np.float32), np.zeros((0, self._embed_dim), np.float32))
+        return RegionTargets(
+            np.zeros((0, 4), np.float32), np.zeros((0, self._embed_dim), np.float32)
+        )
 
 
 class CachedRegionTargets:
@@ -145,22 +177,34 @@ class CachedRegionTargets:
         on_missing: ``"error"`` (KeyError naming the image) or ``"skip"`` (zero regions, logged once).
     """
 
-    def __init__(self, store: Any, *, expect_fingerprint: str | None = None, expect_embed_dim: int | None = None,
-                 on_missing: str = "error") -> None:
+    def __init__(
+        self,
+        store: Any,
+        *,
+        expect_fingerprint: str | None = None,
+        expect_embed_dim: int | None = None,
+        on_missing: str = "error",
+    ) -> None:
         self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store)
         manifest = self.store.manifest
         self.fingerprint = str(manifest.get("teacher_fingerprint", ""))
         self.embed_dim = int(self.store.embed_dim)
         check_teacher_fingerprint(
-            expect_fingerprint, self.fingerprint,
+            expect_fingerprint,
+            self.fingerprint,
             what=f"embedding cache {self.store.path} (teacher {manifest.get('teacher')!r})",
             source="the text classifier",
             fix="recompute the cache with the same teacher (or point MODEL.VILD.DISTILL.CACHE at "
-                "an empty directory)")
+            "an empty directory)",
+        )
         if expect_embed_dim is not None and self.embed_dim != int(expect_embed_dim):
-            raise ValueError(f"embedding cache {self.store.path} holds {self.embed_dim}-d embeddings, the student "
-                             f"expects {expect_embed_dim}")
-        self._missing = _MissingPolicy(on_missing, self.embed_dim, f"embedding cache {self.store.path}")
+            raise ValueError(
+                f"embedding cache {self.store.path} holds {self.embed_dim}-d embeddings, the student "
+                f"expects {expect_embed_dim}"
+            )
+        self._missing = _MissingPolicy(
+            on_missing, self.embed_dim, f"embedding cache {self.store.path}"
+        )
 
     @property
     def on_missing(self) -> str:
@@ -177,22 +221,35 @@ class CachedRegionTargets:
         image_ids = list(image_ids)
         missing = self.store.missing(image_ids)
         if missing and self.on_missing == "error":
-            raise ValueError(f"embedding cache {self.store.path} lacks {len(missing)} of the {len(image_ids)} images "
-                             f"of {dataset} (first ids: {missing[:10]}); it was made for another dataset or an "
-                             f"interrupted precompute; rerun the precompute, or set "
-                             f"MODEL.VILD.DISTILL.ON_MISSING skip to train them without distillation")
+            raise ValueError(
+                f"embedding cache {self.store.path} lacks {len(missing)} of the {len(image_ids)} images "
+                f"of {dataset} (first ids: {missing[:10]}); it was made for another dataset or an "
+                f"interrupted precompute; rerun the precompute, or set "
+                f"MODEL.VILD.DISTILL.ON_MISSING skip to train them without distillation"
+            )
         if missing:
-            logger.warning("embedding cache %s lacks %d of the %d images of %s (first ids: %s); they get no "
-                           "distillation loss (on_missing='skip')", self.store.path, len(missing), len(image_ids),
-                           dataset, missing[:10])
+            logger.warning(
+                "embedding cache %s lacks %d of the %d images of %s (first ids: %s); they get no "
+                "distillation loss (on_missing='skip')",
+                self.store.path,
+                len(missing),
+                len(image_ids),
+                dataset,
+                missing[:10],
+            )
         return missing
 
     def get(self, image_id: Hashable) -> RegionTargets:
         if image_id not in self.store:
             return self._missing.empty(image_id, "not in the cache")
         boxes, embeddings = self.store.get(image_id)
-        return check_region_targets(boxes, embeddings, image_id=image_id, embed_dim=self.embed_dim,
-                                    source=f"embedding cache {self.store.path}")
+        return check_region_targets(
+            boxes,
+            embeddings,
+            image_id=image_id,
+            embed_dim=self.embed_dim,
+            source=f"embedding cache {self.store.path}",
+        )
 
     def __repr__(self) -> str:
         return f"CachedRegionTargets({self.store!r}, on_missing={self.on_missing!r})"
@@ -217,8 +274,16 @@ class OnlineRegionTargets:
     teacher, so prefer ``num_workers=0`` or a CPU teacher.
     """
 
-    def __init__(self, teacher: Any, regions: Mapping[Hashable, tuple] | BoxSource, *, mode: str = "crop",
-                 scales: Sequence[float] = (1.0, 1.5), memoize: int = 4096, on_missing: str = "error") -> None:
+    def __init__(
+        self,
+        teacher: Any,
+        regions: Mapping[Hashable, tuple] | BoxSource,
+        *,
+        mode: str = "crop",
+        scales: Sequence[float] = (1.0, 1.5),
+        memoize: int = 4096,
+        on_missing: str = "error",
+    ) -> None:
         self.teacher = teacher
         self.fingerprint = str(teacher.fingerprint)
         self.embed_dim = int(teacher.embed_dim)
@@ -227,12 +292,21 @@ class OnlineRegionTargets:
         self._regions = regions
         self._memo: OrderedDict[str, RegionTargets] = OrderedDict()
         self._memo_size = int(memoize)
-        self._missing = _MissingPolicy(on_missing, self.embed_dim, f"online targets ({type(teacher).__name__})")
+        self._missing = _MissingPolicy(
+            on_missing, self.embed_dim, f"online targets ({type(teacher).__name__})"
+        )
 
     @classmethod
-    def from_coco_json(cls, teacher: Any, dataset_json: str | os.PathLike, image_root: str | os.PathLike, *,
-                       proposals: str | os.PathLike | None = None, max_per_image: int = 300,
-                       **kwargs: Any) -> "OnlineRegionTargets":
+    def from_coco_json(
+        cls,
+        teacher: Any,
+        dataset_json: str | os.PathLike,
+        image_root: str | os.PathLike,
+        *,
+        proposals: str | os.PathLike | None = None,
+        max_per_image: int = 300,
+        **kwargs: Any,
+    ) -> OnlineRegionTargets:
         """Regions of a COCO/LVIS-format dataset (:func:`distill.data.read_image_records`: image
         files from ``file_name`` or LVIS ``coco_url``): its ground-truth boxes, or the top
         ``max_per_image`` proposals of a Detectron2-format proposal file
@@ -242,8 +316,13 @@ class OnlineRegionTargets:
         for record in read_image_records(dataset_json, image_root):
             if record.width is None or record.height is None:
                 raise ValueError(f"{dataset_json}: image id {record.image_id!r} lacks width/height")
-            boxes, _ = image_regions(record, proposals=props, max_per_image=max_per_image,
-                                     width=record.width, height=record.height)
+            boxes, _ = image_regions(
+                record,
+                proposals=props,
+                max_per_image=max_per_image,
+                width=record.width,
+                height=record.height,
+            )
             table[record.image_id] = (record.file, boxes)
         return cls(teacher, table, **kwargs)
 
@@ -270,15 +349,16 @@ class OnlineRegionTargets:
             pixels = decode_image(path, image_id=image_id)  # [H, W, 3] uint8 RGB
             image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
             with torch.no_grad():
-                emb = self.teacher.region_embeddings([image], [torch.from_numpy(boxes)], mode=self.mode,
-                                                     scales=self.scales)[0]
+                emb = self.teacher.region_embeddings(
+                    [image], [torch.from_numpy(boxes)], mode=self.mode, scales=self.scales
+                )[0]
         else:
             emb = np.zeros((0, self.embed_dim), np.float32)
-        targets = check_region_targets(boxes, emb, image_id=image_id, embed_dim=self.embed_dim,
-                                       source="online region targets")
+        targets = check_region_targets(
+            boxes, emb, image_id=image_id, embed_dim=self.embed_dim, source="online region targets"
+        )
         if self._memo_size > 0:
             self._memo[key] = targets
             while len(self._memo) > self._memo_size:
                 self._memo.popitem(last=False)
         return targets
-

@@ -8,6 +8,7 @@ added, a causal transformer, the final layer norm, the features at the ``eot`` p
 projection, L2 normalization. Feeding the token embeddings of a tokenized prompt reproduces the
 teacher's ``encode_text`` (tested).
 """
+
 from __future__ import annotations
 
 import os
@@ -88,7 +89,9 @@ class PseudoTextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig) -> None:
         super().__init__()
         if config.width % config.heads:
-            raise ValueError(f"text encoder width {config.width} is not divisible by heads {config.heads}")
+            raise ValueError(
+                f"text encoder width {config.width} is not divisible by heads {config.heads}"
+            )
         self.config = config
         self.sot_embedding = nn.Parameter(torch.zeros(config.width))
         self.eot_embedding = nn.Parameter(torch.zeros(config.width))
@@ -108,7 +111,7 @@ class PseudoTextEncoder(nn.Module):
         """Most words one sequence can hold (context length minus sot and eot)."""
         return self.config.context_length - 2
 
-    def train(self, mode: bool = True) -> "PseudoTextEncoder":  # noqa: ARG002 - frozen
+    def train(self, mode: bool = True) -> PseudoTextEncoder:  # noqa: ARG002 - frozen
         return super().train(False)
 
     def _pack(self, words: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -118,18 +121,32 @@ class PseudoTextEncoder(nn.Module):
         if not torch.isfinite(words).all():
             raise ValueError("words contain NaN or inf values")
         b, length, _ = words.shape
-        if valid is None:  # every word kept: a static layout (export-friendly, no data-dependent indexing)
+        if (
+            valid is None
+        ):  # every word kept: a static layout (export-friendly, no data-dependent indexing)
             if length > self.max_words:
-                raise ValueError(f"a sequence of {length} words does not fit the text encoder's context length "
-                                 f"{self.config.context_length} (at most {self.max_words} words)")
-            ends = [self.sot_embedding.to(words).expand(b, 1, -1), words, self.eot_embedding.to(words).expand(b, 1, -1)]
-            return torch.cat(ends, dim=1), torch.full((b,), length + 1, dtype=torch.long, device=words.device)
+                raise ValueError(
+                    f"a sequence of {length} words does not fit the text encoder's context length "
+                    f"{self.config.context_length} (at most {self.max_words} words)"
+                )
+            ends = [
+                self.sot_embedding.to(words).expand(b, 1, -1),
+                words,
+                self.eot_embedding.to(words).expand(b, 1, -1),
+            ]
+            return torch.cat(ends, dim=1), torch.full(
+                (b,), length + 1, dtype=torch.long, device=words.device
+            )
         if valid.shape != (b, length) or valid.dtype != torch.bool:
-            raise ValueError(f"valid must be a bool tensor [{b}, {length}], got {valid.dtype} {tuple(valid.shape)}")
+            raise ValueError(
+                f"valid must be a bool tensor [{b}, {length}], got {valid.dtype} {tuple(valid.shape)}"
+            )
         counts = valid.sum(dim=1)
         if b and length > self.max_words and int(counts.max()) > self.max_words:
-            raise ValueError(f"a sequence of {int(counts.max())} words does not fit the text encoder's context "
-                             f"length {self.config.context_length} (at most {self.max_words} words)")
+            raise ValueError(
+                f"a sequence of {int(counts.max())} words does not fit the text encoder's context "
+                f"length {self.config.context_length} (at most {self.max_words} words)"
+            )
         total = min(length, self.max_words) + 2
         # position of each kept word: 1 + its rank among the kept words of its row
         position = torch.cumsum(valid.long(), dim=1)
@@ -141,7 +158,9 @@ class PseudoTextEncoder(nn.Module):
         seq[torch.arange(b, device=seq.device), eot] = self.eot_embedding.to(seq)
         return seq, eot
 
-    def forward_tokens(self, words: Tensor, *, valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_tokens(
+        self, words: Tensor, *, valid: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``(text [B, E], word_tokens [B, T, E], positions [B, L])``.
 
         ``word_tokens`` are the normalized, projected output tokens of the whole packed sequence;
@@ -155,19 +174,33 @@ class PseudoTextEncoder(nn.Module):
             x = block(x, mask)
         x = self.ln_final(x) @ self.text_projection.to(x)
         text = F.normalize(x[torch.arange(x.shape[0], device=x.device), eot], dim=-1)
-        kept = valid if valid is not None else torch.ones(words.shape[:2], dtype=torch.bool, device=words.device)
-        positions = torch.where(kept, torch.cumsum(kept.long(), dim=1), torch.full_like(kept, -1, dtype=torch.long))
+        kept = (
+            valid
+            if valid is not None
+            else torch.ones(words.shape[:2], dtype=torch.bool, device=words.device)
+        )
+        positions = torch.where(
+            kept, torch.cumsum(kept.long(), dim=1), torch.full_like(kept, -1, dtype=torch.long)
+        )
         return text, F.normalize(x, dim=-1), positions
 
     def forward(self, words: Tensor, *, valid: Tensor | None = None) -> Tensor:
         return self.forward_tokens(words, valid=valid)[0]
 
 
-def save_text_encoder(path: str | os.PathLike, encoder: PseudoTextEncoder, *, teacher_fingerprint: str) -> Path:
+def save_text_encoder(
+    path: str | os.PathLike, encoder: PseudoTextEncoder, *, teacher_fingerprint: str
+) -> Path:
     """Write ``{config, state_dict, teacher_fingerprint}`` atomically; returns the path."""
     with atomic_path(path) as tmp:
-        torch.save({"config": asdict(encoder.config), "state_dict": encoder.state_dict(),
-                    "teacher_fingerprint": str(teacher_fingerprint)}, tmp)
+        torch.save(
+            {
+                "config": asdict(encoder.config),
+                "state_dict": encoder.state_dict(),
+                "teacher_fingerprint": str(teacher_fingerprint),
+            },
+            tmp,
+        )
     return Path(path)
 
 
@@ -175,12 +208,18 @@ def load_text_encoder(path: str | os.PathLike) -> tuple[PseudoTextEncoder, str]:
     """``(encoder, teacher_fingerprint)`` from a file of :func:`save_text_encoder` (strict load)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text encoder file {path} does not exist (MODEL.BARON.TEXT_ENCODER); "
-                                f"tools/train_net.py writes it from MODEL.VILD.TEACHER")
+        raise FileNotFoundError(
+            f"text encoder file {path} does not exist (MODEL.BARON.TEXT_ENCODER); "
+            f"tools/train_net.py writes it from MODEL.VILD.TEACHER"
+        )
     data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or any(k not in data for k in ("config", "state_dict", "teacher_fingerprint")):
-        raise ValueError(f"text encoder file {path} must hold a dict with keys config, state_dict, "
-                         f"teacher_fingerprint")
+    if not isinstance(data, dict) or any(
+        k not in data for k in ("config", "state_dict", "teacher_fingerprint")
+    ):
+        raise ValueError(
+            f"text encoder file {path} must hold a dict with keys config, state_dict, "
+            f"teacher_fingerprint"
+        )
     encoder = PseudoTextEncoder(TextEncoderConfig(**data["config"]))
     encoder.load_state_dict(data["state_dict"], strict=True)
     encoder.requires_grad_(False)

@@ -1,18 +1,24 @@
 """Small shared helpers: the cache directory, atomic file writes, content hashes, file keys."""
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def cache_dir(*parts: str) -> Path:
     """ovdistill's cache root (``$OVDISTILL_CACHE`` or ``~/.cache/ovdistill``), joined with ``parts``."""
     root = os.environ.get("OVDISTILL_CACHE")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ovdistill"
+    base = (
+        Path(root)
+        if root
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ovdistill"
+    )
     return base.expanduser().joinpath(*parts)
 
 

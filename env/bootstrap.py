@@ -24,6 +24,7 @@ installed in editable mode: each clone runs its own code, and none is installed 
 
 Only the standard library is used here, so it runs with any Python >= 3.10 (POSIX: fcntl locks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -148,8 +149,17 @@ def download(sdist: compat.Sdist, *, python: Path, dest_dir: Path, env: dict) ->
         requirement = Path(tmp) / "requirement.txt"
         requirement.write_text(f"{sdist.name}=={sdist.version} --hash=sha256:{sdist.sha256}\n")
         fetched_dir = Path(tmp) / "fetched"
-        cmd = [python, "-m", "pip", "download", "--no-deps", "--dest", fetched_dir,
-               "--requirement", requirement]
+        cmd = [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--dest",
+            fetched_dir,
+            "--requirement",
+            requirement,
+        ]
         cmd += ["--only-binary" if sdist.kind == "wheel" else "--no-binary", ":all:"]
         if sdist.build_constraints:
             constraints = Path(tmp) / "build-constraints.txt"
@@ -160,12 +170,16 @@ def download(sdist: compat.Sdist, *, python: Path, dest_dir: Path, env: dict) ->
         run(cmd, env=env, cwd=tmp)
         fetched = sorted(fetched_dir.iterdir()) if fetched_dir.is_dir() else []
         if len(fetched) != 1:
-            raise RuntimeError(f"pip download {sdist.name}=={sdist.version} left "
-                               f"{[p.name for p in fetched]} in {fetched_dir}, expected one file")
+            raise RuntimeError(
+                f"pip download {sdist.name}=={sdist.version} left "
+                f"{[p.name for p in fetched]} in {fetched_dir}, expected one file"
+            )
         actual = sha256_of(fetched[0])
         if actual != sdist.sha256:
-            raise RuntimeError(f"{fetched[0].name}: sha256 {actual} does not match the pinned "
-                               f"{sdist.sha256} (env/compat.py, {sdist.name})")
+            raise RuntimeError(
+                f"{fetched[0].name}: sha256 {actual} does not match the pinned "
+                f"{sdist.sha256} (env/compat.py, {sdist.name})"
+            )
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / fetched[0].name
         part = dest.with_name(dest.name + ".part")
@@ -178,8 +192,12 @@ def build_patched_wheel(sdist: compat.Sdist, python: Path, cache: Path, env: dic
     """Return a wheel of ``sdist`` with its compat edits applied, building it if not cached."""
     key = hashlib.sha256(
         "|".join(
-            [compat.fingerprint(sdist), torch_pin(), sys.version.split()[0][:4],
-             os.environ.get("FORCE_CUDA", "0")]
+            [
+                compat.fingerprint(sdist),
+                torch_pin(),
+                sys.version.split()[0][:4],
+                os.environ.get("FORCE_CUDA", "0"),
+            ]
         ).encode()
     ).hexdigest()[:12]
     wheel_dir = cache / "wheels" / f"{sdist.name}-{sdist.version}-{key}"
@@ -204,8 +222,20 @@ def build_patched_wheel(sdist: compat.Sdist, python: Path, cache: Path, env: dic
             run([python, "-m", "wheel", "pack", "-d", staging, root], env=env)
         else:
             log(f"building {sdist.name} {sdist.version} (mmcv takes ~20 min on 2 cores, once)")
-            run([python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", staging,
-                 root], env=env)
+            run(
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "-w",
+                    staging,
+                    root,
+                ],
+                env=env,
+            )
         log(f"built {sdist.name} in {time.time() - start:.0f} s")
         (built,) = staging.glob("*.whl")
         wheel_dir.mkdir(parents=True, exist_ok=True)
@@ -241,8 +271,10 @@ def build_env(env_dir: Path, cache: Path) -> None:
         if stage_done(env_dir, sdist.name):
             continue
         wheel = build_patched_wheel(sdist, python, cache, build_env_vars)
-        run([python, "-m", "pip", "install", "--no-deps", "--force-reinstall", wheel],
-            env=build_env_vars)
+        run(
+            [python, "-m", "pip", "install", "--no-deps", "--force-reinstall", wheel],
+            env=build_env_vars,
+        )
         mark_stage(env_dir, sdist.name)
     log("checking that every host framework imports")
     run([python, "-c", IMPORT_CHECK], env=build_env_vars)
@@ -255,8 +287,10 @@ def remove_shared_checkout(env_dir: Path) -> None:
     if not [*site.glob("ovdistill-*.dist-info"), *site.glob("ovdistill.egg-link")]:
         return
     log(f"uninstalling ovdistill from the shared environment {env_dir} (each checkout has its own)")
-    run([env_dir / "bin" / "python", "-m", "pip", "uninstall", "--yes", "-q", "ovdistill"],
-        cwd=env_dir)
+    run(
+        [env_dir / "bin" / "python", "-m", "pip", "uninstall", "--yes", "-q", "ovdistill"],
+        cwd=env_dir,
+    )
 
 
 def checkout_venv(env_dir: Path, *, venv: Path = CHECKOUT_VENV) -> None:
@@ -272,8 +306,11 @@ def checkout_venv(env_dir: Path, *, venv: Path = CHECKOUT_VENV) -> None:
         RuntimeError: ``venv`` is a directory this script did not make.
     """
     state_file = venv / VENV_STATE
-    wanted = {"env": str(env_dir), "checkout": str(REPO),
-              "pyproject": sha256_of(REPO / "pyproject.toml")}
+    wanted = {
+        "env": str(env_dir),
+        "checkout": str(REPO),
+        "pyproject": sha256_of(REPO / "pyproject.toml"),
+    }
     state = {}
     if venv.is_symlink() or venv.is_file():
         log(f"replacing {venv} (a link from an earlier layout) by this checkout's environment")
@@ -294,8 +331,20 @@ def checkout_venv(env_dir: Path, *, venv: Path = CHECKOUT_VENV) -> None:
         pth = f"import site; site.addsitedir({str(site_packages(env_dir))!r})\n"
         (site_packages(venv) / SHARED_PTH).write_text(pth)
     # cwd: pip must not take an ovdistill.egg-info in the current directory for an installation
-    run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-         "-e", REPO], cwd=venv)
+    run(
+        [
+            venv / "bin" / "python",
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-e",
+            REPO,
+        ],
+        cwd=venv,
+    )
     state_file.write_text(json.dumps(wanted, indent=1) + "\n")
 
 

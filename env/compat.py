@@ -12,6 +12,7 @@ No third-party code is committed: the fixes are textual edits applied at install
 Runtime fixes (not source edits) live where they act and are listed in README's "Compatibility
 fixes" table, e.g. mmengine's checkpoint resume under torch >= 2.6.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -204,11 +205,15 @@ def apply_edits(sdist: Sdist, root: Path) -> list[str]:
                     file.write_text(new_text, encoding="utf-8")
                     total += count
             if total == 0:
-                raise RuntimeError(f"{sdist.name}: pattern {edit.old!r} matched nothing under {target}")
+                raise RuntimeError(
+                    f"{sdist.name}: pattern {edit.old!r} matched nothing under {target}"
+                )
             log.append(f"{edit.path}: {total} x {edit.old!r} -- {edit.reason}")
             continue
         if not target.is_file():
-            raise RuntimeError(f"{sdist.name}: {target} does not exist; cannot apply fix: {edit.reason}")
+            raise RuntimeError(
+                f"{sdist.name}: {target} does not exist; cannot apply fix: {edit.reason}"
+            )
         text = target.read_text(encoding="utf-8")
         if text.count(edit.old) != 1:
             raise RuntimeError(

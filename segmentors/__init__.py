@@ -8,15 +8,30 @@ Importing this package registers, in MMSeg's registries (``mmseg.registry``):
 
 Configs load it with ``custom_imports = dict(imports=['segmentors'], allow_failed_imports=False)``.
 """
+
 from .datasets import ToySegDataset
-from .heads import LSegHead, TextClassifierMixin, TextDeepLabV2Head, TextDepthwiseSeparableASPPHead, TextFCNHead
+from .heads import (
+    LSegHead,
+    TextClassifierMixin,
+    TextDeepLabV2Head,
+    TextDepthwiseSeparableASPPHead,
+    TextFCNHead,
+)
 from .maskclip import MaskCLIPSegmentor
 from .maskclip_plus import MaskCLIPPlusSegmentor, pseudo_targets
 from .metrics import OVSegMetric
 from .transforms import ValidateSegMap
 
 __all__ = [
-    "ToySegDataset", "LSegHead", "TextClassifierMixin", "TextDeepLabV2Head", "TextDepthwiseSeparableASPPHead",
-    "TextFCNHead", "MaskCLIPSegmentor", "MaskCLIPPlusSegmentor", "pseudo_targets", "OVSegMetric",
+    "ToySegDataset",
+    "LSegHead",
+    "TextClassifierMixin",
+    "TextDeepLabV2Head",
+    "TextDepthwiseSeparableASPPHead",
+    "TextFCNHead",
+    "MaskCLIPSegmentor",
+    "MaskCLIPPlusSegmentor",
+    "pseudo_targets",
+    "OVSegMetric",
     "ValidateSegMap",
 ]

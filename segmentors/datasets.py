@@ -9,6 +9,7 @@ Layout (written by ``distill.toy``)::
 
 Real datasets (VOC, Pascal Context, COCO-Stuff) use MMSeg's own dataset classes; see ``configs/seg``.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,12 @@ def read_seg_classes(path: str | Path) -> dict[str, Any]:
     palette = info.get("palette")
     if palette is not None and (len(palette) != len(classes) or any(len(p) != 3 for p in palette)):
         raise ValueError(f"{path}: 'palette' must hold one [r, g, b] per class ({len(classes)})")
-    return {"classes": classes, "unseen": list(unseen), "palette": palette,
-            "ignore_index": int(info.get("ignore_index", 255))}
+    return {
+        "classes": classes,
+        "unseen": list(unseen),
+        "palette": palette,
+        "ignore_index": int(info.get("ignore_index", 255)),
+    }
 
 
 @DATASETS.register_module()
@@ -68,11 +73,20 @@ class ToySegDataset(BaseSegDataset):
 
     METAINFO: dict = dict()
 
-    def __init__(self, *, data_root: str, split: str = "train", classes_file: str = "seg/classes.json",
-                 metainfo: dict | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        data_root: str,
+        split: str = "train",
+        classes_file: str = "seg/classes.json",
+        metainfo: dict | None = None,
+        **kwargs,
+    ) -> None:
         if str(data_root).startswith(PLACEHOLDER_PREFIX):
-            raise ValueError(f"ToySegDataset data_root is the placeholder {data_root!r}: run the config through "
-                             f"tools/train_seg.py / tools/test_seg.py (toy_world=True fills it) or set data_root")
+            raise ValueError(
+                f"ToySegDataset data_root is the placeholder {data_root!r}: run the config through "
+                f"tools/train_seg.py / tools/test_seg.py (toy_world=True fills it) or set data_root"
+            )
         if split not in ("train", "val"):
             raise ValueError(f"ToySegDataset split must be 'train' or 'val', got {split!r}")
         classes_path = Path(data_root) / classes_file
@@ -82,13 +96,19 @@ class ToySegDataset(BaseSegDataset):
             meta["palette"] = [list(p) for p in info["palette"]]
         extra = dict(metainfo or {})
         if "classes" in extra and list(extra.pop("classes")) != info["classes"]:
-            raise ValueError(f"{classes_path}: classes {info['classes']} differ from the config's "
-                             f"metainfo classes {list((metainfo or {})['classes'])}")
+            raise ValueError(
+                f"{classes_path}: classes {info['classes']} differ from the config's "
+                f"metainfo classes {list((metainfo or {})['classes'])}"
+            )
         meta.update(extra)
         self.split = split
-        kwargs.setdefault("data_prefix", dict(img_path=f"images/{split}", seg_map_path=f"seg/{split}"))
+        kwargs.setdefault(
+            "data_prefix", dict(img_path=f"images/{split}", seg_map_path=f"seg/{split}")
+        )
         kwargs.setdefault("ignore_index", info["ignore_index"])
-        super().__init__(data_root=data_root, img_suffix=".png", seg_map_suffix=".png", metainfo=meta, **kwargs)
+        super().__init__(
+            data_root=data_root, img_suffix=".png", seg_map_suffix=".png", metainfo=meta, **kwargs
+        )
 
     def load_data_list(self) -> list[dict]:
         """Image/label pairs sorted by file name; every image needs its label file and vice versa."""
@@ -103,11 +123,23 @@ class ToySegDataset(BaseSegDataset):
             raise FileNotFoundError(f"ToySegDataset: no {self.img_suffix} images in {img_dir}")
         missing = [name for name in images if name not in labels]
         if missing:
-            raise FileNotFoundError(f"ToySegDataset: label file {seg_dir / missing[0]} not found for image "
-                                    f"{img_dir / missing[0]} ({len(missing)} labels missing)")
+            raise FileNotFoundError(
+                f"ToySegDataset: label file {seg_dir / missing[0]} not found for image "
+                f"{img_dir / missing[0]} ({len(missing)} labels missing)"
+            )
         orphans = sorted(labels - set(images))
         if orphans:
-            raise FileNotFoundError(f"ToySegDataset: image file {img_dir / orphans[0]} not found for label "
-                                    f"{seg_dir / orphans[0]} ({len(orphans)} images missing)")
-        return [dict(img_path=str(img_dir / name), seg_map_path=str(seg_dir / name), label_map=self.label_map,
-                     reduce_zero_label=self.reduce_zero_label, seg_fields=[]) for name in images]
+            raise FileNotFoundError(
+                f"ToySegDataset: image file {img_dir / orphans[0]} not found for label "
+                f"{seg_dir / orphans[0]} ({len(orphans)} images missing)"
+            )
+        return [
+            dict(
+                img_path=str(img_dir / name),
+                seg_map_path=str(seg_dir / name),
+                label_map=self.label_map,
+                reduce_zero_label=self.reduce_zero_label,
+                seg_fields=[],
+            )
+            for name in images
+        ]

@@ -17,6 +17,7 @@ loaded, the head keeps the embeddings of its file (so a checkpoint can be evalua
 vocabulary), but refuses a checkpoint that was trained with *different* embeddings for the *same*
 class names (e.g. the teacher changed since training): that would be a silently wrong evaluation.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,7 +37,13 @@ from distill.vocab import ClassifierFile, dense_cosine_logits
 
 from .utils import ignore_labels
 
-__all__ = ["TextClassifierMixin", "TextFCNHead", "TextDeepLabV2Head", "TextDepthwiseSeparableASPPHead", "LSegHead"]
+__all__ = [
+    "TextClassifierMixin",
+    "TextFCNHead",
+    "TextDeepLabV2Head",
+    "TextDepthwiseSeparableASPPHead",
+    "LSegHead",
+]
 
 _MASKED_LOGIT = -1e4
 
@@ -54,17 +61,26 @@ class TextClassifierMixin:
             (+1 with the learned background) and must equal that when given.
     """
 
-    def __init__(self, *, text_embeddings: str, class_names: Sequence[str | Sequence[str]] | None = None,
-                 learned_background: bool = False, temperature: float = 0.07,
-                 train_excluded_classes: Sequence[int] = (), **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        text_embeddings: str,
+        class_names: Sequence[str | Sequence[str]] | None = None,
+        learned_background: bool = False,
+        temperature: float = 0.07,
+        train_excluded_classes: Sequence[int] = (),
+        **kwargs,
+    ) -> None:
         loaded = ClassifierFile.load(text_embeddings)
         if class_names is not None:
             loaded.check_names(class_names)
         num_classes = loaded.embeddings.shape[0] + int(learned_background)
         given = kwargs.setdefault("num_classes", num_classes)
         if given != num_classes:
-            raise ValueError(f"num_classes={given} but text-embedding file {text_embeddings} holds "
-                             f"{loaded.embeddings.shape[0]} classes (+{int(learned_background)} learned background)")
+            raise ValueError(
+                f"num_classes={given} but text-embedding file {text_embeddings} holds "
+                f"{loaded.embeddings.shape[0]} classes (+{int(learned_background)} learned background)"
+            )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         super().__init__(**kwargs)
@@ -79,8 +95,9 @@ class TextClassifierMixin:
         self.register_buffer("text_embeddings", loaded.embeddings.clone())
         names_hash = int(sha256_json(loaded.entries)[:15], 16)
         self.register_buffer("text_names_hash", torch.tensor(names_hash))
-        self.background_embedding = (nn.Parameter(torch.randn(1, embed_dim) * 0.01) if learned_background
-                                     else None)
+        self.background_embedding = (
+            nn.Parameter(torch.randn(1, embed_dim) * 0.01) if learned_background else None
+        )
         self.register_load_state_dict_pre_hook(_keep_file_text_embeddings)
 
     @property
@@ -91,7 +108,9 @@ class TextClassifierMixin:
         """``[num_classes, D]`` normalized classifier (learned background first, if any)."""
         if self.background_embedding is None:
             return self.text_embeddings
-        return torch.cat([F.normalize(self.background_embedding, dim=1), self.text_embeddings], dim=0)
+        return torch.cat(
+            [F.normalize(self.background_embedding, dim=1), self.text_embeddings], dim=0
+        )
 
     def pixel_embeddings(self, feat: Tensor) -> Tensor:
         """``[B, channels, h, w]`` head features -> ``[B, D, h, w]`` L2-normalized pixel embeddings."""
@@ -110,23 +129,29 @@ class TextClassifierMixin:
             mask = torch.zeros(seg_logits.shape[1], dtype=torch.bool, device=seg_logits.device)
             mask[list(self.train_excluded_classes)] = True
             seg_logits = seg_logits.masked_fill(mask[None, :, None, None], _MASKED_LOGIT)
-            batch_data_samples = ignore_labels(batch_data_samples, self.train_excluded_classes,
-                                               ignore_index=self.ignore_index)
+            batch_data_samples = ignore_labels(
+                batch_data_samples, self.train_excluded_classes, ignore_index=self.ignore_index
+            )
         return super().loss_by_feat(seg_logits, batch_data_samples)
 
 
-def _keep_file_text_embeddings(module: TextClassifierMixin, state_dict: dict, prefix: str, *args) -> None:
+def _keep_file_text_embeddings(
+    module: TextClassifierMixin, state_dict: dict, prefix: str, *args
+) -> None:
     """Load-state-dict pre-hook: keep the file's text embeddings; refuse same-names-other-embeddings."""
     emb_key, hash_key = prefix + "text_embeddings", prefix + "text_names_hash"
     if emb_key not in state_dict:
         return
     stored, current = state_dict[emb_key], module.text_embeddings
     same_names = hash_key in state_dict and int(state_dict[hash_key]) == int(module.text_names_hash)
-    if same_names and (stored.shape != current.shape
-                       or not torch.allclose(stored.to(current), current, atol=1e-4)):
-        raise ValueError(f"the checkpoint was trained with other text embeddings for the same classes than "
-                         f"{module.text_embeddings_path} (was it recomputed with another teacher?); restore the "
-                         f"training run's text-embedding file or retrain")
+    if same_names and (
+        stored.shape != current.shape or not torch.allclose(stored.to(current), current, atol=1e-4)
+    ):
+        raise ValueError(
+            f"the checkpoint was trained with other text embeddings for the same classes than "
+            f"{module.text_embeddings_path} (was it recomputed with another teacher?); restore the "
+            f"training run's text-embedding file or retrain"
+        )
     state_dict[emb_key] = current.detach().clone()
     state_dict[hash_key] = module.text_names_hash.detach().clone()
 
@@ -158,9 +183,18 @@ class TextDeepLabV2Head(TextClassifierMixin, BaseDecodeHead):
             raise ValueError("dilations must not be empty")
         self.dilations = tuple(int(d) for d in dilations)
         self.branches = nn.ModuleList(
-            ConvModule(self.in_channels, self.channels, 3, padding=d, dilation=d, conv_cfg=self.conv_cfg,
-                       norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-            for d in self.dilations)
+            ConvModule(
+                self.in_channels,
+                self.channels,
+                3,
+                padding=d,
+                dilation=d,
+                conv_cfg=self.conv_cfg,
+                norm_cfg=self.norm_cfg,
+                act_cfg=self.act_cfg,
+            )
+            for d in self.dilations
+        )
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         x = self._transform_inputs(inputs)
@@ -182,20 +216,43 @@ class LSegHead(TextClassifierMixin, BaseDecodeHead):
 
     def __init__(self, *, num_convs: int = 2, temperature: float = 0.07, **kwargs) -> None:
         super().__init__(temperature=temperature, **kwargs)
-        levels = self.in_channels if isinstance(self.in_channels, (list, tuple)) else [self.in_channels]
+        levels = (
+            self.in_channels if isinstance(self.in_channels, (list, tuple)) else [self.in_channels]
+        )
         self.laterals = nn.ModuleList(
-            ConvModule(c, self.channels, 1, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-            for c in levels)
-        self.fuse = nn.Sequential(*[
-            ConvModule(self.channels, self.channels, 3, padding=1, conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
-                       act_cfg=self.act_cfg) for _ in range(num_convs)])
+            ConvModule(
+                c,
+                self.channels,
+                1,
+                conv_cfg=self.conv_cfg,
+                norm_cfg=self.norm_cfg,
+                act_cfg=self.act_cfg,
+            )
+            for c in levels
+        )
+        self.fuse = nn.Sequential(
+            *[
+                ConvModule(
+                    self.channels,
+                    self.channels,
+                    3,
+                    padding=1,
+                    conv_cfg=self.conv_cfg,
+                    norm_cfg=self.norm_cfg,
+                    act_cfg=self.act_cfg,
+                )
+                for _ in range(num_convs)
+            ]
+        )
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         x = self._transform_inputs(inputs)
         levels = list(x) if isinstance(x, (list, tuple)) else [x]
         feats = [lateral(level) for lateral, level in zip(self.laterals, levels)]
         order = sorted(range(len(feats)), key=lambda i: feats[i].shape[-2] * feats[i].shape[-1])
-        out = feats[order[0]]                                   # coarsest
+        out = feats[order[0]]  # coarsest
         for i in order[1:]:
-            out = feats[i] + resize(out, size=feats[i].shape[2:], mode="bilinear", align_corners=self.align_corners)
+            out = feats[i] + resize(
+                out, size=feats[i].shape[2:], mode="bilinear", align_corners=self.align_corners
+            )
         return self.cls_seg(self.fuse(out))

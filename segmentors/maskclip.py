@@ -1,4 +1,5 @@
 """MaskCLIP: training-free zero-shot segmentation with the teacher's dense path, as an MMSeg model."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -35,13 +36,23 @@ class MaskCLIPSegmentor(BaseSegmentor):
         data_preprocessor: an MMSeg ``SegDataPreProcessor`` config with ``bgr_to_rgb=True``.
     """
 
-    def __init__(self, *, teacher: Mapping, class_names: Sequence[str | Sequence[str]], templates: str | Sequence[str]
-                 = "maskclip", key_smoothing: float | None = None, prompt_denoise: float | None = None,
-                 key_norm: str = "channel", test_cfg: Mapping | None = None, data_preprocessor: Mapping | None = None,
-                 init_cfg: Mapping | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        teacher: Mapping,
+        class_names: Sequence[str | Sequence[str]],
+        templates: str | Sequence[str] = "maskclip",
+        key_smoothing: float | None = None,
+        prompt_denoise: float | None = None,
+        key_norm: str = "channel",
+        test_cfg: Mapping | None = None,
+        data_preprocessor: Mapping | None = None,
+        init_cfg: Mapping | None = None,
+    ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.class_names = canonical_class_entries(class_names,
-                                                   field="MaskCLIPSegmentor class_names")
+        self.class_names = canonical_class_entries(
+            class_names, field="MaskCLIPSegmentor class_names"
+        )
         if not self.class_names:
             raise ValueError("MaskCLIPSegmentor needs at least one class name")
         self.templates = templates if isinstance(templates, str) else list(templates)
@@ -50,7 +61,9 @@ class MaskCLIPSegmentor(BaseSegmentor):
         self.key_norm = key_norm
         self.test_cfg = dict(test_cfg or {"mode": "whole"})
         if self.test_cfg.get("mode", "whole") not in ("whole", "slide"):
-            raise ValueError(f"test_cfg.mode must be 'whole' or 'slide', got {self.test_cfg.get('mode')!r}")
+            raise ValueError(
+                f"test_cfg.mode must be 'whole' or 'slide', got {self.test_cfg.get('mode')!r}"
+            )
         self.num_classes = self.out_channels = len(self.class_names)
         self.align_corners = False
         spec = TeacherSpec.from_mapping(teacher, origin="MaskCLIPSegmentor teacher")
@@ -62,7 +75,9 @@ class MaskCLIPSegmentor(BaseSegmentor):
         key = str(device)
         if key not in self._classifiers:
             teacher = self.teacher.get(device)
-            self._classifiers[key] = teacher.text_classifier(self.class_names, templates=self.templates)
+            self._classifiers[key] = teacher.text_classifier(
+                self.class_names, templates=self.templates
+            )
         return self._classifiers[key]
 
     # -- BaseSegmentor API ---------------------------------------------------------------------------
@@ -74,22 +89,36 @@ class MaskCLIPSegmentor(BaseSegmentor):
     def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict] | None = None) -> Tensor:
         """``[B, num_classes, H, W]`` MaskCLIP scores at input resolution."""
         teacher = self.teacher.get(inputs.device)
-        return dense_pixel_logits(teacher, teacher_images(inputs, self.data_preprocessor),
-                                  self.classifier(inputs.device), key_smoothing=self.key_smoothing,
-                                  prompt_denoise=self.prompt_denoise, key_norm=self.key_norm)
+        return dense_pixel_logits(
+            teacher,
+            teacher_images(inputs, self.data_preprocessor),
+            self.classifier(inputs.device),
+            key_smoothing=self.key_smoothing,
+            prompt_denoise=self.prompt_denoise,
+            key_norm=self.key_norm,
+        )
 
     def inference(self, inputs: Tensor, batch_img_metas: list[dict] | None = None) -> Tensor:
         if self.test_cfg.get("mode", "whole") == "slide":
-            return slide_inference(lambda crop: self.encode_decode(crop), inputs, num_classes=self.num_classes,
-                                   crop_size=tuple(self.test_cfg["crop_size"]), stride=tuple(self.test_cfg["stride"]))
+            return slide_inference(
+                lambda crop: self.encode_decode(crop),
+                inputs,
+                num_classes=self.num_classes,
+                crop_size=tuple(self.test_cfg["crop_size"]),
+                stride=tuple(self.test_cfg["stride"]),
+            )
         return self.encode_decode(inputs)
 
     def loss(self, inputs: Tensor, data_samples: list[SegDataSample]) -> dict:
-        raise RuntimeError("MaskCLIPSegmentor is training-free: evaluate it with tools/test_seg.py (no checkpoint "
-                           "needed); train a MaskCLIP+ student (MaskCLIPPlusSegmentor) instead")
+        raise RuntimeError(
+            "MaskCLIPSegmentor is training-free: evaluate it with tools/test_seg.py (no checkpoint "
+            "needed); train a MaskCLIP+ student (MaskCLIPPlusSegmentor) instead"
+        )
 
     @torch.no_grad()
-    def predict(self, inputs: Tensor, data_samples: list[SegDataSample] | None = None) -> list[SegDataSample]:
+    def predict(
+        self, inputs: Tensor, data_samples: list[SegDataSample] | None = None
+    ) -> list[SegDataSample]:
         return self.postprocess_result(self.inference(inputs), data_samples)
 
     def _forward(self, inputs: Tensor, data_samples: list[SegDataSample] | None = None) -> Tensor:

@@ -13,6 +13,7 @@ With ``confidence_threshold > 0`` a relabelled pixel whose softmax probability o
 (the teacher's scores x 100, MaskCLIP's softmax temperature; the student's logits as they are) is below
 the threshold is ignored instead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -35,11 +36,18 @@ from .utils import image_region_mask, stack_gt, teacher_images, with_gt
 
 __all__ = ["pseudo_targets", "MaskCLIPPlusSegmentor"]
 
-_TEACHER_SOFTMAX_SCALE = 100.0   # MaskCLIP's softmax(100 * cosine)
+_TEACHER_SOFTMAX_SCALE = 100.0  # MaskCLIP's softmax(100 * cosine)
 
 
-def pseudo_targets(gt: Tensor, scores: Tensor, *, candidates: Sequence[int], relabel: Tensor,
-                   confidence_threshold: float = 0.0, ignore_index: int = 255) -> Tensor:
+def pseudo_targets(
+    gt: Tensor,
+    scores: Tensor,
+    *,
+    candidates: Sequence[int],
+    relabel: Tensor,
+    confidence_threshold: float = 0.0,
+    ignore_index: int = 255,
+) -> Tensor:
     """Rewrite ``gt`` at the ``relabel`` pixels with the argmax of ``scores`` over ``candidates``.
 
     Args:
@@ -52,10 +60,16 @@ def pseudo_targets(gt: Tensor, scores: Tensor, *, candidates: Sequence[int], rel
     Returns:
         ``[B, H, W]`` long targets; pixels outside ``relabel`` are ``gt`` unchanged.
     """
-    if scores.ndim != 4 or scores.shape[1] != len(candidates) or scores.shape[0] != gt.shape[0] \
-            or scores.shape[2:] != gt.shape[1:]:
-        raise ValueError(f"scores must be [B, {len(candidates)}, H, W] matching gt {tuple(gt.shape)}, "
-                         f"got {tuple(scores.shape)}")
+    if (
+        scores.ndim != 4
+        or scores.shape[1] != len(candidates)
+        or scores.shape[0] != gt.shape[0]
+        or scores.shape[2:] != gt.shape[1:]
+    ):
+        raise ValueError(
+            f"scores must be [B, {len(candidates)}, H, W] matching gt {tuple(gt.shape)}, "
+            f"got {tuple(scores.shape)}"
+        )
     if relabel.shape != gt.shape or relabel.dtype != torch.bool:
         raise ValueError(f"relabel must be a bool tensor of shape {tuple(gt.shape)}")
     ids = torch.as_tensor(list(candidates), device=gt.device, dtype=torch.long)
@@ -86,22 +100,37 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         **kwargs: ``EncoderDecoder`` arguments (backbone, decode_head, data_preprocessor with bgr_to_rgb, ...).
     """
 
-    def __init__(self, *, teacher: Mapping, teacher_class_names: Sequence[str | Sequence[str]],
-                 unseen_classes: Sequence[int] = (), templates: str | Sequence[str] = "maskclip",
-                 self_training_start: int | None = None, confidence_threshold: float = 0.0,
-                 annotation_free: bool = False, key_smoothing: float | None = None,
-                 prompt_denoise: float | None = None, key_norm: str = "channel", **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        teacher: Mapping,
+        teacher_class_names: Sequence[str | Sequence[str]],
+        unseen_classes: Sequence[int] = (),
+        templates: str | Sequence[str] = "maskclip",
+        self_training_start: int | None = None,
+        confidence_threshold: float = 0.0,
+        annotation_free: bool = False,
+        key_smoothing: float | None = None,
+        prompt_denoise: float | None = None,
+        key_norm: str = "channel",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.teacher_class_names = canonical_class_entries(
-            teacher_class_names, field="MaskCLIPPlusSegmentor teacher_class_names")
+            teacher_class_names, field="MaskCLIPPlusSegmentor teacher_class_names"
+        )
         if len(self.teacher_class_names) != self.num_classes:
-            raise ValueError(f"teacher_class_names has {len(self.teacher_class_names)} names but the decode head "
-                             f"predicts {self.num_classes} classes")
+            raise ValueError(
+                f"teacher_class_names has {len(self.teacher_class_names)} names but the decode head "
+                f"predicts {self.num_classes} classes"
+            )
         unseen = sorted({int(c) for c in unseen_classes})
         if any(not 0 <= c < self.num_classes for c in unseen):
             raise ValueError(f"unseen_classes {unseen} outside [0, {self.num_classes})")
         if not annotation_free and not unseen:
-            raise ValueError("transductive MaskCLIP+ needs unseen_classes (or set annotation_free=True)")
+            raise ValueError(
+                "transductive MaskCLIP+ needs unseen_classes (or set annotation_free=True)"
+            )
         if not 0.0 <= confidence_threshold < 1.0:
             raise ValueError(f"confidence_threshold must be in [0, 1), got {confidence_threshold}")
         self.annotation_free = bool(annotation_free)
@@ -109,7 +138,9 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         self.templates = templates if isinstance(templates, str) else list(templates)
         self.self_training_start = self_training_start
         self.confidence_threshold = float(confidence_threshold)
-        self.refine = dict(key_smoothing=key_smoothing, prompt_denoise=prompt_denoise, key_norm=key_norm)
+        self.refine = dict(
+            key_smoothing=key_smoothing, prompt_denoise=prompt_denoise, key_norm=key_norm
+        )
         self.ignore_index = int(getattr(self.decode_head, "ignore_index", 255))
         spec = TeacherSpec.from_mapping(teacher, origin="MaskCLIPPlusSegmentor teacher")
         self.teacher = TeacherHandle(spec)
@@ -119,22 +150,31 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
     @property
     def self_training(self) -> bool:
         """Whether the current iteration labels with the student's own predictions."""
-        return self.self_training_start is not None and int(self.train_iter) >= self.self_training_start
+        return (
+            self.self_training_start is not None
+            and int(self.train_iter) >= self.self_training_start
+        )
 
     def teacher_classifier(self, device: torch.device) -> Tensor:
         """``[len(candidates), D]`` teacher text classifier of the candidate classes."""
         key = str(device)
         if key not in self._classifiers:
             names = [self.teacher_class_names[c] for c in self.candidates]
-            self._classifiers[key] = self.teacher.get(device).text_classifier(names, templates=self.templates)
+            self._classifiers[key] = self.teacher.get(device).text_classifier(
+                names, templates=self.templates
+            )
         return self._classifiers[key]
 
     @torch.no_grad()
     def teacher_scores(self, inputs: Tensor) -> Tensor:
         """``[B, len(candidates), H, W]`` MaskCLIP scores of the candidate classes (x100, softmax scale)."""
         teacher = self.teacher.get(inputs.device)
-        scores = dense_pixel_logits(teacher, teacher_images(inputs, self.data_preprocessor),
-                                    self.teacher_classifier(inputs.device), **self.refine)
+        scores = dense_pixel_logits(
+            teacher,
+            teacher_images(inputs, self.data_preprocessor),
+            self.teacher_classifier(inputs.device),
+            **self.refine,
+        )
         return scores * _TEACHER_SOFTMAX_SCALE
 
     def relabel_mask(self, gt: Tensor, data_samples: Sequence[SegDataSample]) -> Tensor:
@@ -144,7 +184,9 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         return torch.isin(gt, torch.as_tensor(self.candidates, device=gt.device))
 
     @torch.no_grad()
-    def compute_targets(self, inputs: Tensor, seg_logits: Tensor, data_samples: Sequence[SegDataSample]) -> Tensor:
+    def compute_targets(
+        self, inputs: Tensor, seg_logits: Tensor, data_samples: Sequence[SegDataSample]
+    ) -> Tensor:
         """``[B, H, W]`` training targets of the batch (see the module docstring).
 
         Args:
@@ -157,16 +199,32 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         if not bool(relabel.any()):
             return gt
         if self.self_training:
-            scores = resize(seg_logits.detach().float(), size=gt.shape[1:], mode="bilinear",
-                            align_corners=self.align_corners)[:, self.candidates]
+            scores = resize(
+                seg_logits.detach().float(),
+                size=gt.shape[1:],
+                mode="bilinear",
+                align_corners=self.align_corners,
+            )[:, self.candidates]
         else:
             scores = self.teacher_scores(inputs)
-        return pseudo_targets(gt, scores, candidates=self.candidates, relabel=relabel,
-                              confidence_threshold=self.confidence_threshold, ignore_index=self.ignore_index)
+        return pseudo_targets(
+            gt,
+            scores,
+            candidates=self.candidates,
+            relabel=relabel,
+            confidence_threshold=self.confidence_threshold,
+            ignore_index=self.ignore_index,
+        )
 
     def loss(self, inputs: Tensor, data_samples: list[SegDataSample]) -> dict:
-        if self.self_training_start is not None and int(self.train_iter) == self.self_training_start:
-            print_log(f"MaskCLIP+: switching to self-training at iteration {int(self.train_iter)}", logger="current")
+        if (
+            self.self_training_start is not None
+            and int(self.train_iter) == self.self_training_start
+        ):
+            print_log(
+                f"MaskCLIP+: switching to self-training at iteration {int(self.train_iter)}",
+                logger="current",
+            )
         x = self.extract_feat(inputs)
         seg_logits = self.decode_head.forward(x)
         samples = with_gt(data_samples, self.compute_targets(inputs, seg_logits, data_samples))

@@ -1,4 +1,5 @@
 """``OVSegMetric``: mIoU over seen and unseen classes and their harmonic mean, for mmengine evaluators."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,15 @@ class OVSegMetric(BaseMetric):
 
     default_prefix = None
 
-    def __init__(self, *, unseen_classes: Sequence[str] | None = None, seen_classes: Sequence[str] | None = None,
-                 ignore_index: int = 255, collect_device: str = "cpu", prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        unseen_classes: Sequence[str] | None = None,
+        seen_classes: Sequence[str] | None = None,
+        ignore_index: int = 255,
+        collect_device: str = "cpu",
+        prefix: str | None = None,
+    ) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.unseen_classes = list(unseen_classes) if unseen_classes is not None else None
         self.seen_classes = list(seen_classes) if seen_classes is not None else None
@@ -43,15 +51,31 @@ class OVSegMetric(BaseMetric):
         meta = self.dataset_meta or {}
         classes = list(meta.get("classes") or [])
         if not classes:
-            raise ValueError("OVSegMetric needs the dataset's 'classes' meta (set by the runner from the dataset)")
-        unseen = self.unseen_classes if self.unseen_classes is not None else list(meta.get("unseen_classes") or [])
-        seen = self.seen_classes if self.seen_classes is not None else [c for c in classes if c not in unseen]
+            raise ValueError(
+                "OVSegMetric needs the dataset's 'classes' meta (set by the runner from the dataset)"
+            )
+        unseen = (
+            self.unseen_classes
+            if self.unseen_classes is not None
+            else list(meta.get("unseen_classes") or [])
+        )
+        seen = (
+            self.seen_classes
+            if self.seen_classes is not None
+            else [c for c in classes if c not in unseen]
+        )
         unknown = [c for c in list(unseen) + list(seen) if c not in classes]
         if unknown:
-            raise ValueError(f"OVSegMetric: classes {unknown} are not in the dataset's classes {classes}")
-        return SegmentationMetric(len(classes), seen=[classes.index(c) for c in seen],
-                                  unseen=[classes.index(c) for c in unseen], ignore_index=self.ignore_index,
-                                  class_names=classes)
+            raise ValueError(
+                f"OVSegMetric: classes {unknown} are not in the dataset's classes {classes}"
+            )
+        return SegmentationMetric(
+            len(classes),
+            seen=[classes.index(c) for c in seen],
+            unseen=[classes.index(c) for c in unseen],
+            ignore_index=self.ignore_index,
+            class_names=classes,
+        )
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Store one confusion matrix per image (``[C, C]`` int64)."""
@@ -75,6 +99,13 @@ class OVSegMetric(BaseMetric):
             metric.confusion += confusion
         summary = metric.compute()
         print_log("\n" + metric.format_table(), logger="current")
-        out = {"mIoU": summary["miou"], "mIoU_seen": summary["seen_miou"], "mIoU_unseen": summary["unseen_miou"],
-               "hIoU": summary["hiou"], "aAcc": summary["pixel_acc"]}
-        return {k: (round(float(v), 2) if not math.isnan(v) else float("nan")) for k, v in out.items()}
+        out = {
+            "mIoU": summary["miou"],
+            "mIoU_seen": summary["seen_miou"],
+            "mIoU_unseen": summary["unseen_miou"],
+            "hIoU": summary["hiou"],
+            "aAcc": summary["pixel_acc"],
+        }
+        return {
+            k: (round(float(v), 2) if not math.isnan(v) else float("nan")) for k, v in out.items()
+        }

@@ -12,6 +12,7 @@
    ``teacher`` (prompt templates ``text_templates``; through the teacher's text-classifier disk
    cache) when it is missing, names other classes, or was made by another teacher.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,11 +28,21 @@ from distill.teachers import TeacherSpec, build_teacher_from_spec
 from distill.toy import ensure_toy_teacher, ensure_toy_world
 from distill.vocab import ClassifierFile
 
-__all__ = ["prepare_config", "fill_placeholders", "toy_placeholders", "text_embedding_specs",
-           "ensure_text_embedding_files"]
+__all__ = [
+    "prepare_config",
+    "fill_placeholders",
+    "toy_placeholders",
+    "text_embedding_specs",
+    "ensure_text_embedding_files",
+]
 
 _log = logging.getLogger(__name__)
-TOY_TOKENS = ("<toy_world>", "<toy_teacher_model>", "<toy_teacher_config>", "<toy_teacher_checkpoint>")
+TOY_TOKENS = (
+    "<toy_world>",
+    "<toy_teacher_model>",
+    "<toy_teacher_config>",
+    "<toy_teacher_checkpoint>",
+)
 
 
 def _walk_strings(node: Any, fn: Callable[[str], str]) -> Any:
@@ -50,6 +61,7 @@ def _walk_strings(node: Any, fn: Callable[[str], str]) -> Any:
 
 def fill_placeholders(cfg: Config | dict, values: Mapping[str, str]) -> None:
     """Replace every occurrence of each token of ``values`` in every string of ``cfg`` (in place)."""
+
     def replace(text: str) -> str:
         for token, value in values.items():
             text = text.replace(token, str(value))
@@ -77,11 +89,21 @@ def toy_placeholders(options: Any) -> dict[str, str]:
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ValueError(f"unknown toy_world option(s) {unknown}; known: {sorted(known)}")
-    world = ensure_toy_world(seed=int(opts.get("seed", 0)), root=opts.get("root"), **dict(opts.get("sizes") or {}))
-    files = ensure_toy_teacher(world, arch=opts.get("arch", "resnet"), root=opts.get("teacher_root"),
-                               **dict(opts.get("teacher") or {}))
-    return {"<toy_world>": str(world.root), "<toy_teacher_model>": str(files.model_name),
-            "<toy_teacher_config>": str(files.model_config), "<toy_teacher_checkpoint>": str(files.checkpoint)}
+    world = ensure_toy_world(
+        seed=int(opts.get("seed", 0)), root=opts.get("root"), **dict(opts.get("sizes") or {})
+    )
+    files = ensure_toy_teacher(
+        world,
+        arch=opts.get("arch", "resnet"),
+        root=opts.get("teacher_root"),
+        **dict(opts.get("teacher") or {}),
+    )
+    return {
+        "<toy_world>": str(world.root),
+        "<toy_teacher_model>": str(files.model_name),
+        "<toy_teacher_config>": str(files.model_config),
+        "<toy_teacher_checkpoint>": str(files.checkpoint),
+    }
 
 
 def text_embedding_specs(node: Any, prefix: str = "model") -> Iterator[tuple[str, Mapping]]:
@@ -103,8 +125,10 @@ def ensure_text_embedding_files(cfg: Config | Mapping, *, device: str = "cpu") -
         return []
     teacher_cfg = cfg.get("teacher")
     if teacher_cfg is None:
-        raise ValueError(f"{specs[0][0]} needs text embeddings but the config has no top-level 'teacher' to "
-                         f"compute them with")
+        raise ValueError(
+            f"{specs[0][0]} needs text embeddings but the config has no top-level 'teacher' to "
+            f"compute them with"
+        )
     templates = cfg.get("text_templates", "maskclip")
     teacher_spec = TeacherSpec.from_mapping(teacher_cfg, origin="teacher", device=device)
     teacher = build_teacher_from_spec(teacher_spec)
@@ -113,28 +137,47 @@ def ensure_text_embedding_files(cfg: Config | Mapping, *, device: str = "cpu") -
         path = Path(head_cfg["text_embeddings"])
         names = head_cfg.get("class_names")
         if names is None:
-            raise ValueError(f"{where}: class_names is required next to text_embeddings={str(path)!r}")
+            raise ValueError(
+                f"{where}: class_names is required next to text_embeddings={str(path)!r}"
+            )
         if path.is_file():
             try:
                 stored = ClassifierFile.load(path)
                 stored.check_names(names)
-                stored.check_teacher(teacher.fingerprint, fix="the file is recomputed",
-                                     source=f"the config's teacher ({teacher_spec.describe()})")
+                stored.check_teacher(
+                    teacher.fingerprint,
+                    fix="the file is recomputed",
+                    source=f"the config's teacher ({teacher_spec.describe()})",
+                )
                 continue
             except ValueError as err:
                 _log.warning("recomputing %s: %s", path, err)
         embeddings = teacher.text_classifier(list(names), templates=templates)
         recorded = templates if isinstance(templates, str) else [str(t) for t in templates]
-        provenance = {"templates": recorded, "teacher": teacher_spec.describe(),
-                      "created_by": "segmentors.runner"}
-        ClassifierFile.from_entries(names, embeddings, teacher_fingerprint=teacher.fingerprint,
-                                    provenance=provenance, source=str(path)).save(path)
+        provenance = {
+            "templates": recorded,
+            "teacher": teacher_spec.describe(),
+            "created_by": "segmentors.runner",
+        }
+        ClassifierFile.from_entries(
+            names,
+            embeddings,
+            teacher_fingerprint=teacher.fingerprint,
+            provenance=provenance,
+            source=str(path),
+        ).save(path)
         written.append(path)
     return written
 
 
-def prepare_config(cfg: Config, *, config_path: str | os.PathLike, work_dir: str | None = None,
-                   text_embeddings: bool = True, device: str = "cpu") -> Config:
+def prepare_config(
+    cfg: Config,
+    *,
+    config_path: str | os.PathLike,
+    work_dir: str | None = None,
+    text_embeddings: bool = True,
+    device: str = "cpu",
+) -> Config:
     """Steps 1-3 of the module docstring, in place; returns ``cfg``."""
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
@@ -147,9 +190,10 @@ def prepare_config(cfg: Config, *, config_path: str | os.PathLike, work_dir: str
     fill_placeholders(cfg, values)
     left = _unfilled(cfg, TOY_TOKENS)
     if left:
-        raise ValueError(f"config {config_path} still contains {left}: set toy_world=True (or pass the values "
-                         f"with --cfg-options)")
+        raise ValueError(
+            f"config {config_path} still contains {left}: set toy_world=True (or pass the values "
+            f"with --cfg-options)"
+        )
     if text_embeddings:
         ensure_text_embedding_files(cfg, device=device)
     return cfg
-

@@ -1,4 +1,5 @@
 """Small helpers shared by the segmentors: ground-truth rewriting, teacher input images, slide inference."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -9,7 +10,14 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-__all__ = ["stack_gt", "with_gt", "ignore_labels", "image_region_mask", "teacher_images", "slide_inference"]
+__all__ = [
+    "stack_gt",
+    "with_gt",
+    "ignore_labels",
+    "image_region_mask",
+    "teacher_images",
+    "slide_inference",
+]
 
 
 def stack_gt(data_samples: Sequence[SegDataSample]) -> Tensor:
@@ -29,15 +37,18 @@ def with_gt(data_samples: Sequence[SegDataSample], labels: Tensor) -> list[SegDa
     return out
 
 
-def ignore_labels(data_samples: Sequence[SegDataSample], classes: Sequence[int], *,
-                  ignore_index: int = 255) -> list[SegDataSample]:
+def ignore_labels(
+    data_samples: Sequence[SegDataSample], classes: Sequence[int], *, ignore_index: int = 255
+) -> list[SegDataSample]:
     """Copies of ``data_samples`` whose pixels labelled with any of ``classes`` become ``ignore_index``."""
     gt = stack_gt(data_samples)
     drop = torch.isin(gt, torch.tensor(list(classes), device=gt.device))
     return with_gt(data_samples, gt.masked_fill(drop, ignore_index))
 
 
-def image_region_mask(data_samples: Sequence[SegDataSample], size: tuple[int, int], device: torch.device) -> Tensor:
+def image_region_mask(
+    data_samples: Sequence[SegDataSample], size: tuple[int, int], device: torch.device
+) -> Tensor:
     """``[B, H, W]`` bool: True inside each image, False on batch padding (from ``img_shape``)."""
     mask = torch.zeros((len(data_samples), *size), dtype=torch.bool, device=device)
     for b, sample in enumerate(data_samples):
@@ -52,8 +63,10 @@ def teacher_images(inputs: Tensor, data_preprocessor: torch.nn.Module) -> Tensor
     The preprocessor must convert MMSeg's BGR loading to RGB (``bgr_to_rgb=True``), the MMSeg default.
     """
     if not getattr(data_preprocessor, "channel_conversion", False):
-        raise ValueError("teacher-backed segmentors need data_preprocessor=dict(type='SegDataPreProcessor', "
-                         "bgr_to_rgb=True, ...) so that model inputs are RGB")
+        raise ValueError(
+            "teacher-backed segmentors need data_preprocessor=dict(type='SegDataPreProcessor', "
+            "bgr_to_rgb=True, ...) so that model inputs are RGB"
+        )
     mean, std = getattr(data_preprocessor, "mean", None), getattr(data_preprocessor, "std", None)
     pixels = inputs.float()
     if mean is not None and std is not None:
@@ -61,8 +74,14 @@ def teacher_images(inputs: Tensor, data_preprocessor: torch.nn.Module) -> Tensor
     return pixels.round().clamp_(0, 255).to(torch.uint8)
 
 
-def slide_inference(fn: Callable[[Tensor], Tensor], inputs: Tensor, *, num_classes: int,
-                    crop_size: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+def slide_inference(
+    fn: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    *,
+    num_classes: int,
+    crop_size: tuple[int, int],
+    stride: tuple[int, int],
+) -> Tensor:
     """Average ``fn`` over overlapping crops.
 
     Args:

@@ -1,4 +1,5 @@
 """Suite-wide test configuration: CUDA tests skip without a GPU; deterministic, thread-bounded torch."""
+
 from __future__ import annotations
 
 import pytest

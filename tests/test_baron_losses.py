@@ -1,5 +1,6 @@
 """BARON's losses on hand-computed cases: queue rows of the same image are masked, in-batch rows of the
 same bag are masked, the queue module enqueues after the loss and keeps ids."""
+
 import math
 
 import pytest
@@ -16,11 +17,23 @@ def test_queue_rows_of_the_same_image_are_masked():
     unmasked = symmetric_infonce(a, b, temperature=S, queue_b=queue_b)
     # a -> b: logits [S, S, 0]; b -> a: one column, CE 0
     assert unmasked.item() == pytest.approx(0.5 * math.log(2 + math.exp(-S)), rel=1e-5)
-    masked = symmetric_infonce(a, b, temperature=S, queue_b=queue_b, query_ids=torch.tensor([5]),
-                               queue_b_ids=torch.tensor([5, 6]))
+    masked = symmetric_infonce(
+        a,
+        b,
+        temperature=S,
+        queue_b=queue_b,
+        query_ids=torch.tensor([5]),
+        queue_b_ids=torch.tensor([5, 6]),
+    )
     assert masked.item() == pytest.approx(0.5 * math.log1p(math.exp(-S)), rel=1e-5)
-    other = symmetric_infonce(a, b, temperature=S, queue_b=queue_b, query_ids=torch.tensor([7]),
-                              queue_b_ids=torch.tensor([5, 6]))
+    other = symmetric_infonce(
+        a,
+        b,
+        temperature=S,
+        queue_b=queue_b,
+        query_ids=torch.tensor([7]),
+        queue_b_ids=torch.tensor([5, 6]),
+    )
     assert other.item() == pytest.approx(unmasked.item(), rel=1e-6)
 
 
@@ -37,7 +50,13 @@ def test_same_bag_rows_are_not_negatives_but_other_bags_are():
 def test_queue_id_errors_name_the_field():
     a = torch.eye(2)
     with pytest.raises(ValueError, match="queue_b_ids must have shape"):
-        symmetric_infonce(a, a, queue_b=torch.eye(2), query_ids=torch.tensor([1, 2]), queue_b_ids=torch.tensor([1]))
+        symmetric_infonce(
+            a,
+            a,
+            queue_b=torch.eye(2),
+            query_ids=torch.tensor([1, 2]),
+            queue_b_ids=torch.tensor([1]),
+        )
     with pytest.raises(ValueError, match="without query_ids"):
         symmetric_infonce(a, a, queue_b=torch.eye(2), queue_b_ids=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="query_ids must have shape"):
@@ -50,7 +69,11 @@ def test_embedding_queue_keeps_ids_in_fifo_order():
     queue = EmbeddingQueue(2, size=3)
     queue.enqueue(torch.tensor([[1.0, 0.0], [2.0, 0.0]]), torch.tensor([10, 11]))
     queue.enqueue(torch.tensor([[3.0, 0.0], [4.0, 0.0]]), torch.tensor([12, 13]))
-    assert queue.get()[:, 0].tolist() == [2.0, 3.0, 4.0] and queue.get_ids().tolist() == [11, 12, 13]
+    assert queue.get()[:, 0].tolist() == [2.0, 3.0, 4.0] and queue.get_ids().tolist() == [
+        11,
+        12,
+        13,
+    ]
     queue.enqueue(torch.tensor([[5.0, 0.0]]))
     assert queue.get_ids().tolist() == [12, 13, -1]
     assert set(queue.state_dict()) == {"data", "ids", "count"}
@@ -61,16 +84,20 @@ def test_queued_loss_masks_then_enqueues():
     assert isinstance(loss, QueuedInfoNCELoss)
     a = torch.tensor([[1.0, 0.0]])
     first = loss(a, a, image_ids=torch.tensor([3]))
-    assert first.item() == pytest.approx(0.0, abs=1e-7)      # a single pair, empty queues
+    assert first.item() == pytest.approx(0.0, abs=1e-7)  # a single pair, empty queues
     assert loss.student_queue.get_ids().tolist() == [3] and loss.teacher_queue.get().shape == (1, 2)
-    same_image = loss(a, a, image_ids=torch.tensor([3]))    # the queued copy is masked
+    same_image = loss(a, a, image_ids=torch.tensor([3]))  # the queued copy is masked
     assert same_image.item() == pytest.approx(0.0, abs=1e-7)
-    other_image = loss(a, a, image_ids=torch.tensor([4]))   # the two queued copies are negatives now
-    assert other_image.item() == pytest.approx(0.5 * math.log(3.0), rel=1e-5)  # logits [S, S, S] both ways
+    other_image = loss(a, a, image_ids=torch.tensor([4]))  # the two queued copies are negatives now
+    assert other_image.item() == pytest.approx(
+        0.5 * math.log(3.0), rel=1e-5
+    )  # logits [S, S, S] both ways
     student = torch.tensor([[0.6, 0.8]], requires_grad=True)
-    total = loss(student, a, image_ids=torch.tensor([5])) + loss(student, a, image_ids=torch.tensor([6]))
-    total.backward()                                          # enqueueing did not break the first graph
+    total = loss(student, a, image_ids=torch.tensor([5])) + loss(
+        student, a, image_ids=torch.tensor([6])
+    )
+    total.backward()  # enqueueing did not break the first graph
     assert student.grad.abs().sum() > 0
     loss.eval()
     loss(a, a, image_ids=torch.tensor([9]))
-    assert int(loss.student_queue.count) == 5                # no enqueue at evaluation
+    assert int(loss.student_queue.count) == 5  # no enqueue at evaluation

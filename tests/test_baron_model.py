@@ -1,5 +1,6 @@
 """BARON student built through Detectron2's registries on a tiny dataset (CPU, random text encoder and a
 stub teacher): losses, gradients, queues, vocabulary swap, ensemble inference, clear errors."""
+
 import copy
 import inspect
 
@@ -14,12 +15,10 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from detectors.data import OVDatasetMapper, load_ov_json, register_ov_dataset  # noqa: E402
 from detectors.engine import OVTrainer  # noqa: E402
-from detectors.teacher import teacher_spec_from_cfg  # noqa: E402
 from detectors.modeling import BaronOutputLayers, BaronROIHeads  # noqa: E402
 from detectors.modeling.baron_heads import pack_sequences  # noqa: E402
 from detectors.modeling.vild_predictor import cosine_logits as vild_cosine_logits  # noqa: E402
-from distill.teachers import TEACHERS, TeacherHandle, TeacherSpec, register_teacher  # noqa: E402
-from distill.vocab import cosine_logits  # noqa: E402
+from detectors.teacher import teacher_spec_from_cfg  # noqa: E402
 from detectors.testing import (  # noqa: E402
     TINY_CLASSES,
     StubTeacher,
@@ -28,6 +27,8 @@ from detectors.testing import (  # noqa: E402
     write_random_text_encoder,
     write_tiny_dataset,
 )
+from distill.teachers import TEACHERS, TeacherHandle, TeacherSpec, register_teacher  # noqa: E402
+from distill.vocab import cosine_logits  # noqa: E402
 
 
 @pytest.fixture()
@@ -49,17 +50,23 @@ def _batch(cfg, name):
 
 
 def test_pack_sequences_concatenates_region_words():
-    words = torch.arange(5 * 2 * 1, dtype=torch.float32).view(5, 2, 1)   # 5 regions, 2 words each
+    words = torch.arange(5 * 2 * 1, dtype=torch.float32).view(5, 2, 1)  # 5 regions, 2 words each
     keep = torch.tensor([[True, False], [True, True], [True, True], [False, True], [True, True]])
     seq, valid, seq_of_region, slot = pack_sequences(words, keep, torch.tensor([2, 3]))
-    assert seq.shape == (2, 6, 1) and seq_of_region.tolist() == [0, 0, 1, 1, 1] and slot.tolist() == [0, 1, 0, 1, 2]
+    assert (
+        seq.shape == (2, 6, 1)
+        and seq_of_region.tolist() == [0, 0, 1, 1, 1]
+        and slot.tolist() == [0, 1, 0, 1, 2]
+    )
     assert seq[0, :4, 0].tolist() == [0, 1, 2, 3] and seq[1, :, 0].tolist() == [4, 5, 6, 7, 8, 9]
     assert valid[0].tolist() == [True, False, True, True, False, False]
 
 
 def test_baron_losses_and_gradients(tiny):
     name, text, encoder, tmp = tiny
-    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp)
+    cfg = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp
+    )
     torch.manual_seed(0)
     model = build_model(cfg).train()
     heads = model.roi_heads
@@ -71,33 +78,46 @@ def test_baron_losses_and_gradients(tiny):
     heads.set_teacher(teacher)
     with EventStorage():
         losses = model(batch)
-    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_bag", "loss_single", "loss_rpn_cls", "loss_rpn_loc"}
+    assert set(losses) == {
+        "loss_cls",
+        "loss_box_reg",
+        "loss_bag",
+        "loss_single",
+        "loss_rpn_cls",
+        "loss_rpn_loc",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     assert {"crop", "dense"} <= set(teacher.calls)
     assert int(heads.bag_loss.student_queue.count) > 0
-    assert set(heads.bag_loss.student_queue.get_ids().tolist()) == {1, 2}      # the images' ids
+    assert set(heads.bag_loss.student_queue.get_ids().tolist()) == {1, 2}  # the images' ids
     (losses["loss_bag"] + losses["loss_single"]).backward()
     assert heads.box_predictor.projection.weight.grad.abs().sum() > 0
     assert heads.position_embed.proj[0].weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in heads.box_predictor.text_encoder.parameters())   # frozen
+    assert all(p.grad is None for p in heads.box_predictor.text_encoder.parameters())  # frozen
     optimizer_params = [n for n, p in model.named_parameters() if p.requires_grad]
     assert not any("text_encoder" in n for n in optimizer_params)
 
 
 def test_teacher_mismatch_and_bad_inputs(tiny):
     name, text, encoder, tmp = tiny
-    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp)
+    cfg = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp
+    )
     model = build_model(cfg).train()
     with pytest.raises(ValueError, match="fingerprint"):
         model.roi_heads.set_teacher(StubTeacher(fingerprint="another"))
     with pytest.raises(ValueError, match="embeds in 8 dims"):
         model.roi_heads.set_teacher(StubTeacher(dim=8))
     other = write_random_text_encoder(tmp / "other.pt", fingerprint="another")
-    bad = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=other, output_dir=tmp)
+    bad = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=other, output_dir=tmp
+    )
     with pytest.raises(ValueError, match="different teacher"):
         build_model(bad)
     wide = write_random_text_encoder(tmp / "wide.pt", dim=8)
-    bad = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=wide, output_dir=tmp)
+    bad = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=wide, output_dir=tmp
+    )
     with pytest.raises(ValueError, match="text encoder output size 8"):
         build_model(bad)
     cfg.defrost()
@@ -105,8 +125,12 @@ def test_teacher_mismatch_and_bad_inputs(tiny):
     with pytest.raises(ValueError, match="NUM_WORDS"):
         build_model(cfg)
     model.roi_heads.set_teacher(StubTeacher())
-    batch = _batch(tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
-                                     output_dir=tmp), name)
+    batch = _batch(
+        tiny_baron_config(
+            train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp
+        ),
+        name,
+    )
     batch[0]["image"] = batch[0]["image"].float()
     with EventStorage(), pytest.raises(ValueError, match="uint8"):
         model(batch)
@@ -114,8 +138,14 @@ def test_teacher_mismatch_and_bad_inputs(tiny):
 
 def test_vocabulary_swap_and_ensemble_inference(tiny):
     name, text, encoder, tmp = tiny
-    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp,
-                            ensemble=True)
+    cfg = tiny_baron_config(
+        train=name,
+        test=name,
+        text_embeddings=text,
+        text_encoder=encoder,
+        output_dir=tmp,
+        ensemble=True,
+    )
     torch.manual_seed(0)
     model = build_model(cfg).train()
     model.roi_heads.set_teacher(StubTeacher())
@@ -124,7 +154,9 @@ def test_vocabulary_swap_and_ensemble_inference(tiny):
     losses["loss_bag"].backward()
     heads = model.roi_heads
     assert heads.image_projection.weight.grad.abs().sum() > 0
-    assert heads.box_predictor.projection.weight.grad is None   # the bag loss trains the ensemble branch only
+    assert (
+        heads.box_predictor.projection.weight.grad is None
+    )  # the bag loss trains the ensemble branch only
     model.eval()
     new = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
     heads.set_vocabulary(new, [f"thing {i}" for i in range(4)] + ["red box"])
@@ -146,8 +178,9 @@ class DeviceStubTeacher(StubTeacher):
 
 def test_teacher_handle_is_lazy_and_outside_the_module_tree(tiny):
     name, text, encoder, tmp = tiny
-    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
-                            output_dir=tmp)
+    cfg = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp
+    )
     torch.manual_seed(0)
     model = build_model(cfg).train()
     heads = model.roi_heads
@@ -158,7 +191,7 @@ def test_teacher_handle_is_lazy_and_outside_the_module_tree(tiny):
             heads.set_teacher(TeacherHandle(spec))
         handle = TeacherHandle(spec, expected_fingerprint=heads.teacher_fingerprint)
         heads.set_teacher(handle)
-        assert handle.built_devices == []                                      # built on first use
+        assert handle.built_devices == []  # built on first use
         with EventStorage():
             losses = model(_batch(cfg, name))
         assert handle.built_devices == ["cpu"] and torch.isfinite(losses["loss_bag"])
@@ -167,16 +200,18 @@ def test_teacher_handle_is_lazy_and_outside_the_module_tree(tiny):
         assert not [n for n in names if "_teacher" in n or n.endswith("teacher")]
         assert not any(t is teacher.weight for t in model.state_dict().values())
         twin = copy.deepcopy(model)
-        assert twin.roi_heads.get_teacher() is not teacher                     # a fresh lazy handle
-        bad = TeacherHandle(TeacherSpec(name="ovd-test-baron-stub", extra={"fingerprint": "other"}),
-                            expected_fingerprint=heads.teacher_fingerprint)
+        assert twin.roi_heads.get_teacher() is not teacher  # a fresh lazy handle
+        bad = TeacherHandle(
+            TeacherSpec(name="ovd-test-baron-stub", extra={"fingerprint": "other"}),
+            expected_fingerprint=heads.teacher_fingerprint,
+        )
         heads.set_teacher(bad)
         with pytest.raises(ValueError, match="fingerprint mismatch: .* has fingerprint 'other'"):
             heads.get_teacher()
     finally:
         del TEACHERS["ovd-test-baron-stub"]
     heads.set_teacher(StubTeacher())
-    assert copy.deepcopy(model).roi_heads.get_teacher() is heads.get_teacher()   # shared
+    assert copy.deepcopy(model).roi_heads.get_teacher() is heads.get_teacher()  # shared
 
 
 class ConfigStubTeacher(DeviceStubTeacher):
@@ -195,24 +230,34 @@ def test_trainer_checks_the_configured_teacher_before_training(tiny):
     """``OVTrainer`` gives BARON's heads a lazy handle of ``MODEL.VILD.TEACHER`` and builds it at
     construction: a teacher that did not make the text classifier fails before any step."""
     name, text, encoder, tmp = tiny
-    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
-                            output_dir=tmp / "run")
-    cfg.merge_from_list(["MODEL.VILD.TEACHER.NAME", "ovd-test-config-stub",
-                         "MODEL.VILD.TEACHER.MODEL_NAME", "another"])
+    cfg = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp / "run"
+    )
+    cfg.merge_from_list(
+        [
+            "MODEL.VILD.TEACHER.NAME",
+            "ovd-test-config-stub",
+            "MODEL.VILD.TEACHER.MODEL_NAME",
+            "another",
+        ]
+    )
     assert teacher_spec_from_cfg(cfg) == TeacherSpec(
-        "ovd-test-config-stub", model_name="another", precision="fp32", origin="MODEL.VILD.TEACHER")
+        "ovd-test-config-stub", model_name="another", precision="fp32", origin="MODEL.VILD.TEACHER"
+    )
     register_teacher("ovd-test-config-stub")(ConfigStubTeacher)
     try:
         ConfigStubTeacher.built = 0
-        expected = (r"fingerprint mismatch: the teacher of MODEL.VILD.TEACHER "
-                    r"\(ovd-test-config-stub another\) has fingerprint 'another', "
-                    r"text classifier .*text\.pt has 'random-test-teacher'")
+        expected = (
+            r"fingerprint mismatch: the teacher of MODEL.VILD.TEACHER "
+            r"\(ovd-test-config-stub another\) has fingerprint 'another', "
+            r"text classifier .*text\.pt has 'random-test-teacher'"
+        )
         with pytest.raises(ValueError, match=expected):
             OVTrainer(cfg)
         assert ConfigStubTeacher.built == 1
         cfg.MODEL.VILD.TEACHER.MODEL_NAME = "random-test-teacher"
         trainer = OVTrainer(cfg)
-        assert ConfigStubTeacher.built == 2                       # built before training starts
+        assert ConfigStubTeacher.built == 2  # built before training starts
         teacher = trainer.model.roi_heads.get_teacher()
         assert isinstance(teacher, ConfigStubTeacher) and ConfigStubTeacher.built == 2
         assert not any(t is teacher.weight for t in trainer.model.state_dict().values())
@@ -224,11 +269,16 @@ def test_heads_forward_has_no_ignored_arguments_and_shares_the_cosine_classifier
     name, text, encoder, tmp = tiny
     assert "distill" not in inspect.signature(BaronROIHeads.forward).parameters
     assert vild_cosine_logits is cosine_logits
-    cfg = tiny_baron_config(train=name, test=name, text_embeddings=text, text_encoder=encoder,
-                            output_dir=tmp)
+    cfg = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp
+    )
     predictor = build_model(cfg).eval().roi_heads.box_predictor
     regions = torch.nn.functional.normalize(torch.randn(3, predictor.embed_dim), dim=-1)
     background = torch.nn.functional.normalize(predictor.bg_embedding, dim=0)
-    expected = cosine_logits(regions, predictor.class_embeddings,
-                             temperature=predictor.test_temperature, background=background)
+    expected = cosine_logits(
+        regions,
+        predictor.class_embeddings,
+        temperature=predictor.test_temperature,
+        background=background,
+    )
     assert torch.equal(predictor.class_logits(regions), expected)

@@ -1,5 +1,6 @@
 """BARON's pseudo-word text encoder: an exported teacher text tower fed with real token embeddings
 reproduces the teacher's ``encode_text``; word dropout packs the kept words; file round trip."""
+
 import json
 
 import pytest
@@ -7,7 +8,12 @@ import torch
 
 from distill.teachers import ClipTeacher
 from distill.teachers.text_tower import export_text_encoder
-from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, load_text_encoder, save_text_encoder
+from distill.text_encoder import (
+    PseudoTextEncoder,
+    TextEncoderConfig,
+    load_text_encoder,
+    save_text_encoder,
+)
 
 TEXTS = ["a photo of a cat.", "red box", "a small blue thing on the left"]
 
@@ -15,9 +21,24 @@ TEXTS = ["a photo of a cat.", "red box", "a small blue thing on the left"]
 @pytest.fixture(scope="module", params=[False, True], ids=["gelu", "quick_gelu"])
 def teacher(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("baron_text")
-    cfg = {"embed_dim": 24, "quick_gelu": request.param,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-           "text_cfg": {"width": 32, "heads": 4, "layers": 2, "context_length": 16, "vocab_size": 49408}}
+    cfg = {
+        "embed_dim": 24,
+        "quick_gelu": request.param,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 16,
+            "head_width": 16,
+        },
+        "text_cfg": {
+            "width": 32,
+            "heads": 4,
+            "layers": 2,
+            "context_length": 16,
+            "vocab_size": 49408,
+        },
+    }
     name = f"ovd-baron-text-{int(request.param)}"
     (root / "cfg.json").write_text(json.dumps(cfg))
     with pytest.MonkeyPatch.context() as mp:
@@ -31,7 +52,7 @@ def prompt_word_embeddings(teacher: ClipTeacher, texts: list[str]) -> list[torch
     """Per text, the token embeddings ``[L_i, width]`` of its words (without sot / eot)."""
     model = teacher.model
     tokens = teacher.tokenize(list(texts)).to(model.token_embedding.weight.device)
-    ends = [int(row.argmax()) for row in tokens]                          # eot has the largest id
+    ends = [int(row.argmax()) for row in tokens]  # eot has the largest id
     return [model.token_embedding(row[1:end]).float().cpu() for row, end in zip(tokens, ends)]
 
 
@@ -49,7 +70,7 @@ def test_pseudo_words_reproduce_the_teacher_text_encoder(teacher):
     batch = torch.zeros(len(words), longest, encoder.width)
     valid = torch.zeros(len(words), longest, dtype=torch.bool)
     for i, w in enumerate(words):
-        batch[i, :len(w)], valid[i, :len(w)] = w, True
+        batch[i, : len(w)], valid[i, : len(w)] = w, True
     torch.testing.assert_close(encoder(batch, valid=valid), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -70,7 +91,9 @@ def test_dropped_words_are_removed_and_gradients_reach_words(teacher, tmp_path):
 
 
 def test_bad_inputs_name_the_field():
-    encoder = PseudoTextEncoder(TextEncoderConfig(width=8, layers=1, heads=2, context_length=6, embed_dim=4))
+    encoder = PseudoTextEncoder(
+        TextEncoderConfig(width=8, layers=1, heads=2, context_length=6, embed_dim=4)
+    )
     with pytest.raises(ValueError, match=r"words must be \[B, L, 8\]"):
         encoder(torch.zeros(2, 3, 7))
     with pytest.raises(ValueError, match="NaN"):

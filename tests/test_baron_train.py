@@ -5,6 +5,7 @@ exports the teacher's text tower, trains BARON with the teacher online and evalu
 An interrupted run resumed with --resume ends with the same weights (queues included) and metrics, and
 --eval-only on the final checkpoint reproduces them.
 """
+
 import pytest
 
 pytest.importorskip("detectron2")

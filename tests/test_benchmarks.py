@@ -2,6 +2,7 @@
 
 The interface is documented in ``benchmarks/README.md``; ``make bench`` runs the same quick modes.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,13 @@ def test_every_benchmark_is_covered() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RATIOS))
 def test_quick_mode_ends_with_json_summary(name: str, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert COMMON_KEYS <= summary.keys()

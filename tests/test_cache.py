@@ -1,12 +1,13 @@
 """Tests of the teacher-embedding store and its precompute (distill.cache)."""
+
 from __future__ import annotations
 
 import json
 import logging
 import pickle
 import runpy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 
 from distill.cache import EmbeddingStore, EmbeddingStoreWriter, precompute_region_embeddings
 
-W, H = 40, 30   # every generated image is W x H
+W, H = 40, 30  # every generated image is W x H
 
 
 class ColourTeacher:
@@ -37,14 +38,20 @@ class ColourTeacher:
         height, width = image.shape[1:]
         x1, y1, x2, y2 = (float(v) for v in box)
         xa, ya = int(x1), int(y1)
-        crop = image[:, ya:max(int(np.ceil(y2)), ya + 1), xa:max(int(np.ceil(x2)), xa + 1)]
+        crop = image[:, ya : max(int(np.ceil(y2)), ya + 1), xa : max(int(np.ceil(x2)), xa + 1)]
         colour = crop.float().mean((1, 2)) / 255
         geometry = torch.tensor([x1 / width, y1 / height, x2 / width, y2 / height, 1.0])
         vector = torch.cat([colour, geometry])
         return vector / vector.norm()
 
-    def region_embeddings(self, images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], *,
-                          mode: str = "crop", scales: Sequence[float] = (1.0,)) -> list[torch.Tensor]:
+    def region_embeddings(
+        self,
+        images: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor],
+        *,
+        mode: str = "crop",
+        scales: Sequence[float] = (1.0,),
+    ) -> list[torch.Tensor]:
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("simulated crash")
@@ -81,14 +88,34 @@ def make_dataset(root: Path, *, num_images: int = 7, seed: int = 0) -> tuple[Pat
         if image_id == 2:
             bboxes += [[35.0, 25.0, 20.0, 20.0], [5.0, 5.0, 0.0, 4.0], [50.0, 40.0, 5.0, 5.0]]
         for bbox in bboxes:
-            annotations.append({"id": ann_id, "image_id": image_id, "bbox": bbox, "category_id": 1,
-                                "area": bbox[2] * bbox[3], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "bbox": bbox,
+                    "category_id": 1,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": 0,
+                }
+            )
             ann_id += 1
         if image_id == 2:
-            annotations.append({"id": ann_id, "image_id": 2, "bbox": [0.0, 0.0, 30.0, 30.0],
-                                "category_id": 1, "area": 900.0, "iscrowd": 1})
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": 2,
+                    "bbox": [0.0, 0.0, 30.0, 30.0],
+                    "category_id": 1,
+                    "area": 900.0,
+                    "iscrowd": 1,
+                }
+            )
             ann_id += 1
-    data = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     json_path = root / "instances.json"
     json_path.write_text(json.dumps(data))
     return json_path, image_dir, data
@@ -101,7 +128,12 @@ def expected_gt_boxes(data: dict, image_id: int) -> np.ndarray:
         if ann["image_id"] != image_id or ann["iscrowd"]:
             continue
         x, y, w, h = ann["bbox"]
-        x1, y1, x2, y2 = min(max(x, 0), W), min(max(y, 0), H), min(max(x + w, 0), W), min(max(y + h, 0), H)
+        x1, y1, x2, y2 = (
+            min(max(x, 0), W),
+            min(max(y, 0), H),
+            min(max(x + w, 0), W),
+            min(max(y + h, 0), H),
+        )
         if x2 > x1 and y2 > y1:
             rows.append([x1, y1, x2, y2])
     return np.asarray(rows, dtype=np.float32).reshape(-1, 4)
@@ -124,14 +156,16 @@ def run(teacher, dataset, out: Path, **kwargs) -> Path:
     json_path, image_dir, _ = dataset
     kwargs.setdefault("images_per_shard", 2)
     kwargs.setdefault("batch_images", 1)
-    return precompute_region_embeddings(teacher, json_path, image_dir, out, progress=False, **kwargs)
+    return precompute_region_embeddings(
+        teacher, json_path, image_dir, out, progress=False, **kwargs
+    )
 
 
 def test_round_trip_gt(dataset, tmp_path):
     _, image_dir, data = dataset
     teacher = ColourTeacher()
     store = EmbeddingStore.open(run(teacher, dataset, tmp_path / "store", batch_images=3))
-    assert store.image_ids == list(range(1, 8))                      # sorted although shuffled in the json
+    assert store.image_ids == list(range(1, 8))  # sorted although shuffled in the json
     assert store.manifest["teacher"] == "ColourTeacher" and store.manifest["embed_dim"] == 8
     assert store.manifest["source"] == "gt" and store.manifest["num_shards"] == 4
     assert store.manifest["scales"] == [1.0, 1.5] and store.manifest["max_per_image"] == 300
@@ -139,13 +173,16 @@ def test_round_trip_gt(dataset, tmp_path):
     for image_id in store.image_ids:
         boxes, emb = store.get(image_id)
         np.testing.assert_array_equal(boxes, expected_gt_boxes(data, image_id))
-        assert boxes.dtype == np.float32 and emb.dtype == np.float16 and emb.shape == (len(boxes), 8)
+        assert (
+            boxes.dtype == np.float32 and emb.dtype == np.float16 and emb.shape == (len(boxes), 8)
+        )
         image = load_image(image_dir / f"{image_id:06d}.png")
         for box, row in zip(boxes, emb):
-            np.testing.assert_allclose(row.astype(np.float32), ColourTeacher.embed_one(image, box).numpy(),
-                                       atol=1e-3)
+            np.testing.assert_allclose(
+                row.astype(np.float32), ColourTeacher.embed_one(image, box).numpy(), atol=1e-3
+            )
         total += len(boxes)
-    assert store.num_regions == total == 6 * 3 + 1               # image 2: 3 + 1 clipped, image 3: none
+    assert store.num_regions == total == 6 * 3 + 1  # image 2: 3 + 1 clipped, image 3: none
     np.testing.assert_array_equal(store.get(2)[0][3], [35.0, 25.0, 40.0, 30.0])
 
 
@@ -159,7 +196,10 @@ def test_image_without_boxes_has_k0(dataset, tmp_path):
 def test_degenerate_boxes_counted(dataset, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="distill.cache.precompute"):
         out = run(ColourTeacher(), dataset, tmp_path / "store")
-    assert "7 images, 19 regions" in caplog.text and "1 images without boxes, 2 degenerate boxes dropped" in caplog.text
+    assert (
+        "7 images, 19 regions" in caplog.text
+        and "1 images without boxes, 2 degenerate boxes dropped" in caplog.text
+    )
     stats = [json.loads(p.read_text())["stats"] for p in sorted(out.glob("*.index.json"))]
     assert sum(s["degenerate_dropped"] for s in stats) == 2
     assert sum(s["empty_images"] for s in stats) == 1 and sum(s["images"] for s in stats) == 7
@@ -170,10 +210,10 @@ def test_get_reads_only_its_shard(dataset, tmp_path):
     store = EmbeddingStore.open(out)
     expected = store.get(5)
     fresh = EmbeddingStore.open(out)
-    for path in out.glob("shard-*.npy"):            # image 5 lives in shard 2 (images 5, 6)
+    for path in out.glob("shard-*.npy"):  # image 5 lives in shard 2 (images 5, 6)
         if not path.name.startswith("shard-00002"):
             path.unlink()
-    boxes, emb = fresh.get(5)                         # lazy maps: the deleted shards are never touched
+    boxes, emb = fresh.get(5)  # lazy maps: the deleted shards are never touched
     np.testing.assert_array_equal(boxes, expected[0])
     np.testing.assert_array_equal(emb, expected[1])
     with pytest.raises(ValueError, match="shard-00000.boxes.npy"):
@@ -182,8 +222,12 @@ def test_get_reads_only_its_shard(dataset, tmp_path):
 
 def test_expect_mismatch_names_field(dataset, tmp_path):
     out = run(ColourTeacher(), dataset, tmp_path / "store")
-    EmbeddingStore.open(out, expect={"teacher_fingerprint": "colour-v1", "embed_dim": 8, "scales": (1.0, 1.5)})
-    with pytest.raises(ValueError, match=r"'teacher_fingerprint' is 'colour-v1', expected 'other'") as err:
+    EmbeddingStore.open(
+        out, expect={"teacher_fingerprint": "colour-v1", "embed_dim": 8, "scales": (1.0, 1.5)}
+    )
+    with pytest.raises(
+        ValueError, match=r"'teacher_fingerprint' is 'colour-v1', expected 'other'"
+    ) as err:
         EmbeddingStore.open(out, expect={"teacher_fingerprint": "other"})
     assert str(out) in str(err.value)
     with pytest.raises(ValueError, match="'embed_dim' is 8, expected 512"):
@@ -214,7 +258,7 @@ def test_sha_verify_detects_flipped_byte(dataset, tmp_path):
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0xFF
     path.write_bytes(bytes(raw))
-    EmbeddingStore.open(out)                          # same size: only the hash notices
+    EmbeddingStore.open(out)  # same size: only the hash notices
     with pytest.raises(ValueError, match="shard-00000.boxes.npy is corrupted: sha256"):
         EmbeddingStore.open(out, verify=True)
 
@@ -226,14 +270,18 @@ def test_unreadable_npy_header(dataset, tmp_path):
     raw[:6] = b"NOTNPY"
     path.write_bytes(bytes(raw))
     store = EmbeddingStore.open(out)
-    with pytest.raises(ValueError, match="cannot read embedding store shard file .*shard-00001.emb.npy"):
+    with pytest.raises(
+        ValueError, match="cannot read embedding store shard file .*shard-00001.emb.npy"
+    ):
         store.get(3)
 
 
 def test_incomplete_store_refused(dataset, tmp_path):
     out = run(ColourTeacher(), dataset, tmp_path / "store")
     (out / "shard-00003.index.json").unlink()
-    with pytest.raises(ValueError, match="incomplete: 1 of 4 shards missing .*shard-00003.index.json"):
+    with pytest.raises(
+        ValueError, match="incomplete: 1 of 4 shards missing .*shard-00003.index.json"
+    ):
         EmbeddingStore.open(out)
 
 
@@ -261,7 +309,9 @@ def test_image_size_mismatch(dataset, tmp_path):
 
 def test_resume_is_byte_identical(dataset, tmp_path):
     clean = run(ColourTeacher(), dataset, tmp_path / "clean")
-    crashing = ColourTeacher(fail_after=2)   # one image per call, image 3 has no box: dies on image 4 (shard 1)
+    crashing = ColourTeacher(
+        fail_after=2
+    )  # one image per call, image 3 has no box: dies on image 4 (shard 1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(crashing, dataset, tmp_path / "resumed")
     partial = tmp_path / "resumed"
@@ -271,7 +321,7 @@ def test_resume_is_byte_identical(dataset, tmp_path):
     assert not list(partial.glob("*.part"))
     resuming = ColourTeacher()
     run(resuming, dataset, partial)
-    assert resuming.calls == 4                        # images 3..7 minus the box-less image 3; shard 0 kept
+    assert resuming.calls == 4  # images 3..7 minus the box-less image 3; shard 0 kept
     assert tree_bytes(partial) == tree_bytes(clean)
     EmbeddingStore.open(partial, verify=True)
 
@@ -280,8 +330,10 @@ def test_two_ranks_merge_to_one_rank_store(dataset, tmp_path):
     single = run(ColourTeacher(), dataset, tmp_path / "single")
     split = tmp_path / "split"
     run(ColourTeacher(), dataset, split, rank=1, world_size=2)
-    assert sorted(p.name for p in split.glob("*.index.json")) == ["shard-00001.index.json",
-                                                                  "shard-00003.index.json"]
+    assert sorted(p.name for p in split.glob("*.index.json")) == [
+        "shard-00001.index.json",
+        "shard-00003.index.json",
+    ]
     run(ColourTeacher(), dataset, split, rank=0, world_size=2)
     assert tree_bytes(split) == tree_bytes(single)
     a, b = EmbeddingStore.open(single), EmbeddingStore.open(split)
@@ -292,15 +344,26 @@ def test_two_ranks_merge_to_one_rank_store(dataset, tmp_path):
 
 def write_proposals(path: Path, entries: dict[int, tuple[list, list]]) -> Path:
     ids = list(entries)
-    data = {"ids": ids, "boxes": [np.asarray(entries[i][0], np.float32) for i in ids],
-            "objectness_logits": [np.asarray(entries[i][1], np.float32) for i in ids]}
+    data = {
+        "ids": ids,
+        "boxes": [np.asarray(entries[i][0], np.float32) for i in ids],
+        "objectness_logits": [np.asarray(entries[i][1], np.float32) for i in ids],
+    }
     path.write_bytes(pickle.dumps(data))
     return path
 
 
 def test_proposals_top_m_by_objectness(dataset, tmp_path):
-    boxes = [[0, 0, 10, 10], [5, 5, 5, 20], [2, 2, 30, 20], [-5, -5, 50, 50], [45, 0, 60, 10],
-             [1, 1, 3, 3], [8, 8, 12, 14], [3, 3, 9, 9]]
+    boxes = [
+        [0, 0, 10, 10],
+        [5, 5, 5, 20],
+        [2, 2, 30, 20],
+        [-5, -5, 50, 50],
+        [45, 0, 60, 10],
+        [1, 1, 3, 3],
+        [8, 8, 12, 14],
+        [3, 3, 9, 9],
+    ]
     scores = [0.1, 9.0, 2.0, 0.5, 8.0, 3.0, -1.0, 2.0]
     entries = {i: ([], []) for i in range(1, 8)}
     entries[4] = (boxes, scores)
@@ -312,7 +375,7 @@ def test_proposals_top_m_by_objectness(dataset, tmp_path):
     # ties in file order: 3.0, 2.0, 2.0, 0.5
     np.testing.assert_array_equal(got, [[1, 1, 3, 3], [2, 2, 30, 20], [3, 3, 9, 9], [0, 0, 40, 30]])
     assert emb.shape == (4, 8)
-    assert store.get(1)[0].shape == (0, 4)             # an empty proposal list -> K = 0
+    assert store.get(1)[0].shape == (0, 4)  # an empty proposal list -> K = 0
     stats = [json.loads(p.read_text())["stats"] for p in sorted(out.glob("*.index.json"))]
     assert sum(s["degenerate_dropped"] for s in stats) == 2
 
@@ -326,7 +389,9 @@ def test_proposals_missing_image(dataset, tmp_path):
 def test_empty_dataset(tmp_path):
     json_path = tmp_path / "empty.json"
     json_path.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
-    out = precompute_region_embeddings(ColourTeacher(), json_path, tmp_path, tmp_path / "store", progress=False)
+    out = precompute_region_embeddings(
+        ColourTeacher(), json_path, tmp_path, tmp_path / "store", progress=False
+    )
     store = EmbeddingStore.open(out)
     assert len(store) == 0 and store.num_regions == 0 and store.manifest["num_shards"] == 1
 
@@ -339,7 +404,13 @@ def test_bad_arguments(dataset, tmp_path):
 
 
 def test_writer_rejects_mismatched_manifest(tmp_path):
-    base = {"teacher": "T", "teacher_fingerprint": "a", "embed_dim": 4, "num_shards": 1, "num_images": 1}
+    base = {
+        "teacher": "T",
+        "teacher_fingerprint": "a",
+        "embed_dim": 4,
+        "num_shards": 1,
+        "num_images": 1,
+    }
     writer = EmbeddingStoreWriter(tmp_path, base)
     writer.write_shard(0, [(10, np.ones((2, 4)), np.full((2, 4), 0.5))])
     assert writer.is_complete(0)
@@ -353,13 +424,15 @@ def test_store_pickles_without_maps(dataset, tmp_path):
     store = EmbeddingStore.open(run(ColourTeacher(), dataset, tmp_path / "store"))
     expected = store.get(6)
     clone = pickle.loads(pickle.dumps(store))
-    assert len(pickle.dumps(store)) < 4096           # no array data travels with it
+    assert len(pickle.dumps(store)) < 4096  # no array data travels with it
     np.testing.assert_array_equal(clone.get(6)[1], expected[1])
 
 
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 
 
 @pytest.fixture()
@@ -380,34 +453,74 @@ def test_clip_teacher_round_trip(dataset, tmp_path, tiny_clip_config):
     teacher = ClipTeacher("tiny-cache-clip", model_config=tiny_clip_config, allow_random_init=True)
     json_path, image_dir, data = dataset
     out = run(teacher, dataset, tmp_path / "store", batch_images=4, scales=(1.0, 1.5))
-    store = EmbeddingStore.open(out, expect={"teacher_fingerprint": teacher.fingerprint, "embed_dim": 16},
-                                verify=True)
+    store = EmbeddingStore.open(
+        out, expect={"teacher_fingerprint": teacher.fingerprint, "embed_dim": 16}, verify=True
+    )
     boxes, emb = store.get(2)
     np.testing.assert_array_equal(boxes, expected_gt_boxes(data, 2))
-    direct = teacher.region_embeddings([load_image(image_dir / "000002.png")], [torch.from_numpy(boxes)],
-                                       mode="crop", scales=(1.0, 1.5))[0]
+    direct = teacher.region_embeddings(
+        [load_image(image_dir / "000002.png")],
+        [torch.from_numpy(boxes)],
+        mode="crop",
+        scales=(1.0, 1.5),
+    )[0]
     np.testing.assert_allclose(emb.astype(np.float32), direct.numpy(), atol=2e-3)
     np.testing.assert_allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1.0, atol=2e-3)
 
 
 def test_cli_with_tiny_clip(dataset, tmp_path, tiny_clip_config):
     # by path: another installed distribution ships a top-level ``tools`` package that shadows ours
-    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "precompute_teacher.py"))["main"]
+    main = runpy.run_path(
+        str(Path(__file__).resolve().parents[1] / "tools" / "precompute_teacher.py")
+    )["main"]
     json_path, image_dir, _ = dataset
     out = tmp_path / "cli-store"
-    assert main(["--dataset-json", str(json_path), "--image-root", str(image_dir), "--out", str(out),
-                 "--model-name", "tiny-cache-clip", "--model-config", str(tiny_clip_config), "--random-init",
-                 "--device", "cpu",
-                 "--max-per-image", "2", "--images-per-shard", "3", "--verify", "--no-progress"]) == 0
-    store = EmbeddingStore.open(out, expect={"embed_dim": 16, "max_per_image": 2, "source": "gt", "num_shards": 3})
+    assert (
+        main(
+            [
+                "--dataset-json",
+                str(json_path),
+                "--image-root",
+                str(image_dir),
+                "--out",
+                str(out),
+                "--model-name",
+                "tiny-cache-clip",
+                "--model-config",
+                str(tiny_clip_config),
+                "--random-init",
+                "--device",
+                "cpu",
+                "--max-per-image",
+                "2",
+                "--images-per-shard",
+                "3",
+                "--verify",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    store = EmbeddingStore.open(
+        out, expect={"embed_dim": 16, "max_per_image": 2, "source": "gt", "num_shards": 3}
+    )
     assert store.image_ids == list(range(1, 8)) and store.num_regions == 6 * 2
 
 
-def _distributed_worker(rank: int, rendezvous: str, json_path: str, image_dir: str, out: str) -> None:
+def _distributed_worker(
+    rank: int, rendezvous: str, json_path: str, image_dir: str, out: str
+) -> None:
     torch.distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
     try:
-        precompute_region_embeddings(ColourTeacher(), json_path, image_dir, out, images_per_shard=2,
-                                     batch_images=1, progress=False)     # rank/world_size from the group
+        precompute_region_embeddings(
+            ColourTeacher(),
+            json_path,
+            image_dir,
+            out,
+            images_per_shard=2,
+            batch_images=1,
+            progress=False,
+        )  # rank/world_size from the group
     finally:
         torch.distributed.destroy_process_group()
 
@@ -417,6 +530,9 @@ def test_torch_distributed_split_matches_single_process(dataset, tmp_path):
     json_path, image_dir, _ = dataset
     single = run(ColourTeacher(), dataset, tmp_path / "single")
     out = tmp_path / "dist"
-    torch.multiprocessing.spawn(_distributed_worker, nprocs=2,
-                                args=(f"file://{tmp_path / 'rendezvous'}", str(json_path), str(image_dir), str(out)))
+    torch.multiprocessing.spawn(
+        _distributed_worker,
+        nprocs=2,
+        args=(f"file://{tmp_path / 'rendezvous'}", str(json_path), str(image_dir), str(out)),
+    )
     assert tree_bytes(out) == tree_bytes(single)

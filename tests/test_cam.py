@@ -1,5 +1,6 @@
 """CLIP-ES teacher side (distill.cam): Sinkhorn, CAA box masks, softmax-GradCAM vs hook-based gradients,
 pseudo-labels / confidence, CRF availability, label validation, the resumable pseudo-mask writer."""
+
 from __future__ import annotations
 
 import json
@@ -12,19 +13,50 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from distill.cam import (ClipES, ClipESConfig, CrfUnavailableError, background_scores, box_mask_from_cam, cam_boxes,
-                         cam_input_size, class_aware_affinity, confidence_from_uint8, confidence_to_uint8,
-                         connected_components, crf_available, dense_crf, evaluate_pseudo_masks,
-                         ignore_low_confidence, label_and_confidence, load_image_labels, make_pseudo_masks,
-                         normalize_scores, refine_cams, sinkhorn_normalize, softmax_gradcam)
+from distill.cam import (
+    ClipES,
+    ClipESConfig,
+    CrfUnavailableError,
+    background_scores,
+    box_mask_from_cam,
+    cam_boxes,
+    cam_input_size,
+    class_aware_affinity,
+    confidence_from_uint8,
+    confidence_to_uint8,
+    connected_components,
+    crf_available,
+    dense_crf,
+    evaluate_pseudo_masks,
+    ignore_low_confidence,
+    label_and_confidence,
+    load_image_labels,
+    make_pseudo_masks,
+    normalize_scores,
+    refine_cams,
+    sinkhorn_normalize,
+    softmax_gradcam,
+)
 from distill.teachers import ClipTeacher
 
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
-VIT_CFG = {"embed_dim": 32, "text_cfg": TEXT_CFG,
-           "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "head_width": 32, "patch_size": 8,
-                          "pool_type": "avg"}}   # open_clip's own forward then pools like CLIP-ES (test oracle)
-RESNET_CFG = {"embed_dim": 32, "text_cfg": TEXT_CFG,
-              "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None}}
+VIT_CFG = {
+    "embed_dim": 32,
+    "text_cfg": TEXT_CFG,
+    "vision_cfg": {
+        "image_size": 32,
+        "layers": 3,
+        "width": 64,
+        "head_width": 32,
+        "patch_size": 8,
+        "pool_type": "avg",
+    },
+}  # open_clip's own forward then pools like CLIP-ES (test oracle)
+RESNET_CFG = {
+    "embed_dim": 32,
+    "text_cfg": TEXT_CFG,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -65,12 +97,18 @@ def test_sinkhorn_three_passes_and_affinity_exact():
     raw = [[1, 2, 0.5], [3, 4, 1], [2, 1, 6]]
     exact = _fraction_sinkhorn([[Fraction(v) for v in r] for r in raw], passes=3)
     out = sinkhorn_normalize(torch.tensor(raw, dtype=torch.float64), iters=2)
-    torch.testing.assert_close(out, torch.tensor([[float(v) for v in r] for r in exact], dtype=torch.float64))
+    torch.testing.assert_close(
+        out, torch.tensor([[float(v) for v in r] for r in exact], dtype=torch.float64)
+    )
     torch.testing.assert_close(out.sum(1), torch.ones(3, dtype=torch.float64))
     sym = [[(exact[i][j] + exact[j][i]) / 2 for j in range(3)] for i in range(3)]
     squared = [[sum(sym[i][k] * sym[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
-    affinity = class_aware_affinity(torch.tensor(raw, dtype=torch.float64), sinkhorn_iters=2, power=2)
-    torch.testing.assert_close(affinity, torch.tensor([[float(v) for v in r] for r in squared], dtype=torch.float64))
+    affinity = class_aware_affinity(
+        torch.tensor(raw, dtype=torch.float64), sinkhorn_iters=2, power=2
+    )
+    torch.testing.assert_close(
+        affinity, torch.tensor([[float(v) for v in r] for r in squared], dtype=torch.float64)
+    )
 
 
 def test_sinkhorn_rejects_non_square():
@@ -80,37 +118,34 @@ def test_sinkhorn_rejects_non_square():
 
 # ----------------------------------------------------------------------------- boxes from CAM
 def test_connected_components_eight_connectivity():
-    mask = torch.tensor([[1, 0, 0, 0],
-                         [0, 1, 0, 1],
-                         [0, 0, 0, 1]], dtype=torch.bool)
+    mask = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 1]], dtype=torch.bool)
     labels = connected_components(mask)
-    assert labels[0, 0] == labels[1, 1] != 0           # diagonal neighbours join
+    assert labels[0, 0] == labels[1, 1] != 0  # diagonal neighbours join
     assert labels[1, 3] == labels[2, 3] != labels[0, 0]
     assert int(labels.max()) == 2 and (labels[~mask] == 0).all()
 
 
 def test_box_mask_from_cam_threshold_hand_computed():
     cam = torch.zeros(6, 8)
-    cam[1, 1], cam[2, 2], cam[1, 3] = 1.0, 0.5, 0.3      # 0.3 < 0.4 * 1.0: not in the region
-    cam[4, 5:8] = 0.45                                   # a second region touching the right border
-    cam[5, 0] = 0.39                                     # below threshold
+    cam[1, 1], cam[2, 2], cam[1, 3] = 1.0, 0.5, 0.3  # 0.3 < 0.4 * 1.0: not in the region
+    cam[4, 5:8] = 0.45  # a second region touching the right border
+    cam[5, 0] = 0.39  # below threshold
     boxes = cam_boxes(cam, threshold=0.4)
     assert sorted(boxes.tolist()) == [[1, 1, 3, 3], [5, 4, 8, 5]]
     expected = torch.zeros(6, 8, dtype=torch.bool)
-    expected[1:3, 1:3] = True                            # box covers (2, 1) and (1, 2) too
-    expected[4, 5:8] = True                              # the whole border region (no clipping)
+    expected[1:3, 1:3] = True  # box covers (2, 1) and (1, 2) too
+    expected[4, 5:8] = True  # the whole border region (no clipping)
     assert torch.equal(box_mask_from_cam(cam, threshold=0.4), expected)
     assert cam_boxes(torch.zeros(3, 3)).shape == (0, 4)
 
 
 def test_refine_cams_masks_columns_and_rescales():
-    cams = torch.tensor([[[1.0, 0.0], [0.0, 0.2]]])       # box mask (threshold 0.4): only cell 0
-    affinity = torch.tensor([[0.5, 0.1, 0.1, 0.3],
-                             [0.2, 0.6, 0.1, 0.1],
-                             [0.1, 0.1, 0.7, 0.1],
-                             [0.4, 0.1, 0.1, 0.4]])
+    cams = torch.tensor([[[1.0, 0.0], [0.0, 0.2]]])  # box mask (threshold 0.4): only cell 0
+    affinity = torch.tensor(
+        [[0.5, 0.1, 0.1, 0.3], [0.2, 0.6, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1], [0.4, 0.1, 0.1, 0.4]]
+    )
     refined = refine_cams(cams, affinity, threshold=0.4)
-    raw = affinity[:, 0] * 1.0                           # sum_j A[i, j] m_j cam_j with m = e_0
+    raw = affinity[:, 0] * 1.0  # sum_j A[i, j] m_j cam_j with m = e_0
     expected = (raw - raw.min()) / (raw.max() - raw.min() + 1e-7)
     torch.testing.assert_close(refined[0].flatten(), expected)
 
@@ -134,22 +169,26 @@ def test_vit_gradcam_matches_hooked_open_clip_forward(vit):
 
     seen, normed = {}, []
     blocks = visual.transformer.resblocks
-    hooks = [b.ln_1.register_forward_hook(lambda m, i, o: normed.append(o.detach())) for b in blocks]
+    hooks = [
+        b.ln_1.register_forward_hook(lambda m, i, o: normed.append(o.detach())) for b in blocks
+    ]
     hooks.append(blocks[-1].ln_1.register_forward_hook(lambda m, i, o: seen.update(a=o)))
     try:
         with torch.no_grad():
             visual(pixels)
         maps = []
-        for block, y in zip(blocks, normed):                 # textbook attention from the ln_1 outputs
-            q, k, _ = F.linear(y[0], block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, dim=-1)
+        for block, y in zip(blocks, normed):  # textbook attention from the ln_1 outputs
+            q, k, _ = F.linear(y[0], block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(
+                3, dim=-1
+            )
             heads = block.attn.num_heads
             q, k = (t.reshape(17, heads, -1).transpose(0, 1) for t in (q, k))
             weights = (q @ k.transpose(1, 2) / q.shape[-1] ** 0.5).softmax(-1).mean(0)
             maps.append(weights[1:, 1:])
         torch.testing.assert_close(out.attention, torch.stack(maps).mean(0), atol=1e-5, rtol=1e-4)
         for row, target in enumerate([0, 3]):
-            x = pixels.clone().requires_grad_(True)          # frozen weights: grads flow from the input
-            feat = visual(x)                                 # open_clip forward, pool_type="avg"
+            x = pixels.clone().requires_grad_(True)  # frozen weights: grads flow from the input
+            feat = visual(x)  # open_clip forward, pool_type="avg"
             probs = (20.0 * F.normalize(feat, dim=-1) @ text.t()).softmax(-1)
             acts = seen["a"]
             (grad,) = torch.autograd.grad(probs[0, target], acts)
@@ -177,7 +216,9 @@ def test_resnet_gradcam_matches_hooked_attnpool_input(resnet):
         (grad,) = torch.autograd.grad(probs[0, 1], seen["a"])
     finally:
         hook.remove()
-    torch.testing.assert_close(out.cams[0], _manual_cam(seen["a"][0].detach(), grad[0]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        out.cams[0], _manual_cam(seen["a"][0].detach(), grad[0]), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_resnet_refinement_is_a_clear_error(resnet):
@@ -196,12 +237,12 @@ def test_cam_input_size_rounds_up():
 
 # ----------------------------------------------------------------------------- pseudo-labels and confidence
 def test_confidence_map_hand_computed():
-    cams = torch.tensor([[[0.8, 0.2, 0.0]], [[0.1, 0.6, 0.0]]])        # [K=2, 1, 3]
-    scores = background_scores(cams)                                   # bg = 1 - max = [0.2, 0.4, 1.0]
+    cams = torch.tensor([[[0.8, 0.2, 0.0]], [[0.1, 0.6, 0.0]]])  # [K=2, 1, 3]
+    scores = background_scores(cams)  # bg = 1 - max = [0.2, 0.4, 1.0]
     torch.testing.assert_close(scores[0, 0], torch.tensor([0.2, 0.4, 1.0]))
     label, conf = label_and_confidence(normalize_scores(scores))
     assert label[0].tolist() == [1, 2, 0]
-    torch.testing.assert_close(conf[0], torch.tensor([8 / 11, 0.5, 1.0]))   # 0.8/1.1, 0.6/1.2, 1/1
+    torch.testing.assert_close(conf[0], torch.tensor([8 / 11, 0.5, 1.0]))  # 0.8/1.1, 0.6/1.2, 1/1
     masked = ignore_low_confidence(label, conf, threshold=0.6)
     assert masked[0].tolist() == [1, 255, 0]
     stored = confidence_to_uint8(conf)
@@ -215,12 +256,17 @@ def test_background_power():
 
 
 def test_pseudo_label_maps_indices_and_names_image(vit):
-    es = ClipES(vit, ["cat", "dog", "bird"], config=ClipESConfig(templates=("a photo of a {}.",),
-                                                                 background=("sky", "grass"), confidence_threshold=0.5))
+    es = ClipES(
+        vit,
+        ["cat", "dog", "bird"],
+        config=ClipESConfig(
+            templates=("a photo of a {}.",), background=("sky", "grass"), confidence_threshold=0.5
+        ),
+    )
     image = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8)
     out = es.pseudo_label(image, [2, 0], image_id=7)
     assert out.cams.grid_cams.shape == (2, 5, 7) and out.cams.cams.shape == (2, 40, 56)
-    assert set(out.label.unique().tolist()) <= {0, 1, 3}               # class index + 1
+    assert set(out.label.unique().tolist()) <= {0, 1, 3}  # class index + 1
     assert torch.equal(out.mask, out.label.masked_fill(out.confidence < 0.5, 255))
     assert out.cams.probs.shape == (4,)
     with pytest.raises(ValueError, match=r"image 7: empty label list"):
@@ -252,18 +298,30 @@ def test_missing_crf_is_a_clear_error(vit):
 
 # ----------------------------------------------------------------------------- label files
 def _labels_file(path: Path, images: list[dict]) -> Path:
-    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "bird", "prompt": "bird avian"}]
+    cats = [
+        {"id": 1, "name": "cat"},
+        {"id": 2, "name": "dog"},
+        {"id": 3, "name": "bird", "prompt": "bird avian"},
+    ]
     path.write_text(json.dumps({"categories": cats, "images": images}))
     return path
 
 
 def test_load_image_labels_errors_name_the_image(tmp_path):
-    ok = load_image_labels(_labels_file(tmp_path / "ok.json", [{"id": 4, "file_name": "a.png", "labels": [3, 1, 3]}]))
+    ok = load_image_labels(
+        _labels_file(tmp_path / "ok.json", [{"id": 4, "file_name": "a.png", "labels": [3, 1, 3]}])
+    )
     assert ok.images[0].labels == (3, 1) and ok.prompts == ("cat", "dog", "bird avian")
     with pytest.raises(ValueError, match=r"image 5 \(b.png\): empty label list"):
-        load_image_labels(_labels_file(tmp_path / "e.json", [{"id": 5, "file_name": "b.png", "labels": []}]))
-    with pytest.raises(ValueError, match=r"image 6 \(c.png\): labels \[9\] are not in the vocabulary"):
-        load_image_labels(_labels_file(tmp_path / "v.json", [{"id": 6, "file_name": "c.png", "labels": [1, 9]}]))
+        load_image_labels(
+            _labels_file(tmp_path / "e.json", [{"id": 5, "file_name": "b.png", "labels": []}])
+        )
+    with pytest.raises(
+        ValueError, match=r"image 6 \(c.png\): labels \[9\] are not in the vocabulary"
+    ):
+        load_image_labels(
+            _labels_file(tmp_path / "v.json", [{"id": 6, "file_name": "c.png", "labels": [1, 9]}])
+        )
 
 
 # ----------------------------------------------------------------------------- dataset writer
@@ -274,7 +332,9 @@ def _tiny_dataset(root: Path) -> tuple[Path, Path, Path]:
     gts.mkdir()
     for i in range(3):
         name = f"{i:06d}.png"
-        Image.fromarray(rng.integers(0, 256, (24 + 8 * i, 40, 3), dtype=np.uint8)).save(images / name)
+        Image.fromarray(rng.integers(0, 256, (24 + 8 * i, 40, 3), dtype=np.uint8)).save(
+            images / name
+        )
         gt = np.zeros((24 + 8 * i, 40), np.uint8)
         gt[4:12, 8:20] = 1 + i % 3
         Image.fromarray(gt).save(gts / name)
@@ -285,7 +345,9 @@ def _tiny_dataset(root: Path) -> tuple[Path, Path, Path]:
 def test_make_pseudo_masks_resume_verify_and_refuse(vit, tmp_path):
     images, gts, labels_path = _tiny_dataset(tmp_path / "data")
     labels = load_image_labels(labels_path)
-    config = ClipESConfig(templates=("a photo of a {}.",), background=("sky",), confidence_threshold=0.6)
+    config = ClipESConfig(
+        templates=("a photo of a {}.",), background=("sky",), confidence_threshold=0.6
+    )
     es = ClipES(vit, list(labels.prompts), config=config)
     out = tmp_path / "pseudo"
     first = make_pseudo_masks(es, labels, images, out, progress=False)
@@ -296,20 +358,28 @@ def test_make_pseudo_masks_resume_verify_and_refuse(vit, tmp_path):
     assert set(np.unique(labels_png).tolist()) <= {0, 2}
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
     classes = json.loads((out / "classes.json").read_text())
-    assert classes["classes"] == ["background", "cat", "dog", "bird"] and classes["ignore_index"] == 255
+    assert (
+        classes["classes"] == ["background", "cat", "dog", "bird"]
+        and classes["ignore_index"] == 255
+    )
 
-    (out / "confidence" / "000000.png").write_bytes(b"\x89PNG truncated")       # corrupt
-    (out / "masks" / "000002.png").unlink()                                    # missing
+    (out / "confidence" / "000000.png").write_bytes(b"\x89PNG truncated")  # corrupt
+    (out / "masks" / "000002.png").unlink()  # missing
     second = make_pseudo_masks(es, labels, images, out, progress=False)
     assert (second["computed"], second["skipped"]) == (2, 1)
 
-    other = ClipES(vit, list(labels.prompts), config=ClipESConfig(templates=("a photo of a {}.",), background=("sky",),
-                                                                  refine=False))
+    other = ClipES(
+        vit,
+        list(labels.prompts),
+        config=ClipESConfig(templates=("a photo of a {}.",), background=("sky",), refine=False),
+    )
     with pytest.raises(ValueError, match="different"):
         make_pseudo_masks(other, labels, images, out, progress=False)
 
     metrics = evaluate_pseudo_masks(out, gts, num_classes=4)
-    assert metrics["images"] == 3 and 0 <= metrics["miou"] <= 100 and 0 <= metrics["coverage"] <= 100
+    assert (
+        metrics["images"] == 3 and 0 <= metrics["miou"] <= 100 and 0 <= metrics["coverage"] <= 100
+    )
 
 
 def test_voc_image_labels_from_xml(tmp_path):
@@ -319,14 +389,21 @@ def test_voc_image_labels_from_xml(tmp_path):
     objects = {"2007_000032": ["aeroplane", "person", "aeroplane"], "2007_000039": ["tvmonitor"]}
     for image_id, names in objects.items():
         body = "".join(f"<object><name>{n}</name></object>" for n in names)
-        (tmp_path / "Annotations" / f"{image_id}.xml").write_text(f"<annotation>{body}</annotation>")
+        (tmp_path / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation>{body}</annotation>"
+        )
     split = tmp_path / "train.txt"
     split.write_text("2007_000032\n2007_000039 extra-column\n")
     labels = load_image_labels(voc_image_labels(tmp_path, split, tmp_path / "labels.json"))
     assert [(e.image_id, e.file_name, e.labels) for e in labels.images] == [
-        ("2007_000032", "2007_000032.jpg", (1, 15)), ("2007_000039", "2007_000039.jpg", (20,))]
-    assert labels.prompts[14] == "person with clothes,people,human" and len(labels.category_ids) == 20
-    (tmp_path / "Annotations" / "2007_000039.xml").write_text("<annotation><object><name>unicorn</name></object>"
-                                                               "</annotation>")
+        ("2007_000032", "2007_000032.jpg", (1, 15)),
+        ("2007_000039", "2007_000039.jpg", (20,)),
+    ]
+    assert (
+        labels.prompts[14] == "person with clothes,people,human" and len(labels.category_ids) == 20
+    )
+    (tmp_path / "Annotations" / "2007_000039.xml").write_text(
+        "<annotation><object><name>unicorn</name></object></annotation>"
+    )
     with pytest.raises(ValueError, match=r"2007_000039.xml: unknown VOC classes \['unicorn'\]"):
         voc_image_labels(tmp_path, split, tmp_path / "labels.json")

@@ -4,6 +4,7 @@ The slow tests use the environment this test run uses (same ``OVDISTILL_CACHE``,
 they clone this repository, bootstrap the clone onto the same shared environment and check that each
 checkout runs its own code.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,9 @@ an edit."""
 
 def _load_bootstrap() -> ModuleType:
     """env/ is not a package (it runs before any environment exists): load bootstrap.py by path."""
-    spec = importlib.util.spec_from_file_location("ovdistill_env_bootstrap",
-                                                  REPO / "env" / "bootstrap.py")
+    spec = importlib.util.spec_from_file_location(
+        "ovdistill_env_bootstrap", REPO / "env" / "bootstrap.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -41,15 +43,23 @@ compat = bootstrap.compat
 
 def _shared_env(root: Path) -> Path:
     """The shared environment ``root``'s bootstrap uses, with this test run's variables."""
-    proc = subprocess.run([sys.executable, str(root / "env" / "bootstrap.py"), "--print-env"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, str(root / "env" / "bootstrap.py"), "--print-env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return Path(proc.stdout.strip())
 
 
 def _bootstrap(root: Path) -> str:
     """Run ``root``'s bootstrap (``make setup``) with this test run's variables; its output."""
-    proc = subprocess.run([sys.executable, str(root / "env" / "bootstrap.py")], cwd=root,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(root / "env" / "bootstrap.py")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -85,12 +95,15 @@ def test_checkout_env_refuses_a_foreign_directory(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sdist", compat.SDISTS, ids=lambda sdist: sdist.name)
 def test_download_fetches_the_pinned_archive_through_pip(sdist, tmp_path: Path) -> None:
     # the configured index, with this environment's pip (and torch, for detectron2's setup.py)
-    fetched = bootstrap.download(sdist, python=Path(sys.executable), dest_dir=tmp_path,
-                                 env=dict(os.environ))
+    fetched = bootstrap.download(
+        sdist, python=Path(sys.executable), dest_dir=tmp_path, env=dict(os.environ)
+    )
     assert hashlib.sha256(fetched.read_bytes()).hexdigest() == sdist.sha256
     assert fetched.name.startswith(sdist.name) and sdist.version in fetched.name
-    assert bootstrap.download(sdist, python=Path("/nonexistent/python"), dest_dir=tmp_path,
-                              env={}) == fetched  # cached: pip is not run again
+    assert (
+        bootstrap.download(sdist, python=Path("/nonexistent/python"), dest_dir=tmp_path, env={})
+        == fetched
+    )  # cached: pip is not run again
 
 
 @pytest.mark.slow
@@ -99,8 +112,10 @@ def test_each_clone_runs_its_own_checkout(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     if _shared_env(clone) != shared:
-        pytest.skip("the committed environment spec differs from this checkout's: bootstrapping "
-                    "the clone would build another shared environment")
+        pytest.skip(
+            "the committed environment spec differs from this checkout's: bootstrapping "
+            "the clone would build another shared environment"
+        )
     (clone / ".venv").symlink_to(shared)  # the previous layout: a link to the shared environment
 
     start = time.perf_counter()
@@ -115,17 +130,26 @@ def test_each_clone_runs_its_own_checkout(tmp_path: Path) -> None:
 
     code = "import detectors, distill; print(detectors.__file__, distill.__file__)"
     for root in (REPO, clone):
-        proc = subprocess.run([str(root / ".venv" / "bin" / "python"), "-c", code], cwd=tmp_path,
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [str(root / ".venv" / "bin" / "python"), "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert [Path(p).parent.parent for p in proc.stdout.split()] == [root, root], proc.stdout
     train_net = [str(clone / ".venv" / "bin" / "python"), str(clone / "tools" / "train_net.py")]
-    proc = subprocess.run([*train_net, "--config", "nope.yaml"], cwd=tmp_path, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [*train_net, "--config", "nope.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode != 0
     assert str(clone / "configs" / "nope.yaml") in proc.stderr, proc.stderr[-2000:]
     assert str(REPO / "configs") not in proc.stderr
-    ruff = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-m", "ruff", "--version"],
-                          capture_output=True, text=True)
+    ruff = subprocess.run(
+        [str(clone / ".venv" / "bin" / "python"), "-m", "ruff", "--version"],
+        capture_output=True,
+        text=True,
+    )
     assert ruff.returncode == 0, ruff.stderr
 
 
@@ -137,8 +161,21 @@ def test_shared_env_loses_an_installed_checkout(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fake)], check=True)
     pth = f"import site; site.addsitedir({str(bootstrap.site_packages(shared))!r})\n"
     (bootstrap.site_packages(fake) / bootstrap.SHARED_PTH).write_text(pth)
-    subprocess.run([str(fake / "bin" / "python"), "-m", "pip", "install", "--no-deps",
-                    "--no-build-isolation", "-q", "-e", str(REPO)], cwd=fake, check=True)
+    subprocess.run(
+        [
+            str(fake / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-e",
+            str(REPO),
+        ],
+        cwd=fake,
+        check=True,
+    )
     assert list(bootstrap.site_packages(fake).glob("ovdistill-*.dist-info"))
 
     bootstrap.remove_shared_checkout(fake)

@@ -1,4 +1,5 @@
 """Evaluators on hand-made ground truth with known answers (real pycocotools / lvis-api)."""
+
 import contextlib
 import copy
 import io
@@ -20,7 +21,9 @@ from distill.evaluation import (
     lvis_numpy_incompatibility,
 )
 
-HALF = 100.0 * 51 / 101   # recall 0.5 at precision 1: recall thresholds 0.00..0.50 (51 of 101) score 1
+HALF = (
+    100.0 * 51 / 101
+)  # recall 0.5 at precision 1: recall thresholds 0.00..0.50 (51 of 101) score 1
 
 # ----------------------------------------------------------------------------------- OV-COCO
 # categories: 1 base, 2 base without GT, 5 novel, 6 novel, 10 neither (excluded from every average)
@@ -29,19 +32,39 @@ NOVEL, BASE = (5, 6), (1, 2)
 
 def _coco_gt():
     images = [{"id": i, "width": 100, "height": 100, "file_name": f"{i}.jpg"} for i in (1, 2, 3)]
-    boxes = [(1, 1, [10, 10, 20, 20]), (2, 1, [50, 50, 30, 30]),   # class 1: two objects
-             (1, 5, [60, 10, 25, 25]),                             # class 5: one object
-             (3, 6, [5, 5, 40, 40]),                               # class 6: one object
-             (3, 10, [50, 50, 20, 20])]                            # class 10: not part of the split
-    anns = [{"id": k + 1, "image_id": img, "category_id": cat, "bbox": box, "area": box[2] * box[3], "iscrowd": 0}
-            for k, (img, cat, box) in enumerate(boxes)]
+    boxes = [
+        (1, 1, [10, 10, 20, 20]),
+        (2, 1, [50, 50, 30, 30]),  # class 1: two objects
+        (1, 5, [60, 10, 25, 25]),  # class 5: one object
+        (3, 6, [5, 5, 40, 40]),  # class 6: one object
+        (3, 10, [50, 50, 20, 20]),
+    ]  # class 10: not part of the split
+    anns = [
+        {
+            "id": k + 1,
+            "image_id": img,
+            "category_id": cat,
+            "bbox": box,
+            "area": box[2] * box[3],
+            "iscrowd": 0,
+        }
+        for k, (img, cat, box) in enumerate(boxes)
+    ]
     cats = [{"id": c, "name": f"c{c}"} for c in (1, 2, 5, 6, 10)]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
 def _perfect(gt, *, skip=()):
-    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": 0.9}
-            for a in gt["annotations"] if a["id"] not in skip]
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": list(a["bbox"]),
+            "score": 0.9,
+        }
+        for a in gt["annotations"]
+        if a["id"] not in skip
+    ]
 
 
 def test_ov_coco_perfect_detections_score_100():
@@ -50,21 +73,27 @@ def test_ov_coco_perfect_detections_score_100():
     assert result["novel_ap50"] == pytest.approx(100.0)
     assert result["base_ap50"] == pytest.approx(100.0)
     assert result["all_ap50"] == pytest.approx(100.0)
-    assert result["per_class"] == {1: pytest.approx(100.0), 5: pytest.approx(100.0), 6: pytest.approx(100.0)}
-    assert result["no_gt_ids"] == [2]                       # base class without GT: excluded
+    assert result["per_class"] == {
+        1: pytest.approx(100.0),
+        5: pytest.approx(100.0),
+        6: pytest.approx(100.0),
+    }
+    assert result["no_gt_ids"] == [2]  # base class without GT: excluded
     assert result["num_classes"] == {"novel": 2, "base": 1}
-    assert 10 not in result["per_class"]                    # neither novel nor base
+    assert 10 not in result["per_class"]  # neither novel nor base
     table = format_ov_table(result, per_class=True)
     assert "novel" in table and "100.0" in table and "c5" in table
 
 
 def test_ov_coco_half_found_and_false_positive_ranked_first():
     gt = _coco_gt()
-    dets = _perfect(gt, skip={2})                           # class 1: second object missed -> recall 0.5
-    dets.append({"image_id": 2, "category_id": 5, "bbox": [0, 0, 10, 10], "score": 0.99})  # FP above class 5's TP
+    dets = _perfect(gt, skip={2})  # class 1: second object missed -> recall 0.5
+    dets.append(
+        {"image_id": 2, "category_id": 5, "bbox": [0, 0, 10, 10], "score": 0.99}
+    )  # FP above class 5's TP
     result = evaluate_ov_coco(gt, dets, novel_ids=NOVEL, base_ids=BASE)
     assert result["per_class"][1] == pytest.approx(HALF)
-    assert result["per_class"][5] == pytest.approx(50.0)   # precision 1/2 at recall 1 everywhere
+    assert result["per_class"][5] == pytest.approx(50.0)  # precision 1/2 at recall 1 everywhere
     assert result["per_class"][6] == pytest.approx(100.0)
     assert result["base_ap50"] == pytest.approx(HALF)
     assert result["novel_ap50"] == pytest.approx(75.0)
@@ -92,9 +121,20 @@ def test_ov_coco_all_ap50_matches_cocoeval_summary_on_random_detections(tmp_path
     for ann in gt["annotations"]:
         for _ in range(3):
             x, y, w, h = ann["bbox"]
-            jitter = [x + rng.uniform(-8, 8), y + rng.uniform(-8, 8), w * rng.uniform(0.6, 1.3), h * rng.uniform(0.6, 1.3)]
-            dets.append({"image_id": rng.choice([1, 2, 3]) if rng.random() < 0.3 else ann["image_id"],
-                         "category_id": ann["category_id"], "bbox": jitter, "score": rng.random()})
+            jitter = [
+                x + rng.uniform(-8, 8),
+                y + rng.uniform(-8, 8),
+                w * rng.uniform(0.6, 1.3),
+                h * rng.uniform(0.6, 1.3),
+            ]
+            dets.append(
+                {
+                    "image_id": rng.choice([1, 2, 3]) if rng.random() < 0.3 else ann["image_id"],
+                    "category_id": ann["category_id"],
+                    "bbox": jitter,
+                    "score": rng.random(),
+                }
+            )
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     ours = evaluate_ov_coco(path, copy.deepcopy(dets), novel_ids=NOVEL, base_ids=BASE)
@@ -103,7 +143,9 @@ def test_ov_coco_all_ap50_matches_cocoeval_summary_on_random_detections(tmp_path
         ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), "bbox")
         ev.params.catIds = [1, 2, 5, 6]
         ev.evaluate(), ev.accumulate(), ev.summarize()
-    assert ours["all_ap50"] == pytest.approx(ev.stats[1] * 100.0)   # stats[1]: AP at IoU .5, area all, 100 dets
+    assert ours["all_ap50"] == pytest.approx(
+        ev.stats[1] * 100.0
+    )  # stats[1]: AP at IoU .5, area all, 100 dets
     assert 0.0 < ours["all_ap50"] < 100.0
 
 
@@ -116,11 +158,15 @@ def test_ov_coco_input_errors():
     with pytest.raises(ValueError, match=r"detection \[2\].*'score'"):
         evaluate_ov_coco(gt, bad, novel_ids=NOVEL, base_ids=BASE)
     with pytest.raises(ValueError, match=r"detection \[0\]: field 'image_id' 42"):
-        evaluate_ov_coco(gt, [{"image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}],
-                         novel_ids=NOVEL, base_ids=BASE)
+        evaluate_ov_coco(
+            gt,
+            [{"image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}],
+            novel_ids=NOVEL,
+            base_ids=BASE,
+        )
     dets = _perfect(gt)
     evaluate_ov_coco(gt, dets, novel_ids=NOVEL, base_ids=BASE)
-    assert "id" not in dets[0] and "area" not in dets[0]       # caller's detections are not mutated
+    assert "id" not in dets[0] and "area" not in dets[0]  # caller's detections are not mutated
 
 
 # -------------------------------------------------------------------------------------- LVIS
@@ -136,20 +182,72 @@ def _poly(x, y, w, h):
 def _lvis_gt():
     """3 images, categories 1 (rare), 2 (common), 3 (frequent); small / medium / large objects."""
     images = [
-        {"id": 1, "width": 200, "height": 200, "neg_category_ids": [2], "not_exhaustive_category_ids": []},
-        {"id": 2, "width": 200, "height": 200, "neg_category_ids": [], "not_exhaustive_category_ids": []},
-        {"id": 3, "width": 200, "height": 200, "neg_category_ids": [1, 2], "not_exhaustive_category_ids": []},
+        {
+            "id": 1,
+            "width": 200,
+            "height": 200,
+            "neg_category_ids": [2],
+            "not_exhaustive_category_ids": [],
+        },
+        {
+            "id": 2,
+            "width": 200,
+            "height": 200,
+            "neg_category_ids": [],
+            "not_exhaustive_category_ids": [],
+        },
+        {
+            "id": 3,
+            "width": 200,
+            "height": 200,
+            "neg_category_ids": [1, 2],
+            "not_exhaustive_category_ids": [],
+        },
     ]
-    boxes = [(1, 1, [10, 10, 20, 20]),     # rare, small
-             (1, 3, [100, 100, 50, 50]),   # frequent, medium
-             (2, 2, [20, 20, 120, 120]),   # common, large
-             (2, 1, [160, 160, 20, 20]),   # rare, small
-             (3, 3, [30, 30, 50, 50])]     # frequent, medium
-    anns = [{"id": k + 1, "image_id": img, "category_id": cat, "bbox": box, "area": box[2] * box[3],
-             "segmentation": _poly(*box)} for k, (img, cat, box) in enumerate(boxes)]
-    cats = [{"id": 1, "name": "aerosol_can", "synonyms": ["aerosol_can"], "frequency": "r", "image_count": 2, "instance_count": 2},
-            {"id": 2, "name": "apple", "synonyms": ["apple"], "frequency": "c", "image_count": 1, "instance_count": 1},
-            {"id": 3, "name": "banana", "synonyms": ["banana"], "frequency": "f", "image_count": 2, "instance_count": 2}]
+    boxes = [
+        (1, 1, [10, 10, 20, 20]),  # rare, small
+        (1, 3, [100, 100, 50, 50]),  # frequent, medium
+        (2, 2, [20, 20, 120, 120]),  # common, large
+        (2, 1, [160, 160, 20, 20]),  # rare, small
+        (3, 3, [30, 30, 50, 50]),
+    ]  # frequent, medium
+    anns = [
+        {
+            "id": k + 1,
+            "image_id": img,
+            "category_id": cat,
+            "bbox": box,
+            "area": box[2] * box[3],
+            "segmentation": _poly(*box),
+        }
+        for k, (img, cat, box) in enumerate(boxes)
+    ]
+    cats = [
+        {
+            "id": 1,
+            "name": "aerosol_can",
+            "synonyms": ["aerosol_can"],
+            "frequency": "r",
+            "image_count": 2,
+            "instance_count": 2,
+        },
+        {
+            "id": 2,
+            "name": "apple",
+            "synonyms": ["apple"],
+            "frequency": "c",
+            "image_count": 1,
+            "instance_count": 1,
+        },
+        {
+            "id": 3,
+            "name": "banana",
+            "synonyms": ["banana"],
+            "frequency": "f",
+            "image_count": 2,
+            "instance_count": 2,
+        },
+    ]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
@@ -170,17 +268,19 @@ def test_ov_lvis_perfect_detections_score_100(tmp_path):
 def test_ov_lvis_known_partial_and_federated(tmp_path):
     gt = _lvis_gt()
     path = _write(tmp_path, gt)
-    dets = _perfect(gt, skip={4})     # second rare object missed -> rare class recall 0.5 at every IoU
+    dets = _perfect(gt, skip={4})  # second rare object missed -> rare class recall 0.5 at every IoU
     result = evaluate_ov_lvis(path, dets)
     assert result["apr"] == pytest.approx(HALF)
     assert result["apc"] == pytest.approx(100.0) and result["apf"] == pytest.approx(100.0)
     assert result["ap"] == pytest.approx((HALF + 200.0) / 3)
-    assert result["aps"] == pytest.approx(HALF)       # only the rare class has small objects
+    assert result["aps"] == pytest.approx(HALF)  # only the rare class has small objects
     assert result["apm"] == pytest.approx(100.0) and result["apl"] == pytest.approx(100.0)
     # federated: class 3 on image 2 is neither present nor verified absent -> ignored;
     # class 2 on image 3 is verified absent (neg_category_ids) -> a false positive ranked first
-    extra = [{"image_id": 2, "category_id": 3, "bbox": [0, 0, 30, 30], "score": 1.0},
-             {"image_id": 3, "category_id": 2, "bbox": [0, 0, 30, 30], "score": 1.0}]
+    extra = [
+        {"image_id": 2, "category_id": 3, "bbox": [0, 0, 30, 30], "score": 1.0},
+        {"image_id": 3, "category_id": 2, "bbox": [0, 0, 30, 30], "score": 1.0},
+    ]
     result = evaluate_ov_lvis(path, _perfect(gt) + extra)
     assert result["apf"] == pytest.approx(100.0)
     assert result["apc"] == pytest.approx(50.0)
@@ -189,14 +289,24 @@ def test_ov_lvis_known_partial_and_federated(tmp_path):
 
 def test_ov_lvis_segm_and_group_without_gt(tmp_path):
     gt = _lvis_gt()
-    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] != 1]   # no rare ground truth
+    gt["annotations"] = [
+        a for a in gt["annotations"] if a["category_id"] != 1
+    ]  # no rare ground truth
     path = _write(tmp_path, gt)
     from pycocotools import mask as mask_utils
+
     dets = []
     for a in gt["annotations"]:
         rle = mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], 200, 200))
         rle["counts"] = rle["counts"].decode("ascii")
-        dets.append({"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": rle, "score": 0.8})
+        dets.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "segmentation": rle,
+                "score": 0.8,
+            }
+        )
     result = evaluate_ov_lvis(path, dets, iou_type="segm")
     assert math.isnan(result["apr"]) and math.isnan(result["aps"])
     assert result["ap"] == pytest.approx(100.0) and result["apc"] == pytest.approx(100.0)
@@ -207,7 +317,9 @@ def test_ov_lvis_empty_detections_and_errors(tmp_path):
     result = evaluate_ov_lvis(path, [])
     assert all(v == 0.0 for v in result.values())
     with pytest.raises(ValueError, match=r"detection \[0\].*'bbox'"):
-        evaluate_ov_lvis(path, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, float("inf"), 1], "score": 1.0}])
+        evaluate_ov_lvis(
+            path, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, float("inf"), 1], "score": 1.0}]
+        )
     with pytest.raises(FileNotFoundError):
         evaluate_ov_lvis(tmp_path / "missing.json", [])
 
@@ -221,9 +333,9 @@ def test_segmentation_metric_hand_computed():
     # confusion (rows gt): [[1, 1, 0], [0, 2, 0], [1, 0, 0]]; the ignored pixel is dropped
     assert metric.confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     out = metric.compute()
-    assert out["per_class"]["sky"] == pytest.approx(100 / 3)      # 1 / (2 + 2 - 1)
-    assert out["per_class"]["road"] == pytest.approx(200 / 3)     # 2 / (2 + 3 - 2)
-    assert out["per_class"]["cow"] == pytest.approx(0.0)          # 0 / (1 + 0 - 0)
+    assert out["per_class"]["sky"] == pytest.approx(100 / 3)  # 1 / (2 + 2 - 1)
+    assert out["per_class"]["road"] == pytest.approx(200 / 3)  # 2 / (2 + 3 - 2)
+    assert out["per_class"]["cow"] == pytest.approx(0.0)  # 0 / (1 + 0 - 0)
     assert out["seen_miou"] == pytest.approx(50.0)
     assert out["unseen_miou"] == 0.0 and out["hiou"] == 0.0
     assert out["miou"] == pytest.approx(100 / 3)
@@ -235,14 +347,14 @@ def test_segmentation_metric_absent_class_is_nan_and_excluded_and_hiou():
     metric = SegmentationMetric(4, seen=[0], unseen=[1, 3], ignore_index=255)
     # class 0: IoU 1/2; class 1: IoU 1/4; class 2 (background-like, neither set): IoU 1; class 3 absent
     metric.update(torch.tensor([[0, 0, 1, 2]]), torch.tensor([[0, 1, 1, 2]]))
-    metric.update(torch.tensor([[1, 1]]), torch.tensor([[255, 255]]))          # fully ignored
+    metric.update(torch.tensor([[1, 1]]), torch.tensor([[255, 255]]))  # fully ignored
     metric.update(np.array([1, 2]), np.array([1, 2]))
     metric.update(np.array([0, 1]), np.array([1, 1]))
     # confusion rows gt: 0: [1,0,0,0]; 1: [2,3,0,0]; 2: [0,0,2,0] -> IoU0 = 1/3, IoU1 = 3/5, IoU2 = 1
     out = metric.compute()
     assert math.isnan(out["per_class"]["3"])
     assert out["seen_miou"] == pytest.approx(100 / 3)
-    assert out["unseen_miou"] == pytest.approx(60.0)                            # class 3 excluded
+    assert out["unseen_miou"] == pytest.approx(60.0)  # class 3 excluded
     assert out["hiou"] == pytest.approx(2 * (100 / 3) * 60 / (100 / 3 + 60))
     assert out["miou"] == pytest.approx((100 / 3 + 60 + 100) / 3)
 
@@ -275,4 +387,4 @@ def test_segmentation_metric_errors():
         SegmentationMetric(3, seen=[0, 1], unseen=[1])
     with pytest.raises(ValueError, match="outside"):
         SegmentationMetric(3, seen=[0, 1], unseen=[3])
-    assert metric.confusion.sum() == 0                        # failed updates add nothing
+    assert metric.confusion.sum() == 0  # failed updates add nothing

@@ -8,6 +8,7 @@ boxes within 1e-2 px, scores within 1e-4, classes equal. Detections are compared
 class, scores and boxes within tolerance) so that ties in NMS / top-k order cannot make the test flaky;
 the number of detections must be equal.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,11 @@ from distill.vocab import ClassifierFile  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 TOL = {"torchscript": {"box": 1e-4, "score": 1e-5}, "onnx": {"box": 1e-2, "score": 1e-4}}
 TEXT_CFG = {"width": 32, "heads": 2, "layers": 1, "context_length": 16, "vocab_size": 49408}
-TEACHER_CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
-               "text_cfg": TEXT_CFG}
+TEACHER_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
+    "text_cfg": TEXT_CFG,
+}
 VOCAB_A = ["red box", "green box", "blue box"]
 VOCAB_B = ["cat", "dog", "red star", "green box", "purple thing"]
 
@@ -79,36 +83,65 @@ def world(tmp_path_factory):
         teacher = ClipTeacher("ovd-export-rn", pretrained=str(checkpoint), model_config=config)
         names = [c[0] for c in TINY_CLASSES]
         classifier = ClassifierFile.from_embeddings(
-            names, teacher.text_classifier(names, templates="simple"),
-            teacher_fingerprint=teacher.fingerprint)
+            names,
+            teacher.text_classifier(names, templates="simple"),
+            teacher_fingerprint=teacher.fingerprint,
+        )
         text = classifier.save(root / "text.pt")
         cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=root / "run")
-        cfg.merge_from_list(["MODEL.VILD.TEMPERATURE", 0.2, "MODEL.VILD.TEACHER.NAME", "clip",
-                             "MODEL.VILD.TEACHER.MODEL_NAME", "ovd-export-rn",
-                             "MODEL.VILD.TEACHER.PRETRAINED", str(checkpoint),
-                             "MODEL.VILD.TEACHER.MODEL_CONFIG", str(config),
-                             "MODEL.VILD.TEACHER.TEMPLATES", "simple"])
+        cfg.merge_from_list(
+            [
+                "MODEL.VILD.TEMPERATURE",
+                0.2,
+                "MODEL.VILD.TEACHER.NAME",
+                "clip",
+                "MODEL.VILD.TEACHER.MODEL_NAME",
+                "ovd-export-rn",
+                "MODEL.VILD.TEACHER.PRETRAINED",
+                str(checkpoint),
+                "MODEL.VILD.TEACHER.MODEL_CONFIG",
+                str(config),
+                "MODEL.VILD.TEACHER.TEMPLATES",
+                "simple",
+            ]
+        )
         torch.manual_seed(0)
         model = build_model(cfg).eval()
         (root / "run").mkdir()
         DetectionCheckpointer(model, save_dir=str(root / "run")).save("model_final")
-        (root / "run" / "ov_metrics.json").write_text(json.dumps({"novel_ap50": 1.0, "base_ap50": 2.0}))
+        (root / "run" / "ov_metrics.json").write_text(
+            json.dumps({"novel_ap50": 1.0, "base_ap50": 2.0})
+        )
         images = [np.array(Image.open(p).convert("RGB")) for p in sorted(image_root.iterdir())]
-        images.append(np.array(Image.fromarray(images[0]).resize((90, 50))))  # another size, not a multiple of 32
-        yield {"root": root, "cfg": cfg, "model": model, "images": images, "image_root": image_root,
-               "weights": root / "run" / "model_final.pth", "teacher": teacher, "dataset": name}
+        images.append(
+            np.array(Image.fromarray(images[0]).resize((90, 50)))
+        )  # another size, not a multiple of 32
+        yield {
+            "root": root,
+            "cfg": cfg,
+            "model": model,
+            "images": images,
+            "image_root": image_root,
+            "weights": root / "run" / "model_final.pth",
+            "teacher": teacher,
+            "dataset": name,
+        }
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
 
 
 def _embeddings(names: list[str], seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(len(names), 16, generator=torch.Generator().manual_seed(seed)), dim=-1)
+    return F.normalize(
+        torch.randn(len(names), 16, generator=torch.Generator().manual_seed(seed)), dim=-1
+    )
 
 
 def _eager(model, image: np.ndarray, embeddings: torch.Tensor, names: list[str]):
     model.roi_heads.set_vocabulary(embeddings, names)
     with torch.no_grad():
-        out = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).astype("float32"))}])[0]["instances"]
+        out = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).astype("float32"))}])[0][
+            "instances"
+        ]
     return out.pred_boxes.tensor.numpy(), out.scores.numpy(), out.pred_classes.numpy()
 
 
@@ -118,8 +151,12 @@ def _assert_match(ref, got, *, box: float, score: float) -> dict[str, float]:
     assert len(gb) == len(rb) > 0
     box_err = score_err = 0.0
     for i in range(len(rb)):
-        close = (gc == rc[i]) & (np.abs(gs - rs[i]) <= score) & (np.abs(gb - rb[i]).max(axis=1) <= box)
-        assert close.any(), f"reference detection {i} (class {rc[i]}, score {rs[i]:.6f}, box {rb[i]}) unmatched"
+        close = (
+            (gc == rc[i]) & (np.abs(gs - rs[i]) <= score) & (np.abs(gb - rb[i]).max(axis=1) <= box)
+        )
+        assert close.any(), (
+            f"reference detection {i} (class {rc[i]}, score {rs[i]:.6f}, box {rb[i]}) unmatched"
+        )
         j = int(np.flatnonzero(close)[np.argmin(np.abs(gb[close] - rb[i]).max(axis=1))])
         box_err = max(box_err, float(np.abs(gb[j] - rb[i]).max()))
         score_err = max(score_err, float(abs(gs[j] - rs[i])))
@@ -131,7 +168,9 @@ def _assert_match(ref, got, *, box: float, score: float) -> dict[str, float]:
 def exported(world):
     out = world["root"] / "export_input"
     card = describe_model(world["cfg"], world["weights"], config_file="tiny")
-    return export_detector(world["model"], out, example_size=(64, 64), vocabulary="input", card=card)
+    return export_detector(
+        world["model"], out, example_size=(64, 64), vocabulary="input", card=card
+    )
 
 
 def test_exportable_module_is_the_eager_inference(world):
@@ -140,8 +179,12 @@ def test_exportable_module_is_the_eager_inference(world):
         emb = _embeddings(names, seed)
         ref = _eager(model, world["images"][0], emb, names)
         with torch.no_grad():
-            got = ExportableViLD(model)(torch.as_tensor(world["images"][0].transpose(2, 0, 1)).float(), emb)
-        assert len(set(ref[2].tolist())) > 1  # the scores are not degenerate: several classes are predicted
+            got = ExportableViLD(model)(
+                torch.as_tensor(world["images"][0].transpose(2, 0, 1)).float(), emb
+            )
+        assert (
+            len(set(ref[2].tolist())) > 1
+        )  # the scores are not degenerate: several classes are predicted
         for r, g in zip(ref, got):
             np.testing.assert_array_equal(r, g.numpy())
 
@@ -168,20 +211,38 @@ def test_onnx_file_is_valid_and_runs_under_onnxruntime(exported):
     inputs = {i.name: i.shape for i in session.get_inputs()}
     assert inputs["image"] == [3, "H", "W"] and inputs["text_embeddings"][0] == "K"
     image = np.full((3, 96, 160), 120, np.float32)
-    boxes, scores, classes = session.run(None, {"image": image, "text_embeddings": _embeddings(VOCAB_B, 3).numpy()})
-    assert boxes.shape[1] == 4 and len(boxes) == len(scores) == len(classes) and classes.max() < len(VOCAB_B)
-    assert boxes[:, 2].max() <= 160 and boxes[:, 3].max() <= 96  # clipped to this image, not the traced one
+    boxes, scores, classes = session.run(
+        None, {"image": image, "text_embeddings": _embeddings(VOCAB_B, 3).numpy()}
+    )
+    assert (
+        boxes.shape[1] == 4
+        and len(boxes) == len(scores) == len(classes)
+        and classes.max() < len(VOCAB_B)
+    )
+    assert (
+        boxes[:, 2].max() <= 160 and boxes[:, 3].max() <= 96
+    )  # clipped to this image, not the traced one
 
 
 def test_baked_vocabulary_export_matches_eager(world):
     names, emb = VOCAB_B, _embeddings(VOCAB_B, 4)
-    written = export_detector(world["model"], world["root"] / "export_baked", example_size=(64, 64),
-                              vocabulary="baked", names=names, text_embeddings=emb)
+    written = export_detector(
+        world["model"],
+        world["root"] / "export_baked",
+        example_size=(64, 64),
+        vocabulary="baked",
+        names=names,
+        text_embeddings=emb,
+    )
     ref = _eager(world["model"], world["images"][-1], emb, names)
     for fmt in ("torchscript", "onnx"):
         detector = ExportedDetector(written[fmt])
         assert detector.baked and detector.names == names
-        _assert_match(ref, detector(torch.as_tensor(world["images"][-1].transpose(2, 0, 1)).float()), **TOL[fmt])
+        _assert_match(
+            ref,
+            detector(torch.as_tensor(world["images"][-1].transpose(2, 0, 1)).float()),
+            **TOL[fmt],
+        )
         with pytest.raises(ValueError, match="baked in"):
             detector(torch.zeros(3, 64, 64), emb)
 
@@ -211,8 +272,15 @@ def test_vild_ensemble_exports_with_seen_input_or_baked(world):
         _assert_match(ref, detector(x, emb, seen), **TOL[fmt])
         with pytest.raises(ValueError, match="needs seen"):
             detector(x, emb)
-    baked = export_detector(model, world["root"] / "export_ensemble_baked", example_size=(64, 64),
-                            vocabulary="baked", names=names, text_embeddings=emb, formats=["onnx"])
+    baked = export_detector(
+        model,
+        world["root"] / "export_ensemble_baked",
+        example_size=(64, 64),
+        vocabulary="baked",
+        names=names,
+        text_embeddings=emb,
+        formats=["onnx"],
+    )
     assert json.loads(baked["card"].read_text())["export"]["ensemble_seen"] == seen
     _assert_match(ref, ExportedDetector(baked["onnx"])(x), **TOL["onnx"])
 
@@ -221,11 +289,26 @@ def test_baron_exports_through_the_tool_and_matches_eager(world, monkeypatch, tm
     """BARON's region embedding (frozen text encoder of the pseudo words, test temperature) exports like ViLD's:
     the tool resolves the text encoder from the run's config.yaml, both graphs match the eager model."""
     monkeypatch.setenv("OVDISTILL_CACHE", str(world["root"] / "cache"))
-    encoder = write_random_text_encoder(tmp_path / "encoder.pt", fingerprint=world["teacher"].fingerprint)
+    encoder = write_random_text_encoder(
+        tmp_path / "encoder.pt", fingerprint=world["teacher"].fingerprint
+    )
     cfg = world["cfg"].clone()
-    cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "BaronRCNN", "MODEL.ROI_HEADS.NAME", "BaronROIHeads",
-                         "MODEL.BARON.TEXT_ENCODER", str(encoder), "MODEL.BARON.NUM_WORDS", 2,
-                         "MODEL.BARON.TEST_TEMPERATURE", 0.1, "OUTPUT_DIR", str(tmp_path / "run")])
+    cfg.merge_from_list(
+        [
+            "MODEL.META_ARCHITECTURE",
+            "BaronRCNN",
+            "MODEL.ROI_HEADS.NAME",
+            "BaronROIHeads",
+            "MODEL.BARON.TEXT_ENCODER",
+            str(encoder),
+            "MODEL.BARON.NUM_WORDS",
+            2,
+            "MODEL.BARON.TEST_TEMPERATURE",
+            0.1,
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+        ]
+    )
     torch.manual_seed(2)
     model = build_model(cfg).eval()
     run = tmp_path / "run"
@@ -245,8 +328,22 @@ def test_baron_exports_through_the_tool_and_matches_eager(world, monkeypatch, tm
     cfg.merge_from_list(["MODEL.BARON.TEXT_ENCODER", ""])
     user_config.write_text(cfg.dump())
     export_main = runpy.run_path(str(REPO / "tools" / "export_model.py"))["main"]
-    assert export_main(["--config", str(user_config), "--weights", str(run / "model_final.pth"),
-                        "--output", str(tmp_path / "export"), "--example-size", "64", "64"]) == 0
+    assert (
+        export_main(
+            [
+                "--config",
+                str(user_config),
+                "--weights",
+                str(run / "model_final.pth"),
+                "--output",
+                str(tmp_path / "export"),
+                "--example-size",
+                "64",
+                "64",
+            ]
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "export" / "model_card.json").read_text())
     assert card["model"]["method"] == "BARON" and card["model"]["test_temperature"] == 0.1
     for fmt, name in (("torchscript", "model.ts"), ("onnx", "model.onnx")):
@@ -262,8 +359,10 @@ def test_model_card_records_teacher_vocabulary_data_metrics_and_export(world, ex
     assert card["data"]["train"] == [world["dataset"]]
     assert card["metrics"] == {"novel_ap50": 1.0, "base_ap50": 2.0}
     assert card["export"]["vocabulary"] == "input" and card["export"]["example_size"] == [64, 64]
-    assert card["export"]["embed_dim"] == 16 and card["export"]["files"] == {"torchscript": "model.ts",
-                                                                             "onnx": "model.onnx"}
+    assert card["export"]["embed_dim"] == 16 and card["export"]["files"] == {
+        "torchscript": "model.ts",
+        "onnx": "model.onnx",
+    }
     markdown = exported["card"].with_name("MODEL_CARD.md").read_text()
     assert "## teacher" in markdown and world["teacher"].fingerprint in markdown
 
@@ -284,10 +383,14 @@ def test_exported_detector_rejects_bad_inputs(exported, tmp_path):
 
 def test_prepare_image_applies_the_test_resize_and_boxes_map_back():
     image = np.zeros((50, 100, 3), np.uint8)
-    prepared = prepare_image(image, min_size=64, max_size=64)  # ResizeShortestEdge(64, 64): long side 64
+    prepared = prepare_image(
+        image, min_size=64, max_size=64
+    )  # ResizeShortestEdge(64, 64): long side 64
     assert prepared.image_hw == (32, 64) and prepared.tensor.shape == (3, 32, 64)
     boxes = rescale_boxes(np.array([[8.0, 4.0, 64.0, 40.0]]), prepared)
-    np.testing.assert_allclose(boxes, [[12.5, 6.25, 100.0, 50.0]])  # clipped to the resized image, rescaled
+    np.testing.assert_allclose(
+        boxes, [[12.5, 6.25, 100.0, 50.0]]
+    )  # clipped to the resized image, rescaled
     with pytest.raises(ValueError, match=r"expected an \[H, W, 3\] image"):
         prepare_image(np.zeros((4, 4), np.uint8), min_size=64, max_size=64)
 
@@ -305,17 +408,23 @@ def test_vocabulary_parsing_errors():
 def test_predictor_encodes_new_names_once_and_matches_exported(world, exported, monkeypatch):
     monkeypatch.setenv("OVDISTILL_CACHE", str(world["root"] / "cache"))
     predictor = OVPredictor(world["cfg"], world["weights"], vocabulary="red box, cat, red star")
-    assert predictor.encoder.teacher_loads == 1  # "red box" from the training file, two names encoded
+    assert (
+        predictor.encoder.teacher_loads == 1
+    )  # "red box" from the training file, two names encoded
     expected = world["teacher"].text_classifier(["cat", "red star"], templates="simple")
     torch.testing.assert_close(predictor.embeddings[1:], expected)
     again = OVPredictor(world["cfg"], world["weights"], vocabulary="red box, cat, red star")
     assert again.encoder.teacher_loads == 0  # cached
     torch.testing.assert_close(again.embeddings, predictor.embeddings)
-    image = world["images"][-1]  # 50 x 90: resized to 36 x 64 by the test transform, boxes mapped back
+    image = world["images"][
+        -1
+    ]  # 50 x 90: resized to 36 x 64 by the test transform, boxes mapped back
     eager = predictor(image)
     assert len(eager) > 0 and int(eager.pred_classes.max()) < 3 and eager.image_size == (50, 90)
     assert float(eager.pred_boxes.tensor[:, 2].max()) > 64  # in original pixels
-    with pytest.raises(ValueError, match="embedding size 32 does not match the model's text embedding size 16"):
+    with pytest.raises(
+        ValueError, match="embedding size 32 does not match the model's text embedding size 16"
+    ):
         predictor.set_vocabulary(["cat", "dog"], torch.ones(2, 32))
     bare = world["cfg"].clone()  # no classifier file: the export's model card names it
     bare.MODEL.VILD.TEXT_EMBEDDINGS = ""
@@ -323,32 +432,49 @@ def test_predictor_encodes_new_names_once_and_matches_exported(world, exported, 
     assert onnx_predictor.cfg.MODEL.VILD.TEXT_EMBEDDINGS == world["cfg"].MODEL.VILD.TEXT_EMBEDDINGS
     assert onnx_predictor.encoder.teacher_loads == 0
     got = onnx_predictor(image)
-    _assert_match((eager.pred_boxes.tensor.numpy(), eager.scores.numpy(), eager.pred_classes.numpy()),
-                  (got.pred_boxes.tensor.numpy(), got.scores.numpy(), got.pred_classes.numpy()), **TOL["onnx"])
+    _assert_match(
+        (eager.pred_boxes.tensor.numpy(), eager.scores.numpy(), eager.pred_classes.numpy()),
+        (got.pred_boxes.tensor.numpy(), got.scores.numpy(), got.pred_classes.numpy()),
+        **TOL["onnx"],
+    )
 
 
 def test_predictor_bad_vocabularies_are_clear_errors(world, monkeypatch, tmp_path):
     monkeypatch.setenv("OVDISTILL_CACHE", str(tmp_path / "cache"))
     encoder = VocabularyEncoder(world["cfg"])
-    with pytest.raises(ValueError, match=r"--vocabulary: a class name is too long .*context length 16"):
+    with pytest.raises(
+        ValueError, match=r"--vocabulary: a class name is too long .*context length 16"
+    ):
         encoder(["a very long class name " * 3], field="--vocabulary")
     with pytest.raises(ValueError, match="vocabulary is empty"):
         encoder([])
     other_config, other_checkpoint = _teacher_files(tmp_path / "other", "ovd-export-other", 1)
     cfg = world["cfg"].clone()
-    cfg.merge_from_list(["MODEL.VILD.TEACHER.MODEL_NAME", "ovd-export-other", "MODEL.VILD.TEACHER.PRETRAINED",
-                         str(other_checkpoint), "MODEL.VILD.TEACHER.MODEL_CONFIG", str(other_config)])
+    cfg.merge_from_list(
+        [
+            "MODEL.VILD.TEACHER.MODEL_NAME",
+            "ovd-export-other",
+            "MODEL.VILD.TEACHER.PRETRAINED",
+            str(other_checkpoint),
+            "MODEL.VILD.TEACHER.MODEL_CONFIG",
+            str(other_config),
+        ]
+    )
     with pytest.raises(ValueError, match="not the one the model was trained with"):
         VocabularyEncoder(cfg)(["cat"])
 
 
 def test_checkpoint_of_another_embedding_size_is_a_clear_error(world, tmp_path):
     other = ClassifierFile.from_embeddings(
-        [c[0] for c in TINY_CLASSES], F.normalize(torch.randn(len(TINY_CLASSES), 8), dim=-1),
-        teacher_fingerprint="other").save(tmp_path / "text8.pt")
+        [c[0] for c in TINY_CLASSES],
+        F.normalize(torch.randn(len(TINY_CLASSES), 8), dim=-1),
+        teacher_fingerprint="other",
+    ).save(tmp_path / "text8.pt")
     cfg = world["cfg"].clone()
     cfg.MODEL.VILD.TEXT_EMBEDDINGS = str(other)
-    with pytest.raises(ValueError, match=r"model_final\.pth: .*projection.weight \[16, .*vs model \[8, .*text8\.pt"):
+    with pytest.raises(
+        ValueError, match=r"model_final\.pth: .*projection.weight \[16, .*vs model \[8, .*text8\.pt"
+    ):
         OVPredictor(cfg, world["weights"])
 
 
@@ -365,11 +491,30 @@ def test_export_and_demo_tools_end_to_end(world, monkeypatch, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(world["cfg"].dump())
     export_main = runpy.run_path(str(REPO / "tools" / "export_model.py"))["main"]
-    assert export_main(["--config", str(config), "--weights", str(world["weights"]), "--output",
-                        str(tmp_path / "export"), "--vocabulary", "baked", "--names", "cat,red box",
-                        "--format", "onnx"]) == 0
+    assert (
+        export_main(
+            [
+                "--config",
+                str(config),
+                "--weights",
+                str(world["weights"]),
+                "--output",
+                str(tmp_path / "export"),
+                "--vocabulary",
+                "baked",
+                "--names",
+                "cat,red box",
+                "--format",
+                "onnx",
+            ]
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "export" / "model_card.json").read_text())
-    assert card["export"]["names"] == ["cat", "red box"] and (tmp_path / "export" / "model.onnx").is_file()
+    assert (
+        card["export"]["names"] == ["cat", "red box"]
+        and (tmp_path / "export" / "model.onnx").is_file()
+    )
     assert not (tmp_path / "export" / "model.ts").exists()
 
     inputs = tmp_path / "inputs"
@@ -378,19 +523,71 @@ def test_export_and_demo_tools_end_to_end(world, monkeypatch, tmp_path):
         Image.fromarray(image).save(inputs / f"img{i}.png")
     (inputs / "readme.txt").write_text("skipped: not an image suffix")
     demo_main = runpy.run_path(str(REPO / "tools" / "demo.py"))["main"]
-    assert demo_main(["--config", str(config), "--weights", str(world["weights"]), "--vocabulary",
-                      "red box,green box,cat", "--input", str(inputs), "--output", str(tmp_path / "out"),
-                      "--confidence", "0.0"]) == 0
+    assert (
+        demo_main(
+            [
+                "--config",
+                str(config),
+                "--weights",
+                str(world["weights"]),
+                "--vocabulary",
+                "red box,green box,cat",
+                "--input",
+                str(inputs),
+                "--output",
+                str(tmp_path / "out"),
+                "--confidence",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     for i, image in enumerate(world["images"][:2]):
         drawn = np.array(Image.open(tmp_path / "out" / f"img{i}.png").convert("RGB"))
         assert drawn.shape == image.shape and not np.array_equal(drawn, image)  # boxes were drawn
     with pytest.raises(ValueError, match="--vocabulary: the vocabulary is empty"):
-        demo_main(["--config", str(config), "--weights", str(world["weights"]), "--vocabulary", " ,",
-                   "--input", str(inputs), "--output", str(tmp_path / "out2")])
+        demo_main(
+            [
+                "--config",
+                str(config),
+                "--weights",
+                str(world["weights"]),
+                "--vocabulary",
+                " ,",
+                "--input",
+                str(inputs),
+                "--output",
+                str(tmp_path / "out2"),
+            ]
+        )
     with pytest.raises(ValueError, match=r"--vocabulary: a class name is too long"):
-        demo_main(["--config", str(config), "--weights", str(world["weights"]), "--vocabulary",
-                   "cat," + "a much too long name " * 4, "--input", str(inputs), "--output", str(tmp_path / "out2")])
+        demo_main(
+            [
+                "--config",
+                str(config),
+                "--weights",
+                str(world["weights"]),
+                "--vocabulary",
+                "cat," + "a much too long name " * 4,
+                "--input",
+                str(inputs),
+                "--output",
+                str(tmp_path / "out2"),
+            ]
+        )
     (inputs / "broken.jpg").write_text("not a jpeg")
     with pytest.raises(ValueError, match=r"broken\.jpg: not a readable image"):
-        demo_main(["--config", str(config), "--weights", str(world["weights"]), "--vocabulary", "cat",
-                   "--input", str(inputs), "--output", str(tmp_path / "out2")])
+        demo_main(
+            [
+                "--config",
+                str(config),
+                "--weights",
+                str(world["weights"]),
+                "--vocabulary",
+                "cat",
+                "--input",
+                str(inputs),
+                "--output",
+                str(tmp_path / "out2"),
+            ]
+        )

@@ -4,6 +4,7 @@ Each test exercises its host for real (tiny random-init models, generated data) 
 that fails when the host is broken: a training step that changes weights, inference that returns the
 host's own structures, and evaluators that reproduce a hand-computed AP.
 """
+
 from __future__ import annotations
 
 import copy
@@ -102,15 +103,35 @@ def test_mmseg_encoder_decoder_loss_and_predict():
     cfg = dict(
         type="EncoderDecoder",
         data_preprocessor=dict(
-            type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(64, 64)),
+            type="SegDataPreProcessor",
+            mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375],
+            bgr_to_rgb=True,
+            pad_val=0,
+            seg_pad_val=255,
+            size=(64, 64),
+        ),
         backbone=dict(
-            type="ResNetV1c", depth=18, num_stages=4, out_indices=(3,), dilations=(1, 1, 2, 4),
-            strides=(1, 2, 1, 1), norm_cfg=norm, contract_dilation=True),
+            type="ResNetV1c",
+            depth=18,
+            num_stages=4,
+            out_indices=(3,),
+            dilations=(1, 1, 2, 4),
+            strides=(1, 2, 1, 1),
+            norm_cfg=norm,
+            contract_dilation=True,
+        ),
         decode_head=dict(
-            type="FCNHead", in_channels=512, in_index=0, channels=32, num_convs=1, num_classes=4,
-            norm_cfg=norm, align_corners=False,
-            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)),
+            type="FCNHead",
+            in_channels=512,
+            in_index=0,
+            channels=32,
+            num_convs=1,
+            num_classes=4,
+            norm_cfg=norm,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
+        ),
         train_cfg=dict(),
         test_cfg=dict(mode="whole"),
     )
@@ -151,7 +172,9 @@ def test_mmcv_compiled_ops_run():
     _, keep = nms(boxes, scores, iou_threshold=0.5)
     assert keep.tolist() == [0, 2]
     feats = torch.arange(16.0).view(1, 1, 4, 4)
-    pooled = roi_align(feats, torch.tensor([[0.0, 0.0, 0.0, 4.0, 4.0]]), (1, 1), 1.0, 0, "avg", True)
+    pooled = roi_align(
+        feats, torch.tensor([[0.0, 0.0, 0.0, 4.0, 4.0]]), (1, 1), 1.0, 0, "avg", True
+    )
     assert pooled.item() == pytest.approx(feats.mean().item(), abs=1e-4)
 
 
@@ -177,8 +200,22 @@ def test_open_clip_random_init_encodes_offline():
 def _coco_gt() -> dict:
     images = [{"id": i, "width": 100, "height": 100, "file_name": f"{i}.png"} for i in (1, 2)]
     annotations = [
-        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0},
-        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [50, 50, 20, 20], "area": 400, "iscrowd": 0},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [10, 10, 30, 30],
+            "area": 900,
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 2,
+            "category_id": 1,
+            "bbox": [50, 50, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        },
     ]
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "star"}]}
 
@@ -191,8 +228,10 @@ def test_pycocotools_scores_known_ap(tmp_path):
     path.write_text(json.dumps(_coco_gt()))
     gt = COCO(str(path))
     # One exact hit, one miss: recall saturates at 0.5 with precision 1 -> AP50 = 51/101 (101-point).
-    detections = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.9},
-                  {"image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.8}]
+    detections = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.9},
+        {"image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.8},
+    ]
     evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
     evaluator.evaluate()
     evaluator.accumulate()
@@ -209,8 +248,10 @@ def test_lvis_api_scores_known_ap(tmp_path):
     gt["categories"][0].update(frequency="f", image_count=2, instance_count=2, synonyms=["star"])
     path = tmp_path / "lvis.json"
     path.write_text(json.dumps(gt))
-    detections = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.9},
-                  {"image_id": 2, "category_id": 1, "bbox": [50, 50, 20, 20], "score": 0.8}]
+    detections = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.9},
+        {"image_id": 2, "category_id": 1, "bbox": [50, 50, 20, 20], "score": 0.8},
+    ]
     lvis_gt = LVIS(str(path))
     evaluator = LVISEval(lvis_gt, LVISResults(lvis_gt, detections), "bbox")
     evaluator.run()

@@ -1,6 +1,7 @@
 """LVIS-v1 image entries (``coco_url``, no ``file_name``) through every reader of image files: the
 one path resolution (``distill.data.image_path``), the region precompute, online region targets,
 and Detectron2 dataset loading + the training mapper."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,10 @@ class _MeanColour:
 
         out = []
         for image, bx in zip(images, boxes):
-            rows = [image[:, int(b[1]):int(b[3]), int(b[0]):int(b[2])].float().mean((1, 2))
-                    for b in bx]
+            rows = [
+                image[:, int(b[1]) : int(b[3]), int(b[0]) : int(b[2])].float().mean((1, 2))
+                for b in bx
+            ]
             out.append(torch.nn.functional.normalize(torch.stack(rows), dim=-1))
         return out
 
@@ -74,10 +77,14 @@ class _MeanColour:
 def test_precompute_and_online_targets_read_lvis_images(tmp_path, nested):
     lvis_json, image_root = _lvis_style(tmp_path, nested=nested)
     teacher = _MeanColour()
-    store = EmbeddingStore.open(precompute_region_embeddings(
-        teacher, lvis_json, image_root, tmp_path / "store", source="gt", progress=False))
-    online = OnlineRegionTargets.from_coco_json(teacher, lvis_json, image_root, mode="crop",
-                                                scales=(1.0,))
+    store = EmbeddingStore.open(
+        precompute_region_embeddings(
+            teacher, lvis_json, image_root, tmp_path / "store", source="gt", progress=False
+        )
+    )
+    online = OnlineRegionTargets.from_coco_json(
+        teacher, lvis_json, image_root, mode="crop", scales=(1.0,)
+    )
     for image_id in (1, 2, 3):
         boxes, embeddings = store.get(image_id)
         targets = online.get(image_id)
@@ -103,8 +110,9 @@ def test_detectron2_dataset_and_mapper_read_lvis_images(tmp_path, nested):
         check_image_files(dicts, dataset=name)
         names = ["red box", "green box", "blue box"]
         text = write_random_text_embeddings(tmp_path / "text.pt", names)
-        cfg = tiny_vild_config(train=name, test=name, text_embeddings=text,
-                               output_dir=tmp_path / "out")
+        cfg = tiny_vild_config(
+            train=name, test=name, text_embeddings=text, output_dir=tmp_path / "out"
+        )
         mapped = OVDatasetMapper(cfg, True)(dicts[0])
         assert tuple(mapped["image"].shape) == (3, 64, 64) and len(mapped["instances"]) > 0
     finally:

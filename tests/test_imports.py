@@ -12,6 +12,7 @@ and in-function imports alike, ``if TYPE_CHECKING:`` blocks skipped):
 What the imports do at run time is checked by ``tests/test_hosts.py`` (``distill`` imports no host
 framework) and ``tests/test_vild_model.py`` (``import detectors`` imports no teacher).
 """
+
 from __future__ import annotations
 
 import ast
@@ -30,8 +31,10 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("detectors.data.toy", "distill.toy"): _NO_OPEN_CLIP,
     ("detectors.teacher", "distill.teachers"): _NO_OPEN_CLIP,
     ("detectors.teacher", "distill.toy"): _NO_OPEN_CLIP,
-    ("detectors.modeling.baron_heads", "distill.teachers.handle"):
-        "a student module: distill.teachers imports open_clip",
+    (
+        "detectors.modeling.baron_heads",
+        "distill.teachers.handle",
+    ): "a student module: distill.teachers imports open_clip",
 }
 """``(module, imported module) -> why`` of every allowed in-function import of a sibling module."""
 
@@ -41,10 +44,19 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("teacher", ("detectors.teacher",)),
     ("engine", ("detectors.engine",)),
     ("preparation", ("detectors.proposals", "detectors.prepare")),
-    ("applications", ("detectors.export", "detectors.predictor", "detectors.cli",
-                      "detectors.testing", "detectors")),
+    (
+        "applications",
+        (
+            "detectors.export",
+            "detectors.predictor",
+            "detectors.cli",
+            "detectors.testing",
+            "detectors",
+        ),
+    ),
 )
 """``detectors``' layers, lowest first (a module is in the layer of its longest listed prefix)."""
+
 
 @dataclass(frozen=True)
 class Import:
@@ -64,8 +76,9 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
-def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool,
-             known: dict) -> list[str]:
+def _targets(
+    module: str, node: ast.Import | ast.ImportFrom, is_package: bool, known: dict
+) -> list[str]:
     """The known modules an import statement loads (``from pkg import mod`` -> ``pkg.mod``)."""
     if isinstance(node, ast.Import):
         names = [alias.name for alias in node.names]
@@ -76,8 +89,9 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool,
             prefix = ".".join(base + ([node.module] if node.module else []))
         else:
             prefix = node.module or ""
-        names = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in known else prefix
-                 for a in node.names]
+        names = [
+            f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in known else prefix for a in node.names
+        ]
     out = []
     for name in names:
         while name and name not in known:
@@ -87,18 +101,33 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool,
     return out
 
 
-def _visit(node: ast.AST, *, module: str, path: Path, lines: list[str], known: dict,
-           in_function: bool, found: list[Import]) -> None:
+def _visit(
+    node: ast.AST,
+    *,
+    module: str,
+    path: Path,
+    lines: list[str],
+    known: dict,
+    in_function: bool,
+    found: list[Import],
+) -> None:
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
             continue
         if isinstance(child, (ast.Import, ast.ImportFrom)):
-            comment = " ".join(lines[child.lineno - 2:child.end_lineno])
+            comment = " ".join(lines[child.lineno - 2 : child.end_lineno])
             for target in _targets(module, child, path.name == "__init__.py", known):
                 found.append(Import(module, target, child.lineno, in_function, comment))
         functions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-        _visit(child, module=module, path=path, lines=lines, known=known,
-               in_function=in_function or isinstance(child, functions), found=found)
+        _visit(
+            child,
+            module=module,
+            path=path,
+            lines=lines,
+            known=known,
+            in_function=in_function or isinstance(child, functions),
+            found=found,
+        )
 
 
 def _imports() -> list[Import]:
@@ -106,8 +135,15 @@ def _imports() -> list[Import]:
     found: list[Import] = []
     for module, path in known.items():
         source = path.read_text(encoding="utf-8")
-        _visit(ast.parse(source), module=module, path=path, lines=source.splitlines(), known=known,
-               in_function=False, found=found)
+        _visit(
+            ast.parse(source),
+            module=module,
+            path=path,
+            lines=source.splitlines(),
+            known=known,
+            in_function=False,
+            found=found,
+        )
     return found
 
 
@@ -172,10 +208,15 @@ def test_no_import_cycles():
 
 def test_in_function_sibling_imports_are_the_allowed_lazy_ones():
     lazy = [i for i in _imports() if i.in_function]
-    unexpected = [f"{i.module}:{i.line} -> {i.imported}" for i in lazy
-                  if (i.module, i.imported) not in LAZY_IMPORTS]
-    assert not unexpected, ("in-function imports of sibling modules (import them at module level, "
-                            f"or add a deliberate lazy import to LAZY_IMPORTS): {unexpected}")
+    unexpected = [
+        f"{i.module}:{i.line} -> {i.imported}"
+        for i in lazy
+        if (i.module, i.imported) not in LAZY_IMPORTS
+    ]
+    assert not unexpected, (
+        "in-function imports of sibling modules (import them at module level, "
+        f"or add a deliberate lazy import to LAZY_IMPORTS): {unexpected}"
+    )
     unmarked = [f"{i.module}:{i.line}" for i in lazy if "# lazy:" not in i.comment]
     assert not unmarked, f"lazy imports without a '# lazy: <why>' comment: {unmarked}"
     stale = sorted(set(LAZY_IMPORTS) - {(i.module, i.imported) for i in lazy})
@@ -183,18 +224,27 @@ def test_in_function_sibling_imports_are_the_allowed_lazy_ones():
 
 
 def test_detectors_layers_are_one_way():
-    imports = [i for i in _imports()
-               if i.module.startswith("detectors") and i.imported.startswith("detectors")]
+    imports = [
+        i
+        for i in _imports()
+        if i.module.startswith("detectors") and i.imported.startswith("detectors")
+    ]
     unlisted = sorted({m for i in imports for m in (i.module, i.imported) if _layer(m) < 0})
     assert not unlisted, f"detectors modules missing from LAYERS: {unlisted}"
-    upward = [f"{i.module}:{i.line} ({LAYERS[_layer(i.module)][0]}) -> {i.imported} "
-              f"({LAYERS[_layer(i.imported)][0]})"
-              for i in imports if _layer(i.imported) > _layer(i.module)]
+    upward = [
+        f"{i.module}:{i.line} ({LAYERS[_layer(i.module)][0]}) -> {i.imported} "
+        f"({LAYERS[_layer(i.imported)][0]})"
+        for i in imports
+        if _layer(i.imported) > _layer(i.module)
+    ]
     assert not upward, f"imports against the layering {[name for name, _ in LAYERS]}: {upward}"
     modeling, data = ("detectors.modeling",), ("detectors.data", "detectors.evaluation")
-    sideways = [f"{i.module}:{i.line} -> {i.imported}" for i in imports
-                if (i.module.startswith(modeling) and i.imported.startswith(data))
-                or (i.module.startswith(data) and i.imported.startswith(modeling))]
+    sideways = [
+        f"{i.module}:{i.line} -> {i.imported}"
+        for i in imports
+        if (i.module.startswith(modeling) and i.imported.startswith(data))
+        or (i.module.startswith(data) and i.imported.startswith(modeling))
+    ]
     assert not sideways, f"data and modeling import each other: {sideways}"
 
 
@@ -232,11 +282,13 @@ def test_private_detectron2_members_are_used_only_in_host():
     """Outside ``detectors/host.py``, a private member may only be one that ``detectors`` itself
     defines or assigns (on ``self`` / ``cls`` / ``super()``, in a class of the same hierarchy)."""
     pytest.importorskip("detectron2")
-    modules = {m: p for m, p in _modules().items()
-               if m.startswith("detectors") and m != "detectors.host"}
+    modules = {
+        m: p for m, p in _modules().items() if m.startswith("detectors") and m != "detectors.host"
+    }
     trees = {m: ast.parse(p.read_text(encoding="utf-8")) for m, p in modules.items()}
-    assigned = {(m, c): names for m, tree in trees.items()
-                for c, names in _self_assigned(tree).items()}
+    assigned = {
+        (m, c): names for m, tree in trees.items() for c, names in _self_assigned(tree).items()
+    }
     violations = set()
     for module, tree in trees.items():
         loaded = importlib.import_module(module)
@@ -254,5 +306,7 @@ def test_private_detectron2_members_are_used_only_in_host():
         for attr in [n for n in ast.walk(tree) if isinstance(n, ast.Attribute)]:
             if attr not in in_classes and _private(attr):
                 violations.add(f"{module}:{attr.lineno} {ast.unparse(attr)}")
-    assert not violations, ("private Detectron2 members outside detectors/host.py (add an "
-                            f"accessor there): {sorted(violations)}")
+    assert not violations, (
+        "private Detectron2 members outside detectors/host.py (add an "
+        f"accessor there): {sorted(violations)}"
+    )

@@ -1,4 +1,5 @@
 """distill.targets: cached and online teacher region targets, and their bad-input errors."""
+
 import logging
 
 import numpy as np
@@ -15,8 +16,13 @@ from distill.targets import (
 
 
 def _store(root, *, fingerprint="teacher-A", dim=4, images=(1, 2)):
-    manifest = {"teacher": "t", "teacher_fingerprint": fingerprint, "embed_dim": dim, "num_shards": 1,
-                "num_images": len(images)}
+    manifest = {
+        "teacher": "t",
+        "teacher_fingerprint": fingerprint,
+        "embed_dim": dim,
+        "num_shards": 1,
+        "num_images": len(images),
+    }
     writer = EmbeddingStoreWriter(root, manifest)
     entries = []
     for image_id in images:
@@ -28,7 +34,9 @@ def _store(root, *, fingerprint="teacher-A", dim=4, images=(1, 2)):
 
 
 def test_cached_targets_roundtrip(tmp_path):
-    targets = CachedRegionTargets(_store(tmp_path / "s"), expect_fingerprint="teacher-A", expect_embed_dim=4)
+    targets = CachedRegionTargets(
+        _store(tmp_path / "s"), expect_fingerprint="teacher-A", expect_embed_dim=4
+    )
     assert isinstance(targets, RegionTargetProvider)
     assert targets.fingerprint == "teacher-A" and targets.embed_dim == 4
     boxes, emb = targets.get(2)
@@ -84,7 +92,10 @@ class MeanColourTeacher:
         self.calls += 1
         out = []
         for image, bx in zip(images, boxes):
-            rows = [image[:, int(b[1]):int(b[3]), int(b[0]):int(b[2])].float().mean((1, 2)) for b in bx]
+            rows = [
+                image[:, int(b[1]) : int(b[3]), int(b[0]) : int(b[2])].float().mean((1, 2))
+                for b in bx
+            ]
             out.append(torch.nn.functional.normalize(torch.stack(rows), dim=-1))
         return out
 
@@ -94,7 +105,9 @@ def test_online_targets_compute_memoize_and_report(tmp_path):
 
     json_path, image_root = write_tiny_dataset(tmp_path, num_images=2, size=32, seed=1)
     teacher = MeanColourTeacher()
-    targets = OnlineRegionTargets.from_coco_json(teacher, json_path, image_root, mode="crop", scales=(1.0,))
+    targets = OnlineRegionTargets.from_coco_json(
+        teacher, json_path, image_root, mode="crop", scales=(1.0,)
+    )
     assert isinstance(targets, RegionTargetProvider) and targets.fingerprint == "mean-colour"
     boxes, emb = targets.get(1)
     assert len(boxes) >= 1 and emb.shape == (len(boxes), 3)

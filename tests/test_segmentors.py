@@ -1,4 +1,5 @@
 """Unit tests of the MMSegmentation plug-ins (segmentors/): heads, targets, metric, dataset, tools' config prep."""
+
 from __future__ import annotations
 
 import copy
@@ -9,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 from mmseg.structures import SegDataSample
+from PIL import Image
 
 import segmentors  # noqa: F401  (registers everything into MMSeg's registries)
 from distill.teachers import TeacherSpec, build_teacher_from_spec
@@ -25,7 +25,7 @@ from segmentors.maskclip_plus import pseudo_targets
 from segmentors.runner import fill_placeholders, text_embedding_specs
 from segmentors.utils import slide_inference, teacher_images
 
-init_default_scope("mmseg")   # pipelines built outside a Runner resolve transforms in MMSeg's scope
+init_default_scope("mmseg")  # pipelines built outside a Runner resolve transforms in MMSeg's scope
 
 TINY_CLIP = {
     "embed_dim": 16,
@@ -45,30 +45,43 @@ def tiny_teacher_cfg(tmp_path) -> dict:
     torch.manual_seed(0)
     teacher = ClipTeacher(TINY_NAME, model_config=config, allow_random_init=True)
     torch.save(teacher.model.state_dict(), checkpoint)
-    return dict(type="clip", model_name=TINY_NAME, pretrained=str(checkpoint), model_config=str(config))
+    return dict(
+        type="clip", model_name=TINY_NAME, pretrained=str(checkpoint), model_config=str(config)
+    )
 
 
 def write_text_file(path, names, dim=4, seed=0):
-    emb = F.normalize(torch.randn(len(names), dim, generator=torch.Generator().manual_seed(seed)), dim=1)
-    ClassifierFile.from_entries(names, emb, teacher_fingerprint="fp-test",
-                                provenance={"templates": "simple"}).save(path)
+    emb = F.normalize(
+        torch.randn(len(names), dim, generator=torch.Generator().manual_seed(seed)), dim=1
+    )
+    ClassifierFile.from_entries(
+        names, emb, teacher_fingerprint="fp-test", provenance={"templates": "simple"}
+    ).save(path)
     return emb
 
 
 def sample(label: torch.Tensor, **meta) -> SegDataSample:
-    s = SegDataSample(metainfo=dict(img_shape=tuple(label.shape), ori_shape=tuple(label.shape), **meta))
+    s = SegDataSample(
+        metainfo=dict(img_shape=tuple(label.shape), ori_shape=tuple(label.shape), **meta)
+    )
     s.gt_sem_seg = PixelData(data=label[None].long())
     return s
 
 
 # ----------------------------------------------------------------------------- pseudo-labels
 def test_pseudo_targets_hand_computed():
-    gt = torch.tensor([[[0, 1, 2, 3]]])                      # [1, 1, 4]: labels 2, 3 unseen
-    scores = torch.tensor([[[[5., 5., 1., 0.]],               # class 2
-                            [[0., 0., 2., 9.]]]])             # class 3 -> [1, 2, 1, 4]
+    gt = torch.tensor([[[0, 1, 2, 3]]])  # [1, 1, 4]: labels 2, 3 unseen
+    scores = torch.tensor(
+        [
+            [
+                [[5.0, 5.0, 1.0, 0.0]],  # class 2
+                [[0.0, 0.0, 2.0, 9.0]],
+            ]
+        ]
+    )  # class 3 -> [1, 2, 1, 4]
     relabel = torch.isin(gt, torch.tensor([2, 3]))
     out = pseudo_targets(gt, scores, candidates=[2, 3], relabel=relabel)
-    assert out.tolist() == [[[0, 1, 3, 3]]]                  # seen kept; unseen -> argmax over {2, 3}
+    assert out.tolist() == [[[0, 1, 3, 3]]]  # seen kept; unseen -> argmax over {2, 3}
     # softmax([1, 2]) max = 0.73 < 0.8 -> ignored; softmax([0, 9]) max ~ 1 -> kept
     out = pseudo_targets(gt, scores, candidates=[2, 3], relabel=relabel, confidence_threshold=0.8)
     assert out.tolist() == [[[0, 1, 255, 3]]]
@@ -101,24 +114,56 @@ def test_legacy_segmentor_text_file_loads_into_a_head(tmp_path):
     unchanged."""
     path = tmp_path / "old.pt"
     emb = F.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(1)), dim=1)
-    torch.save({"names": ["a", ["b", "bee"], "c"], "embeddings": emb,
-                "teacher_fingerprint": "fp-old", "templates": ["a photo of a {}."]}, path)
-    head = MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4,
-                             text_embeddings=str(path), class_names=["a", ("b", "bee"), "c"]))
+    torch.save(
+        {
+            "names": ["a", ["b", "bee"], "c"],
+            "embeddings": emb,
+            "teacher_fingerprint": "fp-old",
+            "templates": ["a photo of a {}."],
+        },
+        path,
+    )
+    head = MODELS.build(
+        dict(
+            type="TextFCNHead",
+            in_channels=4,
+            channels=4,
+            text_embeddings=str(path),
+            class_names=["a", ("b", "bee"), "c"],
+        )
+    )
     assert torch.equal(head.text_embeddings, emb) and head.num_classes == 3
     # checkpoints store this hash of the class entries: it must not change with the file format
     assert int(head.text_names_hash) == int(sha256_json(["a", ["b", "bee"], "c"])[:15], 16)
     with pytest.raises(ValueError, match="do not match"):
-        MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4, text_embeddings=str(path),
-                          class_names=["a", "b", "c"]))
+        MODELS.build(
+            dict(
+                type="TextFCNHead",
+                in_channels=4,
+                channels=4,
+                text_embeddings=str(path),
+                class_names=["a", "b", "c"],
+            )
+        )
 
 
 def _fcn_head(tmp_path, names, **kwargs):
     path = tmp_path / "head_text.pt"
     emb = write_text_file(path, names)
-    head = MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4, num_convs=0, concat_input=False,
-                             dropout_ratio=0.0, text_embeddings=str(path), class_names=names, **kwargs))
-    with torch.no_grad():                                  # projection := identity
+    head = MODELS.build(
+        dict(
+            type="TextFCNHead",
+            in_channels=4,
+            channels=4,
+            num_convs=0,
+            concat_input=False,
+            dropout_ratio=0.0,
+            text_embeddings=str(path),
+            class_names=names,
+            **kwargs,
+        )
+    )
+    with torch.no_grad():  # projection := identity
         head.conv_seg.weight.copy_(torch.eye(4)[:, :, None, None])
         head.conv_seg.bias.zero_()
     return head, emb
@@ -141,8 +186,9 @@ def test_text_head_uses_the_shared_cosine_classifier(tmp_path):
     logits = head.cls_seg(feat)
     pixels = head.pixel_embeddings(feat)
     assert torch.equal(logits, dense_cosine_logits(pixels, head.text_embeddings, temperature=0.07))
-    rows = cosine_logits(pixels.permute(0, 2, 3, 1).reshape(-1, 4), head.text_embeddings,
-                         temperature=0.07)
+    rows = cosine_logits(
+        pixels.permute(0, 2, 3, 1).reshape(-1, 4), head.text_embeddings, temperature=0.07
+    )
     assert torch.allclose(logits, rows.view(2, 3, 5, 3).permute(0, 3, 1, 2), atol=1e-5)
 
 
@@ -153,7 +199,7 @@ def test_text_head_learned_background_is_label_zero(tmp_path):
         head.background_embedding.copy_(torch.tensor([[3.0, 0.0, 0.0, 0.0]]))
     feat = torch.tensor([1.0, 0.0, 0.0, 0.0]).view(1, 4, 1, 1)
     logits = head([feat]).flatten()
-    assert logits[0].item() == pytest.approx(1.0)           # cos(e1, normalize(3 e1))
+    assert logits[0].item() == pytest.approx(1.0)  # cos(e1, normalize(3 e1))
     assert torch.allclose(logits[1:], emb[:, 0], atol=1e-6)
 
 
@@ -161,46 +207,85 @@ def test_text_head_num_classes_and_names_checked(tmp_path):
     path = tmp_path / "t.pt"
     write_text_file(path, ["a", "b"])
     with pytest.raises(ValueError, match="num_classes=5"):
-        MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4, num_classes=5, text_embeddings=str(path)))
+        MODELS.build(
+            dict(
+                type="TextFCNHead",
+                in_channels=4,
+                channels=4,
+                num_classes=5,
+                text_embeddings=str(path),
+            )
+        )
     with pytest.raises(ValueError, match="do not match"):
-        MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4, text_embeddings=str(path),
-                          class_names=["a", "c"]))
+        MODELS.build(
+            dict(
+                type="TextFCNHead",
+                in_channels=4,
+                channels=4,
+                text_embeddings=str(path),
+                class_names=["a", "c"],
+            )
+        )
 
 
 def test_checkpoint_text_embeddings_must_match_the_file(tmp_path):
     def head(names, seed):
         path = tmp_path / f"t{seed}_{len(names)}_{names[-1]}.pt"
         write_text_file(path, names, seed=seed)
-        return MODELS.build(dict(type="TextFCNHead", in_channels=4, channels=4, text_embeddings=str(path)))
+        return MODELS.build(
+            dict(type="TextFCNHead", in_channels=4, channels=4, text_embeddings=str(path))
+        )
 
     trained = head(["a", "b"], seed=0)
     state = trained.state_dict()
-    head(["a", "b"], seed=0).load_state_dict(state)                       # same file: fine
-    other_vocab = head(["a", "c"], seed=1)                                 # open-vocabulary transfer
+    head(["a", "b"], seed=0).load_state_dict(state)  # same file: fine
+    other_vocab = head(["a", "c"], seed=1)  # open-vocabulary transfer
     other_vocab.load_state_dict(state)
     assert not torch.allclose(other_vocab.text_embeddings, trained.text_embeddings)
     with pytest.raises(ValueError, match="other text embeddings for the same classes"):
-        head(["a", "b"], seed=2).load_state_dict(state)                    # same names, other teacher
+        head(["a", "b"], seed=2).load_state_dict(state)  # same names, other teacher
 
 
 def test_train_excluded_classes_leave_the_label_set(tmp_path):
-    head, _ = _fcn_head(tmp_path, ["a", "b", "c"], train_excluded_classes=[2],
-                        loss_decode=dict(type="CrossEntropyLoss", avg_non_ignore=True))
+    head, _ = _fcn_head(
+        tmp_path,
+        ["a", "b", "c"],
+        train_excluded_classes=[2],
+        loss_decode=dict(type="CrossEntropyLoss", avg_non_ignore=True),
+    )
     logits = torch.tensor([1.0, 0.5, 4.0]).view(1, 3, 1, 1).expand(1, 3, 2, 1).contiguous()
-    samples = [sample(torch.tensor([[0], [2]]))]             # pixel 2 is excluded -> ignored
+    samples = [sample(torch.tensor([[0], [2]]))]  # pixel 2 is excluded -> ignored
     loss = head.loss_by_feat(logits, samples)["loss_ce"]
-    expected = F.cross_entropy(torch.tensor([[1.0, 0.5]]), torch.tensor([0]))   # class 2 out of the softmax
+    expected = F.cross_entropy(
+        torch.tensor([[1.0, 0.5]]), torch.tensor([0])
+    )  # class 2 out of the softmax
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
 def test_deeplabv2_and_lseg_heads_shapes(tmp_path):
     path = tmp_path / "t.pt"
     write_text_file(path, ["a", "b", "c"])
-    v2 = MODELS.build(dict(type="TextDeepLabV2Head", in_channels=8, channels=6, dilations=(1, 2),
-                           text_embeddings=str(path)))
+    v2 = MODELS.build(
+        dict(
+            type="TextDeepLabV2Head",
+            in_channels=8,
+            channels=6,
+            dilations=(1, 2),
+            text_embeddings=str(path),
+        )
+    )
     assert v2([torch.randn(2, 8, 5, 5)]).shape == (2, 3, 5, 5)
-    lseg = MODELS.build(dict(type="LSegHead", in_channels=[4, 8], in_index=[0, 1], input_transform="multiple_select",
-                             channels=6, text_embeddings=str(path), norm_cfg=dict(type="BN")))
+    lseg = MODELS.build(
+        dict(
+            type="LSegHead",
+            in_channels=[4, 8],
+            in_index=[0, 1],
+            input_transform="multiple_select",
+            channels=6,
+            text_embeddings=str(path),
+            norm_cfg=dict(type="BN"),
+        )
+    )
     out = lseg([torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4)])
     assert out.shape == (2, 3, 8, 8)
     assert out.abs().max() <= 1 / 0.07 + 1e-4
@@ -214,8 +299,14 @@ def test_slide_inference_of_identity_is_identity():
 
 
 def test_teacher_images_undo_normalization():
-    pre = MODELS.build(dict(type="SegDataPreProcessor", mean=[10.0, 20.0, 30.0], std=[2.0, 3.0, 4.0],
-                            bgr_to_rgb=True))
+    pre = MODELS.build(
+        dict(
+            type="SegDataPreProcessor",
+            mean=[10.0, 20.0, 30.0],
+            std=[2.0, 3.0, 4.0],
+            bgr_to_rgb=True,
+        )
+    )
     rgb = torch.randint(0, 256, (1, 3, 4, 4), dtype=torch.uint8)
     normalized = (rgb.float() - pre.mean) / pre.std
     assert torch.equal(teacher_images(normalized, pre), rgb)
@@ -224,8 +315,15 @@ def test_teacher_images_undo_normalization():
 
 
 def test_fill_placeholders_and_text_specs():
-    cfg = Config(dict(data_root="<toy_world>", model=dict(decode_head=dict(
-        text_embeddings="<work_dir>/t.pt", class_names=["a"]), items=["<toy_world>/x", ("<work_dir>",)])))
+    cfg = Config(
+        dict(
+            data_root="<toy_world>",
+            model=dict(
+                decode_head=dict(text_embeddings="<work_dir>/t.pt", class_names=["a"]),
+                items=["<toy_world>/x", ("<work_dir>",)],
+            ),
+        )
+    )
     fill_placeholders(cfg, {"<toy_world>": "/w", "<work_dir>": "/out"})
     assert cfg.data_root == "/w" and cfg.model.decode_head.text_embeddings == "/out/t.pt"
     assert cfg.model["items"] == ["/w/x", ("/out",)]
@@ -251,32 +349,49 @@ def test_ov_seg_metric_unknown_class_names():
     metric = METRICS.build(dict(type="OVSegMetric", unseen_classes=["zebra"]))
     metric.dataset_meta = dict(classes=("bg", "b"))
     with pytest.raises(ValueError, match="zebra"):
-        metric.process({}, [dict(pred_sem_seg=dict(data=torch.zeros(1, 1, 1)),
-                                 gt_sem_seg=dict(data=torch.zeros(1, 1, 1)))])
+        metric.process(
+            {},
+            [
+                dict(
+                    pred_sem_seg=dict(data=torch.zeros(1, 1, 1)),
+                    gt_sem_seg=dict(data=torch.zeros(1, 1, 1)),
+                )
+            ],
+        )
 
 
 # ----------------------------------------------------------------------------- dataset + validation
 def make_seg_world(root, n=2, size=8, classes=("background", "a", "b")):
     (root / "seg").mkdir(parents=True)
-    (root / "seg" / "classes.json").write_text(json.dumps({"classes": list(classes), "unseen": ["b"],
-                                                           "ignore_index": 255}))
+    (root / "seg" / "classes.json").write_text(
+        json.dumps({"classes": list(classes), "unseen": ["b"], "ignore_index": 255})
+    )
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True)
         (root / "seg" / split).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(root / "images" / split / f"{i:06d}.png")
+            Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(
+                root / "images" / split / f"{i:06d}.png"
+            )
             Image.fromarray((np.arange(size * size).reshape(size, size) % 3).astype(np.uint8)).save(
-                root / "seg" / split / f"{i:06d}.png")
+                root / "seg" / split / f"{i:06d}.png"
+            )
     return root
 
 
-PIPELINE = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"),
-            dict(type="ValidateSegMap", num_classes=3), dict(type="PackSegInputs")]
+PIPELINE = [
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations"),
+    dict(type="ValidateSegMap", num_classes=3),
+    dict(type="PackSegInputs"),
+]
 
 
 def test_toy_seg_dataset_reads_classes_and_pairs(tmp_path):
     root = make_seg_world(tmp_path / "w")
-    ds = DATASETS.build(dict(type="ToySegDataset", data_root=str(root), split="val", pipeline=PIPELINE))
+    ds = DATASETS.build(
+        dict(type="ToySegDataset", data_root=str(root), split="val", pipeline=PIPELINE)
+    )
     assert ds.metainfo["classes"] == ("background", "a", "b")
     assert ds.metainfo["unseen_classes"] == ("b",)
     assert len(ds) == 2
@@ -292,40 +407,58 @@ def test_toy_seg_dataset_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="placeholder"):
         DATASETS.build(dict(type="ToySegDataset", data_root="<toy_world>"))
     with pytest.raises(ValueError, match="classes.json"):
-        DATASETS.build(dict(type="ToySegDataset", data_root=str(root), metainfo=dict(classes=("x", "y", "z"))))
+        DATASETS.build(
+            dict(type="ToySegDataset", data_root=str(root), metainfo=dict(classes=("x", "y", "z")))
+        )
 
 
 def test_validate_seg_map_errors_name_the_file(tmp_path):
     root = make_seg_world(tmp_path / "w")
     bad = root / "seg" / "train" / "000000.png"
-    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(bad)                  # label 7 outside [0, 3)
-    ds = DATASETS.build(dict(type="ToySegDataset", data_root=str(root), split="train", pipeline=PIPELINE))
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(bad)  # label 7 outside [0, 3)
+    ds = DATASETS.build(
+        dict(type="ToySegDataset", data_root=str(root), split="train", pipeline=PIPELINE)
+    )
     with pytest.raises(ValueError, match=r"000000\.png.*\[7\]"):
         ds[0]
-    Image.fromarray(np.zeros((6, 8), np.uint8)).save(bad)                     # 8x6 label for an 8x8 image
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(bad)  # 8x6 label for an 8x8 image
     with pytest.raises(ValueError, match=r"000000\.png is 8x6"):
         ds[0]
     validate = TRANSFORMS.build(dict(type="ValidateSegMap", num_classes=3))
     with pytest.raises(ValueError, match="no label map"):
         validate(dict(img_path="x.png", seg_map_path="y.png"))
-    assert validate(dict(img_path="x.png")) == dict(img_path="x.png")      # label-free inference passes
+    assert validate(dict(img_path="x.png")) == dict(img_path="x.png")  # label-free inference passes
 
 
 # ----------------------------------------------------------------------------- segmentors with a tiny teacher
-PRE = dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+PRE = dict(
+    type="SegDataPreProcessor",
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+)
 
 
 def test_maskclip_segmentor_matches_teacher_pixel_logits(tmp_path):
     cfg = tiny_teacher_cfg(tmp_path)
     names = ["background", "circle", "square"]
-    model = MODELS.build(dict(type="MaskCLIPSegmentor", teacher=cfg, class_names=names, templates="simple",
-                              data_preprocessor=dict(type="SegDataPreProcessor", bgr_to_rgb=True)))
+    model = MODELS.build(
+        dict(
+            type="MaskCLIPSegmentor",
+            teacher=cfg,
+            class_names=names,
+            templates="simple",
+            data_preprocessor=dict(type="SegDataPreProcessor", bgr_to_rgb=True),
+        )
+    )
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    inputs = images.float()                                   # no mean/std: inputs are RGB 0..255
+    inputs = images.float()  # no mean/std: inputs are RGB 0..255
     samples = [sample(torch.zeros(32, 32)) for _ in range(2)]
     out = model.predict(inputs, samples)
     teacher = build_teacher_from_spec(TeacherSpec.from_mapping(cfg))
-    ref = teacher.pixel_logits(images, teacher.text_classifier(names, templates="simple"))      # [2, 3, 4, 4]
+    ref = teacher.pixel_logits(
+        images, teacher.text_classifier(names, templates="simple")
+    )  # [2, 3, 4, 4]
     ref = F.interpolate(ref, size=(32, 32), mode="bilinear", align_corners=False)
     assert torch.equal(out[0].pred_sem_seg.data[0], ref[0].argmax(0))
     assert torch.allclose(out[1].seg_logits.data, ref[1], atol=1e-5)
@@ -336,15 +469,36 @@ def test_maskclip_segmentor_matches_teacher_pixel_logits(tmp_path):
 def _plus_model(tmp_path, **kwargs):
     text = tmp_path / "student_text.pt"
     write_text_file(text, ["a", "b", "c"], dim=16)
-    return MODELS.build(dict(
-        type="MaskCLIPPlusSegmentor", teacher=tiny_teacher_cfg(tmp_path),
-        teacher_class_names=["background", "a", "b", "c"], templates="simple", data_preprocessor=PRE,
-        backbone=dict(type="ResNetV1c", depth=18, stem_channels=8, base_channels=8, out_indices=(3,),
-                      strides=(1, 2, 2, 1), dilations=(1, 1, 1, 1)),
-        decode_head=dict(type="TextFCNHead", in_channels=64, in_index=0, channels=8, num_convs=1,
-                         text_embeddings=str(text), learned_background=True,
-                         loss_decode=dict(type="CrossEntropyLoss", avg_non_ignore=True)),
-        test_cfg=dict(mode="whole"), **kwargs))
+    return MODELS.build(
+        dict(
+            type="MaskCLIPPlusSegmentor",
+            teacher=tiny_teacher_cfg(tmp_path),
+            teacher_class_names=["background", "a", "b", "c"],
+            templates="simple",
+            data_preprocessor=PRE,
+            backbone=dict(
+                type="ResNetV1c",
+                depth=18,
+                stem_channels=8,
+                base_channels=8,
+                out_indices=(3,),
+                strides=(1, 2, 2, 1),
+                dilations=(1, 1, 1, 1),
+            ),
+            decode_head=dict(
+                type="TextFCNHead",
+                in_channels=64,
+                in_index=0,
+                channels=8,
+                num_convs=1,
+                text_embeddings=str(text),
+                learned_background=True,
+                loss_decode=dict(type="CrossEntropyLoss", avg_non_ignore=True),
+            ),
+            test_cfg=dict(mode="whole"),
+            **kwargs,
+        )
+    )
 
 
 def test_maskclip_plus_targets_teacher_then_self_training(tmp_path):
@@ -355,27 +509,34 @@ def test_maskclip_plus_targets_teacher_then_self_training(tmp_path):
     seg_logits = torch.randn(1, 4, 8, 8)
     unseen = gt >= 2
     targets = model.compute_targets(inputs, seg_logits, samples)[0]
-    assert torch.equal(targets[~unseen], gt[~unseen])                                  # seen GT kept
+    assert torch.equal(targets[~unseen], gt[~unseen])  # seen GT kept
     teacher_best = model.teacher_scores(inputs)[0].argmax(0) + 2
-    assert torch.equal(targets[unseen], teacher_best[unseen])                          # teacher over unseen
+    assert torch.equal(targets[unseen], teacher_best[unseen])  # teacher over unseen
     losses = model.loss(inputs, samples)
     assert math.isfinite(float(losses["decode.loss_ce"].detach())) and int(model.train_iter) == 1
     assert model.self_training
     targets = model.compute_targets(inputs, seg_logits, samples)[0]
     student = F.interpolate(seg_logits, size=(32, 32), mode="bilinear")[0, 2:].argmax(0) + 2
-    assert torch.equal(targets[unseen], student[unseen]) and torch.equal(targets[~unseen], gt[~unseen])
-    assert "train_iter" in model.state_dict() and not any(k.startswith("teacher") for k in model.state_dict())
+    assert torch.equal(targets[unseen], student[unseen]) and torch.equal(
+        targets[~unseen], gt[~unseen]
+    )
+    assert "train_iter" in model.state_dict() and not any(
+        k.startswith("teacher") for k in model.state_dict()
+    )
 
 
 def test_maskclip_plus_teacher_is_lazy_and_outside_the_module_tree(tmp_path):
     model = _plus_model(tmp_path, unseen_classes=[2, 3])
-    assert model.teacher.built_devices == []                               # nothing built yet
+    assert model.teacher.built_devices == []  # nothing built yet
     teacher = model.teacher.get(torch.device("cpu"))
     assert model.teacher.get("cpu") is teacher and model.teacher.built_devices == ["cpu"]
-    names = [*model.state_dict(), *(n for n, _ in model.named_parameters()),
-             *(n for n, _ in model.named_modules())]
+    names = [
+        *model.state_dict(),
+        *(n for n, _ in model.named_parameters()),
+        *(n for n, _ in model.named_modules()),
+    ]
     assert not any(n.startswith("teacher") for n in names)
-    twin = copy.deepcopy(model)                                            # copies rebuild lazily
+    twin = copy.deepcopy(model)  # copies rebuild lazily
     assert twin.teacher.built_devices == [] and twin.teacher.spec == model.teacher.spec
     assert twin.teacher.get("cpu") is not teacher
     assert twin.teacher.get("cpu").fingerprint == teacher.fingerprint
@@ -385,7 +546,7 @@ def test_maskclip_plus_annotation_free_ignores_gt_but_not_padding(tmp_path):
     model = _plus_model(tmp_path, annotation_free=True)
     gt = torch.full((32, 32), 255)
     samples = [sample(gt)]
-    samples[0].set_metainfo(dict(img_shape=(32, 24)))                                 # 8 columns of padding
+    samples[0].set_metainfo(dict(img_shape=(32, 24)))  # 8 columns of padding
     targets = model.compute_targets(torch.randn(1, 3, 32, 32), torch.randn(1, 4, 8, 8), samples)[0]
     assert bool((targets[:, :24] < 4).all()) and bool((targets[:, 24:] == 255).all())
     with pytest.raises(ValueError, match="unseen_classes"):

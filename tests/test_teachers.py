@@ -1,4 +1,5 @@
 """Teachers on tiny random-init open_clip models (custom model configs, weights through a checkpoint file)."""
+
 from __future__ import annotations
 
 import ast
@@ -13,10 +14,21 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from distill.teachers import (PROMPT_TEMPLATES, TEACHERS, ClipTeacher, EnsembleTeacher, Teacher,
-                              TeacherHandle, TeacherSpec, build_teacher, build_teacher_from_spec,
-                              read_cached_text_classifier, register_teacher,
-                              text_classifier_cache_path, valid_box_mask)
+from distill.teachers import (
+    PROMPT_TEMPLATES,
+    TEACHERS,
+    ClipTeacher,
+    EnsembleTeacher,
+    Teacher,
+    TeacherHandle,
+    TeacherSpec,
+    build_teacher,
+    build_teacher_from_spec,
+    read_cached_text_classifier,
+    register_teacher,
+    text_classifier_cache_path,
+    valid_box_mask,
+)
 from distill.teachers.loading import checkpoint_sha256
 from distill.teachers.maskclip import interpolate_pos_embed, key_smoothing, prompt_denoise
 from distill.teachers.templates import format_prompt, process_name, resolve_templates
@@ -24,10 +36,16 @@ from distill.teachers.text import normalize_class_names
 from distill.utils import sha256_file
 
 TEXT_CFG = {"width": 32, "heads": 2, "layers": 1, "context_length": 16, "vocab_size": 49408}
-VIT_CFG = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16,
-                                           "head_width": 16}, "text_cfg": TEXT_CFG}
-RN_CFG = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
-          "text_cfg": TEXT_CFG}
+VIT_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": TEXT_CFG,
+}
+RN_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
+    "text_cfg": TEXT_CFG,
+}
 ATOL = 1e-5
 
 
@@ -52,10 +70,15 @@ def _write_model(root: Path, name: str, cfg: dict, seed: int) -> tuple[Path, Pat
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("teachers")
-    with pytest.MonkeyPatch.context() as mp:  # model configs / fingerprints of module fixtures stay in tmp
+    with (
+        pytest.MonkeyPatch.context() as mp
+    ):  # model configs / fingerprints of module fixtures stay in tmp
         mp.setenv("OVDISTILL_CACHE", str(root / "cache"))
-        yield {"vit": _write_model(root, "ovd-test-vit", VIT_CFG, 0),
-               "rn": _write_model(root, "ovd-test-rn", RN_CFG, 1), "root": root}
+        yield {
+            "vit": _write_model(root, "ovd-test-vit", VIT_CFG, 0),
+            "rn": _write_model(root, "ovd-test-rn", RN_CFG, 1),
+            "root": root,
+        }
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +117,9 @@ def test_prompt_templates_published_counts_and_vild_rules():
     assert format_prompt(vild[-1], process_name("toy_car")) == "This is a painting of a toy car."
     assert format_prompt("an embroidered {}.", "x") == "an embroidered x."
     assert "This is an embroidered {}." in vild
-    assert process_name("bow_(weapon)") == "bow (weapon)" and process_name("cup/mug") == "cup or mug"
+    assert (
+        process_name("bow_(weapon)") == "bow (weapon)" and process_name("cup/mug") == "cup or mug"
+    )
     with pytest.raises(ValueError, match="exactly one"):
         resolve_templates(["a photo"])
     with pytest.raises(ValueError, match="unknown prompt template set"):
@@ -106,7 +131,9 @@ def test_prompt_templates_published_counts_and_vild_rules():
 def test_registry_builds_and_plugs_in_other_teachers(files):
     assert TEACHERS["clip"] is ClipTeacher and TEACHERS["ensemble"] is EnsembleTeacher
     config, ckpt = files["vit"]
-    teacher = build_teacher("clip", model_name="ovd-test-vit", pretrained=str(ckpt), model_config=config)
+    teacher = build_teacher(
+        "clip", model_name="ovd-test-vit", pretrained=str(ckpt), model_config=config
+    )
     assert isinstance(teacher, ClipTeacher) and teacher.embed_dim == 32
 
     @register_teacher("ovd-test-constant")
@@ -116,7 +143,9 @@ def test_registry_builds_and_plugs_in_other_teachers(files):
             self.embed_dim, self.fingerprint = dim, "constant"
 
         def encode_text(self, texts):
-            return torch.stack([F.one_hot(torch.tensor(len(t) % 2), self.embed_dim).float() for t in texts])
+            return torch.stack(
+                [F.one_hot(torch.tensor(len(t) % 2), self.embed_dim).float() for t in texts]
+            )
 
     built = build_teacher("ovd-test-constant", dim=4)
     # text_classifier of the base class works for any teacher: "ab"/"abc" prompts differ in parity
@@ -141,7 +170,10 @@ def test_checkpoint_roundtrip_fingerprint_and_frozen(files, vit):
     state["visual.proj"] = state["visual.proj"] * 2
     other = files["root"] / "vit-modified.pt"
     torch.save(state, other)
-    assert ClipTeacher("ovd-test-vit", pretrained=str(other), model_config=config).fingerprint != vit.fingerprint
+    assert (
+        ClipTeacher("ovd-test-vit", pretrained=str(other), model_config=config).fingerprint
+        != vit.fingerprint
+    )
     vit.train()
     assert not vit.training and not vit.model.training
     assert not any(p.requires_grad for p in vit.parameters())
@@ -165,7 +197,9 @@ def test_checkpoint_mismatch_names_keys(files):
     with pytest.raises(ValueError, match=r"(?s)vit-bad-keys\.pt.*visual\.proj"):
         ClipTeacher("ovd-test-vit", pretrained=str(path), model_config=config)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        ClipTeacher("ovd-test-vit", pretrained=str(files["root"] / "missing.pt"), model_config=config)
+        ClipTeacher(
+            "ovd-test-vit", pretrained=str(files["root"] / "missing.pt"), model_config=config
+        )
     with pytest.raises(ValueError, match="no weights"):
         ClipTeacher("ovd-test-vit", model_config=config)
     with pytest.raises(ValueError, match="pretrained tag"):
@@ -191,13 +225,16 @@ def test_text_classifier_cache_hit_skips_encoder(files):
     assert first.shape == (3, 32) and torch.allclose(first.norm(dim=1), torch.ones(3))
     calls = CountingTeacher.calls
     assert calls > 0
-    assert text_classifier_cache_path(teacher.fingerprint, normalize_class_names(names),
-                                      PROMPT_TEMPLATES["vild"]).is_file()
+    assert text_classifier_cache_path(
+        teacher.fingerprint, normalize_class_names(names), PROMPT_TEMPLATES["vild"]
+    ).is_file()
     second = teacher.text_classifier(names, templates="vild")
     assert CountingTeacher.calls == calls and torch.equal(first, second)
     teacher.text_classifier(names, templates="vild", cache=False)
     assert CountingTeacher.calls > calls
-    other = teacher.text_classifier(names, templates="maskclip")  # other templates -> other cache entry
+    other = teacher.text_classifier(
+        names, templates="maskclip"
+    )  # other templates -> other cache entry
     assert not torch.allclose(first, other)
 
 
@@ -212,10 +249,13 @@ def test_cached_text_classifier_is_readable_without_a_teacher(vit):
 
 
 def test_text_classifier_averages_templates_and_synonyms(vit):
-    e = vit.encode_text(["a photo of a car.", "a photo of a automobile.", "itap of a car.", "itap of a automobile."])
+    e = vit.encode_text(
+        ["a photo of a car.", "a photo of a automobile.", "itap of a car.", "itap of a automobile."]
+    )
     assert torch.allclose(e.norm(dim=1), torch.ones(4))
-    got = vit.text_classifier([["car", "automobile"], "car"], templates=["a photo of a {}.", "itap of a {}."],
-                              cache=False)
+    got = vit.text_classifier(
+        [["car", "automobile"], "car"], templates=["a photo of a {}.", "itap of a {}."], cache=False
+    )
     assert torch.allclose(got[0], _unit(e.sum(0)), atol=ATOL)
     assert torch.allclose(got[1], _unit(e[0] + e[2]), atol=ATOL)
 
@@ -232,25 +272,34 @@ def test_too_long_name_is_an_error(vit):
 def test_crop_mode_equals_manual_crop_and_resize(vit):
     image = _image(128, 128, 3)
     box = torch.tensor([[32.0, 32.0, 96.0, 96.0]])
-    crop = image[:, 32:96, 32:96]                                    # exactly the model input size
-    whole = F.avg_pool2d(image.float()[None], 2).round().to(torch.uint8)   # x2 box == the image, 128 -> 64
+    crop = image[:, 32:96, 32:96]  # exactly the model input size
+    whole = (
+        F.avg_pool2d(image.float()[None], 2).round().to(torch.uint8)
+    )  # x2 box == the image, 128 -> 64
     e_crop = vit.encode_images(crop[None])[0]
     (one,) = vit.region_embeddings([image], [box], scales=(1.0,))
     assert torch.allclose(one[0], e_crop, atol=ATOL)
     (two,) = vit.region_embeddings([image], [box], scales=(1.0, 2.0))
     pooled = vit._encode_pixels(F.avg_pool2d(image.float()[None], 2))[0]
     assert torch.allclose(two[0], _unit(e_crop + pooled), atol=ATOL)
-    assert torch.allclose(pooled, vit.encode_images(whole)[0], atol=2e-2)   # uint8 rounding only
+    assert torch.allclose(pooled, vit.encode_images(whole)[0], atol=2e-2)  # uint8 rounding only
     # enlarged boxes are clipped to the image: x2 of [64, 64, 128, 128] == [32, 32, 128, 128]
-    (clipped,) = vit.region_embeddings([image], [torch.tensor([[64.0, 64.0, 128.0, 128.0]])], scales=(2.0,))
-    (direct,) = vit.region_embeddings([image], [torch.tensor([[32.0, 32.0, 128.0, 128.0]])], scales=(1.0,))
+    (clipped,) = vit.region_embeddings(
+        [image], [torch.tensor([[64.0, 64.0, 128.0, 128.0]])], scales=(2.0,)
+    )
+    (direct,) = vit.region_embeddings(
+        [image], [torch.tensor([[32.0, 32.0, 128.0, 128.0]])], scales=(1.0,)
+    )
     assert torch.allclose(clipped, direct, atol=ATOL)
 
 
 def test_crop_mode_batching_is_exact(vit):
     images = [_image(80, 100, 4), _image(64, 48, 5), _image(90, 70, 6)]
-    boxes = [torch.tensor([[0.0, 0.0, 50.0, 40.0], [10.5, 20.25, 99.0, 79.0], [-5.0, -5.0, 20.0, 30.0]]),
-             torch.zeros(0, 4), torch.tensor([[5.0, 5.0, 60.0, 80.0], [30.0, 1.0, 40.0, 9.0]])]
+    boxes = [
+        torch.tensor([[0.0, 0.0, 50.0, 40.0], [10.5, 20.25, 99.0, 79.0], [-5.0, -5.0, 20.0, 30.0]]),
+        torch.zeros(0, 4),
+        torch.tensor([[5.0, 5.0, 60.0, 80.0], [30.0, 1.0, 40.0, 9.0]]),
+    ]
     big = vit.region_embeddings(images, boxes, batch_size=256)
     small = vit.region_embeddings(images, boxes, batch_size=3)
     assert [b.shape for b in big] == [(3, 32), (0, 32), (2, 32)]
@@ -263,8 +312,11 @@ def test_crop_mode_batching_is_exact(vit):
 
 def test_invalid_boxes_name_image_and_box(vit):
     image = _image(64, 64)
-    cases = {"non-finite": [0, 0, float("nan"), 10], "zero or negative area": [5, 5, 5, 20],
-             "fully outside": [70, 0, 90, 10]}
+    cases = {
+        "non-finite": [0, 0, float("nan"), 10],
+        "zero or negative area": [5, 5, 5, 20],
+        "fully outside": [70, 0, 90, 10],
+    }
     for why, box in cases.items():
         boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 9.0, 9.0], box])
         with pytest.raises(ValueError, match=f"image 1, box 2 .*{why}"):
@@ -279,9 +331,11 @@ def test_dense_mode_pools_dense_features(vit):
     image = _image(64, 96, 7)
     boxes = torch.tensor([[8.0, 4.0, 56.0, 60.0], [40.0, 0.0, 96.0, 64.0]])
     (got,) = vit.region_embeddings([image], [boxes], mode="dense")
-    feats = vit.dense_embeddings(image[None])                           # [1, 32, 4, 6], stride 16
+    feats = vit.dense_embeddings(image[None])  # [1, 32, 4, 6], stride 16
     rois = torch.cat([torch.zeros(2, 1), boxes], dim=1)
-    expected = roi_align(feats, rois, output_size=7, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
+    expected = roi_align(
+        feats, rois, output_size=7, spatial_scale=1 / 16, sampling_ratio=0, aligned=True
+    )
     assert torch.allclose(got, _unit(expected.mean((2, 3))), atol=1e-4)
 
 
@@ -294,14 +348,17 @@ def test_vit_dense_features_match_manual_value_path(vit):
     x = vit._normalize(image.float()[None])
     with torch.no_grad():
         tokens = visual.conv1(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([visual.class_embedding.view(1, 1, -1), tokens], 1) + visual.positional_embedding
+        tokens = (
+            torch.cat([visual.class_embedding.view(1, 1, -1), tokens], 1)
+            + visual.positional_embedding
+        )
         tokens = visual.transformer.resblocks[0](visual.ln_pre(tokens))
         last = visual.transformer.resblocks[1]
         w_v, b_v = last.attn.in_proj_weight[64:], last.attn.in_proj_bias[64:]
         value = last.ln_1(tokens) @ w_v.T + b_v
         out = tokens + value @ last.attn.out_proj.weight.T + last.attn.out_proj.bias
         out = out + last.mlp(last.ln_2(out))
-        manual = visual.ln_post(out) @ visual.proj                     # [1, 17, 32]
+        manual = visual.ln_post(out) @ visual.proj  # [1, 17, 32]
     row, col = 2, 1
     assert torch.allclose(got[0, :, row, col], manual[0, 1 + row * 4 + col], atol=1e-4)
     assert torch.allclose(got[0].flatten(1).T, manual[0, 1:], atol=1e-4)
@@ -323,8 +380,10 @@ def test_resnet_dense_is_v_and_c_proj_per_location(rn):
     got = rn.dense_embeddings(image[None])
     visual = rn.model.visual
     with torch.no_grad():
-        res5 = visual.forward_intermediates(rn._normalize(image.float()[None]), intermediates_only=True)
-        res5 = res5["image_intermediates"][-1]                          # [1, 512, 2, 3]
+        res5 = visual.forward_intermediates(
+            rn._normalize(image.float()[None]), intermediates_only=True
+        )
+        res5 = res5["image_intermediates"][-1]  # [1, 512, 2, 3]
         pool = visual.attnpool
         for row in range(2):
             for col in range(3):
@@ -335,23 +394,39 @@ def test_resnet_dense_is_v_and_c_proj_per_location(rn):
 
 
 @pytest.mark.parametrize("output_stride", [16, 8])
-def test_resnet_dense_output_stride_is_the_strided_network_evaluated_densely(files, rn, output_stride):
+def test_resnet_dense_output_stride_is_the_strided_network_evaluated_densely(
+    files, rn, output_stride
+):
     """Strides turned into dilations: sampling the dense map every 32/os cells gives the plain network's map
     (exactly, away from the bottom/right border where the dilated pooling pads by replication)."""
     config, ckpt = files["rn"]
-    dense = ClipTeacher("ovd-test-rn", pretrained=str(ckpt), model_config=config, dense_output_stride=output_stride)
+    dense = ClipTeacher(
+        "ovd-test-rn", pretrained=str(ckpt), model_config=config, dense_output_stride=output_stride
+    )
     assert dense.dense_stride == output_stride and rn.dense_stride == 32
     image = _image(128, 160, 4)[None]
     plain, fine = rn.dense_embeddings(image), dense.dense_embeddings(image)
-    assert plain.shape == (1, 32, 4, 5) and fine.shape == (1, 32, 128 // output_stride, 160 // output_stride)
+    assert plain.shape == (1, 32, 4, 5) and fine.shape == (
+        1,
+        32,
+        128 // output_stride,
+        160 // output_stride,
+    )
     step = 32 // output_stride
-    torch.testing.assert_close(fine[..., ::step, ::step][..., :-1, :-1], plain[..., :-1, :-1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        fine[..., ::step, ::step][..., :-1, :-1], plain[..., :-1, :-1], rtol=0, atol=1e-5
+    )
     # the in-between cells are new evaluations (random init varies little over space: ~3e-3)
     assert (fine[..., 1::step, ::step][..., :-1, :-1] - plain[..., :-1, :-1]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
         ClipTeacher("ovd-test-rn", pretrained=str(ckpt), model_config=config, dense_output_stride=4)
     with pytest.raises(ValueError, match="applies to ResNet"):
-        ClipTeacher("ovd-test-vit", pretrained=str(files["vit"][1]), model_config=files["vit"][0], dense_output_stride=16)
+        ClipTeacher(
+            "ovd-test-vit",
+            pretrained=str(files["vit"][1]),
+            model_config=files["vit"][0],
+            dense_output_stride=16,
+        )
 
 
 def test_pixel_logits_cosine_and_refinements(vit, rn):
@@ -367,13 +442,13 @@ def test_pixel_logits_cosine_and_refinements(vit, rn):
 
 def test_prompt_denoise_and_key_smoothing_known_answers():
     # 2 classes, 1x2 pixels: class 1 never reaches prob 0.5 anywhere -> -100
-    logits = torch.tensor([[[[0.30, 0.20]], [[0.29, 0.10]]]])          # [1, 2, 1, 2]
+    logits = torch.tensor([[[[0.30, 0.20]], [[0.29, 0.10]]]])  # [1, 2, 1, 2]
     out = prompt_denoise(logits, threshold=0.5)
     assert torch.equal(out[0, 0], logits[0, 0]) and (out[0, 1] == -100).all()
     # key smoothing: keys of pixel 0 and 1 orthogonal, pixel 2 equal to pixel 0 -> p0' = p0 + p2, p1' = p1
     keys = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]]).view(1, 2, 1, 3)
     logits = torch.tensor([[0.01, 0.05, 0.00], [0.00, 0.00, 0.02]]).view(1, 2, 1, 3)
-    probs = F.softmax(logits * 100, dim=1).flatten(2)[0].T              # [3, 2]
+    probs = F.softmax(logits * 100, dim=1).flatten(2)[0].T  # [3, 2]
     got = key_smoothing(logits, keys, threshold=1.0).flatten(2)[0].T
     assert torch.allclose(got[0], probs[0] + probs[2], atol=1e-6)
     assert torch.allclose(got[1], probs[1], atol=1e-6)
@@ -388,23 +463,42 @@ def test_prompt_denoise_and_key_smoothing_known_answers():
 def test_ensemble_averages_normalized_embeddings(files, vit):
     config, ckpt = files["vit"]
     state = torch.load(ckpt, weights_only=True)
-    state = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    state = {
+        k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()
+    }
     path = files["root"] / "vit-other.pt"
     torch.save(state, path)
     other = ClipTeacher("ovd-test-vit", pretrained=str(path), model_config=config)
-    ens = build_teacher("ensemble", members=[vit, {"name": "clip", "model_name": "ovd-test-vit",
-                                                   "pretrained": str(path), "model_config": config}],
-                        weights=[3.0, 1.0])
+    ens = build_teacher(
+        "ensemble",
+        members=[
+            vit,
+            {
+                "name": "clip",
+                "model_name": "ovd-test-vit",
+                "pretrained": str(path),
+                "model_config": config,
+            },
+        ],
+        weights=[3.0, 1.0],
+    )
     images = torch.stack([_image(64, 64, 12), _image(64, 64, 13)])
     a, b = vit.encode_images(images), other.encode_images(images)
     assert torch.allclose(ens.encode_images(images), _unit(0.75 * a + 0.25 * b), atol=ATOL)
     names = ["cat", "dog"]
     ta = vit.text_classifier(names, templates="simple")
     tb = other.text_classifier(names, templates="simple")
-    assert torch.allclose(ens.text_classifier(names, templates="simple"), _unit(0.75 * ta + 0.25 * tb), atol=ATOL)
+    assert torch.allclose(
+        ens.text_classifier(names, templates="simple"), _unit(0.75 * ta + 0.25 * tb), atol=ATOL
+    )
     boxes = [torch.tensor([[0.0, 0.0, 40.0, 50.0]])]
-    (ra,), (rb,) = vit.region_embeddings(images[:1], boxes), other.region_embeddings(images[:1], boxes)
-    assert torch.allclose(ens.region_embeddings(images[:1], boxes)[0], _unit(0.75 * ra + 0.25 * rb), atol=ATOL)
+    (ra,), (rb,) = (
+        vit.region_embeddings(images[:1], boxes),
+        other.region_embeddings(images[:1], boxes),
+    )
+    assert torch.allclose(
+        ens.region_embeddings(images[:1], boxes)[0], _unit(0.75 * ra + 0.25 * rb), atol=ATOL
+    )
     assert ens.fingerprint != vit.fingerprint
     cat = EnsembleTeacher([vit, other], weights=[3.0, 1.0], combine="concat")
     assert cat.embed_dim == 64
@@ -427,16 +521,26 @@ def test_ensemble_rejects_mixed_dims(vit, files):
 # ---------------------------------------------------------------- specs and handles
 def _spec(files, **overrides) -> TeacherSpec:
     config, ckpt = files["vit"]
-    cfg = {"type": "clip", "model_name": "ovd-test-vit", "pretrained": str(ckpt),
-           "model_config": str(config), "device": "cuda:7", **overrides}  # the host picks it
+    cfg = {
+        "type": "clip",
+        "model_name": "ovd-test-vit",
+        "pretrained": str(ckpt),
+        "model_config": str(config),
+        "device": "cuda:7",
+        **overrides,
+    }  # the host picks it
     return TeacherSpec.from_mapping(cfg, origin="model.teacher")
 
 
 def test_teacher_spec_from_a_config_dict_builds_the_teacher(files, vit):
     spec = _spec(files, precision="fp32")
     assert spec.device == "cpu" and spec.name == "clip" and spec.extra == {}
-    assert spec.kwargs() == {"model_name": "ovd-test-vit", "pretrained": str(files["vit"][1]),
-                             "model_config": str(files["vit"][0]), "precision": "fp32"}
+    assert spec.kwargs() == {
+        "model_name": "ovd-test-vit",
+        "pretrained": str(files["vit"][1]),
+        "model_config": str(files["vit"][0]),
+        "precision": "fp32",
+    }
     teacher = build_teacher_from_spec(spec)
     assert isinstance(teacher, ClipTeacher) and teacher.fingerprint == vit.fingerprint
     with pytest.raises(ValueError, match="model.teacher: teacher config needs model_name"):
@@ -469,17 +573,25 @@ def test_teacher_handle_is_lazy_per_device_and_outside_the_module_tree(files, vi
 
 
 def test_teacher_handle_checks_the_fingerprint_with_the_shared_check(files, vit):
-    handle = TeacherHandle(_spec(files), expected_fingerprint="fp-of-text.pt",
-                           expected_from="text classifier out/text.pt")
-    with pytest.raises(ValueError, match=(r"teacher fingerprint mismatch: the teacher of "
-                                          r"model.teacher \(clip ovd-test-vit .*\) has fingerprint "
-                                          r".* text classifier out/text.pt has 'fp-of-text.pt'")):
+    handle = TeacherHandle(
+        _spec(files),
+        expected_fingerprint="fp-of-text.pt",
+        expected_from="text classifier out/text.pt",
+    )
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"teacher fingerprint mismatch: the teacher of "
+            r"model.teacher \(clip ovd-test-vit .*\) has fingerprint "
+            r".* text classifier out/text.pt has 'fp-of-text.pt'"
+        ),
+    ):
         handle.get()
     with pytest.raises(ValueError, match="the attached teacher \\(ClipTeacher\\) has fingerprint"):
         TeacherHandle.wrap(vit, expected_fingerprint="fp-of-text.pt")
     wrapped = TeacherHandle.wrap(vit, expected_fingerprint=vit.fingerprint)
     assert wrapped.get("cpu") is vit
-    assert copy.deepcopy(wrapped).get() is vit                     # nothing to rebuild: shared
+    assert copy.deepcopy(wrapped).get() is vit  # nothing to rebuild: shared
     with pytest.raises(TypeError, match="TeacherSpec.from_mapping"):
         TeacherHandle({"type": "clip"})
 
@@ -493,13 +605,18 @@ def test_teacher_modules_import_without_cycles():
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                node.body = []                                   # type-only imports
-        graph[path.stem] = {node.module.rsplit(".", 1)[1] for node in ast.walk(tree)
-                            if isinstance(node, ast.ImportFrom)
-                            and (node.module or "").startswith("distill.teachers.")}
+                node.body = []  # type-only imports
+        graph[path.stem] = {
+            node.module.rsplit(".", 1)[1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("distill.teachers.")
+        }
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
-                   for n in graph.get(start, ()))
+        return any(
+            n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+            for n in graph.get(start, ())
+        )
 
     assert not [m for m in graph if m != "__init__" and reaches(m, m, set())]

@@ -1,4 +1,5 @@
 """Tests of the embedded toy world: generator determinism and formats, caches, and the tiny CLIP teacher."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,15 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from distill.toy import (CATEGORIES, COMPLETE, ToyWorld, ensure_toy_teacher, ensure_toy_world, generate_toy_world,
-                         verify_complete)
+from distill.toy import (
+    CATEGORIES,
+    COMPLETE,
+    ToyWorld,
+    ensure_toy_teacher,
+    ensure_toy_world,
+    generate_toy_world,
+    verify_complete,
+)
 from distill.toy.scene import sample_scene
 from distill.toy.shapes import shape_mask
 from distill.toy.teacher import ToyTeacherConfig, register_model_config
@@ -22,20 +30,34 @@ from distill.toy.world import ToyWorldConfig, _crop_square, iter_captions
 from distill.toy.zeroshot import dense_features
 
 TINY = dict(n_train=4, n_val=6, n_captions=24, image_size=64, caption_image_size=32)
-TINY_TEXT = dict(embed_dim=16, image_size=32, text_width=32, text_layers=1, text_heads=2, epochs=1, batch_size=8,
-                 max_captions=8)
+TINY_TEXT = dict(
+    embed_dim=16,
+    image_size=32,
+    text_width=32,
+    text_layers=1,
+    text_heads=2,
+    epochs=1,
+    batch_size=8,
+    max_captions=8,
+)
 TINY_RESNET = dict(TINY_TEXT, resnet_width=8)
 TINY_VIT = dict(TINY_TEXT, vit_width=32, vit_layers=2, vit_head_width=16, patch_size=8)
 NOVEL_IDS = {c.id for c in CATEGORIES if c.split == "novel"}
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> ToyWorld:
-    return ensure_toy_world(seed=3, root=tmp_path_factory.mktemp("toy") / "world", progress=False, **TINY)
+    return ensure_toy_world(
+        seed=3, root=tmp_path_factory.mktemp("toy") / "world", progress=False, **TINY
+    )
 
 
 # ---------------------------------------------------------------- shapes and scenes
@@ -48,17 +70,23 @@ def test_shape_masks_have_their_geometric_areas() -> None:
     ring = shape_mask("ring", height=128, width=128, cx=64, cy=64, radius=r)
     assert abs(circle.sum() - math.pi * r * r) / (math.pi * r * r) < 0.03
     assert abs(square.sum() - (1.64 * r) ** 2) / (1.64 * r) ** 2 < 0.03
-    assert abs(ring.sum() - math.pi * r * r * (1 - 0.55 ** 2)) / (math.pi * r * r * (1 - 0.55 ** 2)) < 0.05
+    assert (
+        abs(ring.sum() - math.pi * r * r * (1 - 0.55**2)) / (math.pi * r * r * (1 - 0.55**2)) < 0.05
+    )
     assert circle[64, 64] and not ring[64, 64] and ring[64, 64 + 30]
     rotated = shape_mask("square", height=128, width=128, cx=64, cy=64, radius=r, angle=math.pi / 4)
-    assert rotated[64, 64 + 45] and not square[64, 64 + 45]  # a 45-degree square reaches r*0.82*sqrt(2)
+    assert (
+        rotated[64, 64 + 45] and not square[64, 64 + 45]
+    )  # a 45-degree square reaches r*0.82*sqrt(2)
     with pytest.raises(ValueError, match="unknown toy category 'blob'"):
         shape_mask("blob", height=8, width=8, cx=4, cy=4, radius=2)
 
 
 def test_scene_visible_masks_are_disjoint_and_mostly_visible() -> None:
     for index in range(10):
-        image, objects = sample_scene(np.random.default_rng([7, index]), size=96, min_objects=4, max_objects=6)
+        image, objects = sample_scene(
+            np.random.default_rng([7, index]), size=96, min_objects=4, max_objects=6
+        )
         assert image.shape == (96, 96, 3) and image.dtype == np.uint8
         stacked = np.stack([o.mask for o in objects]).astype(int)
         assert stacked.sum(0).max() <= 1
@@ -91,7 +119,9 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
 
 def test_images_do_not_depend_on_split_sizes(tmp_path: Path) -> None:
     generate_toy_world(tmp_path / "small", seed=5, config=ToyWorldConfig(**TINY), progress=False)
-    generate_toy_world(tmp_path / "big", seed=5, config=ToyWorldConfig(**{**TINY, "n_val": 8}), progress=False)
+    generate_toy_world(
+        tmp_path / "big", seed=5, config=ToyWorldConfig(**{**TINY, "n_val": 8}), progress=False
+    )
     for name in ("images/val/000006.png", "seg/val/000006.png", "images/train/000004.png"):
         assert (tmp_path / "small" / name).read_bytes() == (tmp_path / "big" / name).read_bytes()
 
@@ -101,9 +131,13 @@ def test_manifest_checksums_and_layout(tiny_world: ToyWorld) -> None:
     assert manifest["seed"] == 3 and manifest["config"]["n_val"] == 6
     assert [c["name"] for c in manifest["categories"]] == [c.name for c in CATEGORIES]
     assert len(tiny_world.base_names) == 8 and tiny_world.unseen == tiny_world.novel_names
-    assert len(tiny_world.novel_names) == 4 and not set(tiny_world.base_names) & set(tiny_world.novel_names)
+    assert len(tiny_world.novel_names) == 4 and not set(tiny_world.base_names) & set(
+        tiny_world.novel_names
+    )
     listed = set(manifest["files"])
-    on_disk = {p.relative_to(tiny_world.root).as_posix() for p in tiny_world.root.rglob("*") if p.is_file()}
+    on_disk = {
+        p.relative_to(tiny_world.root).as_posix() for p in tiny_world.root.rglob("*") if p.is_file()
+    }
     assert on_disk - listed == {"world.json", COMPLETE}
     assert len(list(tiny_world.image_dir("val").glob("*.png"))) == 6
     with pytest.raises(ValueError, match="split must be one of"):
@@ -120,10 +154,19 @@ def test_coco_json_is_valid_and_consistent_with_masks(tiny_world: ToyWorld, spli
     for ann in coco.loadAnns(coco.getAnnIds()):
         info = coco.imgs[ann["image_id"]]
         x, y, w, h = ann["bbox"]
-        assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= info["width"] and y + h <= info["height"]
+        assert (
+            w > 0
+            and h > 0
+            and x >= 0
+            and y >= 0
+            and x + w <= info["width"]
+            and y + h <= info["height"]
+        )
         mask = coco.annToMask(ann)
         assert mask.sum() == ann["area"] > 0
-        np.testing.assert_array_equal(mask_utils.toBbox(mask_utils.encode(np.asfortranarray(mask))), ann["bbox"])
+        np.testing.assert_array_equal(
+            mask_utils.toBbox(mask_utils.encode(np.asfortranarray(mask))), ann["bbox"]
+        )
         if split == "train":
             assert ann["category_id"] not in NOVEL_IDS
     if split == "val":
@@ -134,8 +177,15 @@ def test_val_json_loads_and_evaluates_with_lvis(tiny_world: ToyWorld) -> None:
     from lvis import LVIS, LVISEval, LVISResults
 
     gt = LVIS(str(tiny_world.val_json))
-    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-               for a in gt.dataset["annotations"]]
+    results = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+        }
+        for a in gt.dataset["annotations"]
+    ]
     evaluator = LVISEval(gt, LVISResults(gt, results), iou_type="bbox")
     evaluator.run()
     assert evaluator.get_results()["AP"] == pytest.approx(1.0)
@@ -174,7 +224,11 @@ def test_caption_corpus(tiny_world: ToyWorld) -> None:
             assert image.size == (32, 32) and image.mode == "RGB"
         for obj in record["objects"]:
             assert obj["category"] in record["caption"]
-    records = list(iter_captions(seed=0, config=ToyWorldConfig(n_captions=300, image_size=64, caption_image_size=32)))
+    records = list(
+        iter_captions(
+            seed=0, config=ToyWorldConfig(n_captions=300, image_size=64, caption_image_size=32)
+        )
+    )
     named = {o.category.name for _, _, _, objs in records for o in objs}
     assert named == {c.name for c in CATEGORIES}  # novel categories are in the teacher's corpus
     assert {kind for _, _, kind, _ in records} == {"crop", "scene", "background"}
@@ -214,10 +268,15 @@ def test_world_cache_reuses_and_repairs(tmp_path: Path) -> None:
 
 
 def test_tiny_teacher_loads_like_real_clip_weights(tiny_world: ToyWorld, tmp_path: Path) -> None:
-    files = ensure_toy_teacher(tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_RESNET)
+    files = ensure_toy_teacher(
+        tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_RESNET
+    )
     assert files.model_config.stem == files.model_name and files.checkpoint.is_file()
     config = json.loads(files.model_config.read_text())
-    assert set(config) == {"embed_dim", "vision_cfg", "text_cfg"} and config["text_cfg"]["vocab_size"] == 49408
+    assert (
+        set(config) == {"embed_dim", "vision_cfg", "text_cfg"}
+        and config["text_cfg"]["vocab_size"] == 49408
+    )
 
     open_clip.add_model_config(files.model_config)  # exactly the path real weights take
     model = open_clip.create_model(files.model_name, pretrained=str(files.checkpoint)).eval()
@@ -232,14 +291,22 @@ def test_tiny_teacher_loads_like_real_clip_weights(tiny_world: ToyWorld, tmp_pat
     assert files.info["train"]["steps"] == 1
 
     checkpoint_bytes = files.checkpoint.read_bytes()
-    files.checkpoint.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 2])  # truncated checkpoint
-    rebuilt = ensure_toy_teacher(tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_RESNET)
+    files.checkpoint.write_bytes(
+        checkpoint_bytes[: len(checkpoint_bytes) // 2]
+    )  # truncated checkpoint
+    rebuilt = ensure_toy_teacher(
+        tiny_world, root=tmp_path / "t", evaluate=False, progress=False, **TINY_RESNET
+    )
     assert verify_complete(rebuilt.root) is None
     torch.load(rebuilt.checkpoint, map_location="cpu", weights_only=True)
 
 
-def test_vit_teacher_trains_against_the_locked_resnet_text_tower(tiny_world: ToyWorld, tmp_path: Path) -> None:
-    vit = ensure_toy_teacher(tiny_world, arch="vit", root=tmp_path / "v", evaluate=False, progress=False, **TINY_VIT)
+def test_vit_teacher_trains_against_the_locked_resnet_text_tower(
+    tiny_world: ToyWorld, tmp_path: Path
+) -> None:
+    vit = ensure_toy_teacher(
+        tiny_world, arch="vit", root=tmp_path / "v", evaluate=False, progress=False, **TINY_VIT
+    )
     source = tmp_path / "v-text"
     assert verify_complete(source) is None and verify_complete(vit.root) is None
     text_source = torch.load(source / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -251,7 +318,10 @@ def test_vit_teacher_trains_against_the_locked_resnet_text_tower(tiny_world: Toy
     assert weights["visual.conv1.weight"].shape[-1] == 8  # a ViT image tower (patch 8)
     with pytest.raises(ValueError, match="needs a text_checkpoint"):
         from distill.toy import train_toy_teacher
-        train_toy_teacher(tiny_world, tmp_path / "x", config=ToyTeacherConfig(arch="vit", **TINY_VIT))
+
+        train_toy_teacher(
+            tiny_world, tmp_path / "x", config=ToyTeacherConfig(arch="vit", **TINY_VIT)
+        )
 
 
 def test_maskclip_dense_path_equals_self_attention_only_block(tmp_path: Path) -> None:
@@ -269,15 +339,25 @@ def test_maskclip_dense_path_equals_self_attention_only_block(tmp_path: Path) ->
     from distill.toy.teacher import normalize_images
 
     with torch.no_grad():
-        out = visual.forward_intermediates(normalize_images(images, model), indices=[0], output_fmt="NLC",
-                                           output_extra_tokens=True, intermediates_only=True)
+        out = visual.forward_intermediates(
+            normalize_images(images, model),
+            indices=[0],
+            output_fmt="NLC",
+            output_extra_tokens=True,
+            intermediates_only=True,
+        )
         x = torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
         only_self = torch.full((17, 17), float("-inf")).fill_diagonal_(0.0)
         x = visual.transformer.resblocks[1](x, attn_mask=only_self)
         expected = (visual.ln_post(x) @ visual.proj)[:, 1:].reshape(2, 4, 4, 16).permute(0, 3, 1, 2)
     torch.testing.assert_close(dense, expected, rtol=1e-4, atol=1e-5)
     # a larger input interpolates the positional embeddings: 8x8 patches
-    assert dense_features(model, torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 16, 8, 8)
+    assert dense_features(model, torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (
+        1,
+        16,
+        8,
+        8,
+    )
 
 
 # ---------------------------------------------------------------- the real teacher (slow)

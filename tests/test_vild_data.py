@@ -1,4 +1,5 @@
 """Open-vocabulary datasets, the region-target mapper and the resumable sampler."""
+
 import itertools
 import json
 import logging
@@ -33,7 +34,10 @@ class FixedTargets:
     embed_dim = 3
 
     def __init__(self, boxes, embeddings):
-        self.boxes, self.embeddings = np.asarray(boxes, np.float32), np.asarray(embeddings, np.float32)
+        self.boxes, self.embeddings = (
+            np.asarray(boxes, np.float32),
+            np.asarray(embeddings, np.float32),
+        )
 
     def get(self, image_id):
         return RegionTargets(self.boxes, self.embeddings)
@@ -46,7 +50,9 @@ def _unique(prefix):
 def test_transform_region_boxes_resize_and_flip():
     transforms = T.TransformList([T.ResizeTransform(32, 32, 64, 64), T.HFlipTransform(64)])
     boxes = np.array([[2, 4, 10, 20], [-5, -5, 0, 3], [30, 30, 40, 40], [5, 5, 5, 9]], np.float32)
-    moved, keep = transform_region_boxes(boxes, transforms, original_size=(32, 32), image_size=(64, 64))
+    moved, keep = transform_region_boxes(
+        boxes, transforms, original_size=(32, 32), image_size=(64, 64)
+    )
     # box 1 is outside (zero area after clipping), box 2 is clipped to [30, 30, 32, 32], box 3 has zero width
     assert keep.tolist() == [True, False, True, False]
     np.testing.assert_allclose(moved, [[44, 8, 60, 40], [0, 60, 4, 64]])
@@ -60,11 +66,18 @@ def test_mapper_attaches_transformed_targets(tmp_path):
 
     add_ovdistill_config(cfg)
     targets = FixedTargets([[2, 4, 10, 20], [40, 40, 50, 50], [0, 0, 8, 8]], np.eye(3))
-    mapper = OVDatasetMapper(True, augmentations=[T.ResizeTransform(32, 32, 64, 64), T.HFlipTransform(64)],
-                             image_format="RGB", region_targets=targets, distill_rois_per_image=300)
+    mapper = OVDatasetMapper(
+        True,
+        augmentations=[T.ResizeTransform(32, 32, 64, 64), T.HFlipTransform(64)],
+        image_format="RGB",
+        region_targets=targets,
+        distill_rois_per_image=300,
+    )
     out = mapper(record)
     assert out["image"].shape == (3, 64, 64)
-    torch.testing.assert_close(out["distill_boxes"], torch.tensor([[44.0, 8, 60, 40], [48, 0, 64, 16]]))
+    torch.testing.assert_close(
+        out["distill_boxes"], torch.tensor([[44.0, 8, 60, 40], [48, 0, 64, 16]])
+    )
     torch.testing.assert_close(out["distill_embeddings"], torch.tensor([[1.0, 0, 0], [0, 0, 1]]))
     # at most distill_rois_per_image regions, drawn from NumPy's RNG
     mapper.distill_rois_per_image = 1
@@ -76,33 +89,62 @@ def test_mapper_attaches_transformed_targets(tmp_path):
 
 
 def test_load_ov_json_cleans_boxes_and_drops_novel(tmp_path, caplog):
-    categories = [{"id": 1, "name": "cat", "split": "base"}, {"id": 7, "name": "dog", "split": "novel"}]
+    categories = [
+        {"id": 1, "name": "cat", "split": "base"},
+        {"id": 7, "name": "dog", "split": "novel"},
+    ]
     anns = [
         {"id": 1, "image_id": 5, "category_id": 1, "bbox": [10, 10, 20, 20]},
-        {"id": 2, "image_id": 5, "category_id": 1, "bbox": [90, 90, 20, 20]},   # partly outside: clipped
-        {"id": 3, "image_id": 5, "category_id": 1, "bbox": [10, 10, 0, 5]},     # zero area: dropped
-        {"id": 4, "image_id": 5, "category_id": 1, "bbox": [200, 10, 5, 5]},    # outside: dropped
-        {"id": 5, "image_id": 5, "category_id": 7, "bbox": [30, 30, 5, 5]},     # novel
+        {
+            "id": 2,
+            "image_id": 5,
+            "category_id": 1,
+            "bbox": [90, 90, 20, 20],
+        },  # partly outside: clipped
+        {"id": 3, "image_id": 5, "category_id": 1, "bbox": [10, 10, 0, 5]},  # zero area: dropped
+        {"id": 4, "image_id": 5, "category_id": 1, "bbox": [200, 10, 5, 5]},  # outside: dropped
+        {"id": 5, "image_id": 5, "category_id": 7, "bbox": [30, 30, 5, 5]},  # novel
     ]
     path = tmp_path / "d.json"
-    path.write_text(json.dumps({"images": [{"id": 5, "file_name": "a.png", "width": 100, "height": 100}],
-                                "annotations": anns, "categories": categories}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 5, "file_name": "a.png", "width": 100, "height": 100}],
+                "annotations": anns,
+                "categories": categories,
+            }
+        )
+    )
     with caplog.at_level(logging.WARNING):
         (record,) = load_ov_json(path, tmp_path, base_only=True)
     boxes = [a["bbox"] for a in record["annotations"]]
     assert boxes == [[10.0, 10.0, 20.0, 20.0], [90.0, 90.0, 10.0, 10.0]]
     assert all(a["category_id"] == 0 for a in record["annotations"])
     text = caplog.text
-    assert "1 boxes partly outside the image clipped" in text and "1 zero-area boxes dropped" in text
-    assert "1 boxes outside the image dropped" in text and "1 novel-class annotations dropped" in text
+    assert (
+        "1 boxes partly outside the image clipped" in text and "1 zero-area boxes dropped" in text
+    )
+    assert (
+        "1 boxes outside the image dropped" in text and "1 novel-class annotations dropped" in text
+    )
     (record,) = load_ov_json(path, tmp_path)
     assert [a["category_id"] for a in record["annotations"]] == [0, 0, 1]
 
 
 def test_duplicate_class_names_are_an_error(tmp_path):
     path = tmp_path / "d.json"
-    path.write_text(json.dumps({"images": [], "annotations": [], "categories": [
-        {"id": 1, "name": "Cat", "split": "base"}, {"id": 2, "name": "cat ", "split": "novel"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [],
+                "annotations": [],
+                "categories": [
+                    {"id": 1, "name": "Cat", "split": "base"},
+                    {"id": 2, "name": "cat ", "split": "novel"},
+                ],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="duplicate class names"):
         load_ov_json(path, tmp_path)
 
@@ -119,7 +161,9 @@ def test_registration_is_lazy_and_metadata_comes_from_the_json(tmp_path):
     assert meta.thing_classes == ["red box", "green box", "blue box"]
     assert meta.class_roles == ["base", "base", "novel"]
     assert meta.base_class_ids == [1, 2] and meta.novel_class_ids == [3]
-    assert all(a["category_id"] in (0, 1) for d in DatasetCatalog.get(name) for a in d["annotations"])
+    assert all(
+        a["category_id"] in (0, 1) for d in DatasetCatalog.get(name) for a in d["annotations"]
+    )
     MetadataCatalog.remove(name)
     DatasetCatalog.remove(name)
 
@@ -127,7 +171,10 @@ def test_registration_is_lazy_and_metadata_comes_from_the_json(tmp_path):
 def test_builtin_ov_coco_metadata_without_files():
     meta = get_ov_metadata("ov_coco_val")
     assert len(meta.thing_classes) == 65 and len(meta.novel_class_ids) == 17
-    assert "couch" in meta.thing_classes and meta.class_roles[meta.thing_classes.index("couch")] == "novel"
+    assert (
+        "couch" in meta.thing_classes
+        and meta.class_roles[meta.thing_classes.index("couch")] == "novel"
+    )
     lvis = get_ov_metadata("ov_lvis_train_base")
     assert len(lvis.thing_classes) == 1203 and len(lvis.novel_class_ids) == 337
 
@@ -141,12 +188,24 @@ def test_missing_images_are_reported(tmp_path):
 
 
 def test_resumable_sampler_is_a_pure_function_of_position():
-    full = list(itertools.islice(iter(ResumableTrainingSampler(7, seed=3, rank=0, world_size=1)), 40))
+    full = list(
+        itertools.islice(iter(ResumableTrainingSampler(7, seed=3, rank=0, world_size=1)), 40)
+    )
     assert sorted(full[:7]) == list(range(7)) and sorted(full[7:14]) == list(range(7))
-    resumed = list(itertools.islice(iter(ResumableTrainingSampler(7, seed=3, start=12, rank=0, world_size=1)), 28))
+    resumed = list(
+        itertools.islice(
+            iter(ResumableTrainingSampler(7, seed=3, start=12, rank=0, world_size=1)), 28
+        )
+    )
     assert resumed == full[12:]
-    ranks = [list(itertools.islice(iter(ResumableTrainingSampler(7, seed=3, start=5, rank=r, world_size=2)), 10))
-             for r in (0, 1)]
+    ranks = [
+        list(
+            itertools.islice(
+                iter(ResumableTrainingSampler(7, seed=3, start=5, rank=r, world_size=2)), 10
+            )
+        )
+        for r in (0, 1)
+    ]
     # global position p goes to rank p % 2: position 5 to rank 1, 6 to rank 0, ...
     interleaved = [x for pair in zip(ranks[1], ranks[0]) for x in pair]
     assert interleaved == full[5:25]

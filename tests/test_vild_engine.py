@@ -1,4 +1,5 @@
 """OVTrainer's data side: region-target checks and bad inputs caught before training starts."""
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,16 @@ from distill.cache import EmbeddingStoreWriter  # noqa: E402
 
 
 def _store(root, image_ids, *, fingerprint, dim=16):
-    writer = EmbeddingStoreWriter(root, {"teacher": "t", "teacher_fingerprint": fingerprint, "embed_dim": dim,
-                                         "num_shards": 1, "num_images": len(image_ids)})
+    writer = EmbeddingStoreWriter(
+        root,
+        {
+            "teacher": "t",
+            "teacher_fingerprint": fingerprint,
+            "embed_dim": dim,
+            "num_shards": 1,
+            "num_images": len(image_ids),
+        },
+    )
     emb = np.ones((1, dim), np.float16) / np.sqrt(dim)
     writer.write_shard(0, [(i, np.array([[1, 1, 20, 20]], np.float32), emb) for i in image_ids])
     return str(root)
@@ -33,7 +42,9 @@ def setup(tmp_path):
     name = f"vild_engine_tiny_{len(DatasetCatalog.list())}"
     register_ov_dataset(name, json_path, image_root, base_only=True)
     text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES])
-    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp_path / "out", distill=True)
+    cfg = tiny_vild_config(
+        train=name, test=name, text_embeddings=text, output_dir=tmp_path / "out", distill=True
+    )
     dicts = DatasetCatalog.get(name)
     yield cfg, dicts, tmp_path
     DatasetCatalog.remove(name)
@@ -42,14 +53,18 @@ def setup(tmp_path):
 
 def test_cache_of_another_teacher_is_refused(setup):
     cfg, dicts, tmp = setup
-    cfg.MODEL.VILD.DISTILL.CACHE = _store(tmp / "cache", [d["image_id"] for d in dicts], fingerprint="other-teacher")
+    cfg.MODEL.VILD.DISTILL.CACHE = _store(
+        tmp / "cache", [d["image_id"] for d in dicts], fingerprint="other-teacher"
+    )
     with pytest.raises(ValueError, match="different teacher"):
         build_region_targets(cfg, dicts)
 
 
 def test_cache_missing_images_error_or_skip(setup):
     cfg, dicts, tmp = setup
-    cfg.MODEL.VILD.DISTILL.CACHE = _store(tmp / "cache", [dicts[0]["image_id"]], fingerprint="random-test-teacher")
+    cfg.MODEL.VILD.DISTILL.CACHE = _store(
+        tmp / "cache", [dicts[0]["image_id"]], fingerprint="random-test-teacher"
+    )
     with pytest.raises(ValueError, match="lacks 2 of the 3 images"):
         build_region_targets(cfg, dicts)
     cfg.MODEL.VILD.DISTILL.ON_MISSING = "skip"
@@ -79,8 +94,9 @@ def test_prepare_resources_returns_a_resolved_clone_and_builds_no_teacher_needle
     teacher, which could not even be built here, is never needed); the classifier must cover every
     class."""
     cfg, dicts, tmp = setup
-    cfg.MODEL.VILD.DISTILL.CACHE = _store(tmp / "cache", [d["image_id"] for d in dicts],
-                                          fingerprint="random-test-teacher")
+    cfg.MODEL.VILD.DISTILL.CACHE = _store(
+        tmp / "cache", [d["image_id"] for d in dicts], fingerprint="random-test-teacher"
+    )
     cfg.MODEL.VILD.CLASSES.NAMES, cfg.MODEL.VILD.CLASSES.SEEN = [], []
     resolved = prepare_resources(cfg)
     assert list(cfg.MODEL.VILD.CLASSES.NAMES) == [] and resolved is not cfg
@@ -106,16 +122,24 @@ def test_ground_truth_regions_never_include_novel_objects(tmp_path, monkeypatch)
     from detectors.data import regions_json
 
     monkeypatch.setenv("OVDISTILL_CACHE", str(tmp_path / "cache"))
-    json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=6, seed=2)  # novel annotated
+    json_path, image_root = write_tiny_dataset(
+        tmp_path / "data", num_images=6, seed=2
+    )  # novel annotated
     assert any(a["category_id"] == 3 for a in json.loads(json_path.read_text())["annotations"])
     name = f"vild_engine_gt_{len(DatasetCatalog.list())}"
     register_ov_dataset(name, json_path, image_root, base_only=True)
     text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES])
-    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp_path, distill=True)
+    cfg = tiny_vild_config(
+        train=name, test=name, text_embeddings=text, output_dir=tmp_path, distill=True
+    )
     cfg.MODEL.VILD.DISTILL.SOURCE = "gt"
     regions = json.loads(open(regions_json(cfg)).read())
-    assert regions["annotations"] and all(a["category_id"] in (1, 2) for a in regions["annotations"])
-    cfg.MODEL.VILD.DISTILL.SOURCE = "proposals"  # proposals are class-agnostic: the json is used as is
+    assert regions["annotations"] and all(
+        a["category_id"] in (1, 2) for a in regions["annotations"]
+    )
+    cfg.MODEL.VILD.DISTILL.SOURCE = (
+        "proposals"  # proposals are class-agnostic: the json is used as is
+    )
     assert regions_json(cfg) == str(json_path)
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -136,15 +160,21 @@ def test_toy_demo_reuses_only_runs_of_the_current_config(tmp_path, monkeypatch):
     (run_dir / "ov_metrics.json").write_text(json.dumps({"novel_ap50": 1.0}))
     commands = []
 
-    def fake_train(command, **kwargs):  # stands in for tools/train_net.py: records, writes new metrics
+    def fake_train(
+        command, **kwargs
+    ):  # stands in for tools/train_net.py: records, writes new metrics
         commands.append(command)
         (run_dir / "ov_metrics.json").write_text(json.dumps({"novel_ap50": 2.0}))
 
     monkeypatch.setattr(subprocess, "run", fake_train)
-    assert demo["run_method"]("vild_text", tmp_path, retrain=False) == {"novel_ap50": 2.0}  # no stamp: retrained
+    assert demo["run_method"]("vild_text", tmp_path, retrain=False) == {
+        "novel_ap50": 2.0
+    }  # no stamp: retrained
     assert len(commands) == 1 and "--resume" not in commands[0]
     assert (run_dir / "demo_config.sha256").read_text().strip() == demo["config_hash"]("vild_text")
-    assert demo["run_method"]("vild_text", tmp_path, retrain=False) == {"novel_ap50": 2.0}  # same config: reused
+    assert demo["run_method"]("vild_text", tmp_path, retrain=False) == {
+        "novel_ap50": 2.0
+    }  # same config: reused
     assert len(commands) == 1
     (run_dir / "demo_config.sha256").write_text("0" * 64)  # the config changed since
     (run_dir / "ov_metrics.json").unlink()  # interrupted: resumed only with the same config

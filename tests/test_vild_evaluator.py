@@ -1,4 +1,5 @@
 """OVDetectionEvaluator: Detectron2 outputs -> distill.evaluation's OV-COCO protocol -> ov_metrics.json."""
+
 import json
 
 import pytest
@@ -18,11 +19,24 @@ def _outputs(records, *, drop_class=None):
     inputs, outputs = [], []
     for record in records:
         anns = [a for a in record["annotations"] if a["category_id"] != drop_class]
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in anns], dtype=torch.float32).reshape(-1, 4)
-        inst = Instances((record["height"], record["width"]), pred_boxes=Boxes(boxes),
-                         scores=torch.full((len(anns),), 0.9),
-                         pred_classes=torch.tensor([a["category_id"] for a in anns], dtype=torch.long))
+        boxes = torch.tensor(
+            [
+                [
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ]
+                for a in anns
+            ],
+            dtype=torch.float32,
+        ).reshape(-1, 4)
+        inst = Instances(
+            (record["height"], record["width"]),
+            pred_boxes=Boxes(boxes),
+            scores=torch.full((len(anns),), 0.9),
+            pred_classes=torch.tensor([a["category_id"] for a in anns], dtype=torch.long),
+        )
         inputs.append({"image_id": record["image_id"]})
         outputs.append({"instances": inst})
     return inputs, outputs
@@ -37,7 +51,9 @@ def test_perfect_and_partial_detections(tmp_path):
     evaluator.reset()
     evaluator.process(*_outputs(records))
     results = evaluator.evaluate()
-    assert results["bbox"] == pytest.approx({"novel_ap50": 100.0, "base_ap50": 100.0, "all_ap50": 100.0})
+    assert results["bbox"] == pytest.approx(
+        {"novel_ap50": 100.0, "base_ap50": 100.0, "all_ap50": 100.0}
+    )
     written = json.loads((tmp_path / "out" / "ov_metrics.json").read_text())
     assert written["dataset"] == name and written["novel_ap50"] == pytest.approx(100.0)
     assert set(written["per_class"]) == {"1", "2", "3"}
@@ -45,7 +61,9 @@ def test_perfect_and_partial_detections(tmp_path):
     evaluator.reset()
     evaluator.process(*_outputs(records, drop_class=2))
     results = evaluator.evaluate()["bbox"]
-    assert results["novel_ap50"] == pytest.approx(0.0) and results["base_ap50"] == pytest.approx(100.0)
+    assert results["novel_ap50"] == pytest.approx(0.0) and results["base_ap50"] == pytest.approx(
+        100.0
+    )
     assert results["all_ap50"] == pytest.approx(200.0 / 3)
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -56,8 +74,12 @@ def test_prediction_outside_the_dataset_vocabulary_is_an_error(tmp_path):
     name = f"ov_eval_tiny_{len(DatasetCatalog.list())}"
     register_ov_dataset(name, json_path, image_root)
     evaluator = OVDetectionEvaluator(name, distributed=False)
-    inst = Instances((64, 64), pred_boxes=Boxes(torch.tensor([[0.0, 0, 5, 5]])), scores=torch.tensor([0.5]),
-                     pred_classes=torch.tensor([7]))
+    inst = Instances(
+        (64, 64),
+        pred_boxes=Boxes(torch.tensor([[0.0, 0, 5, 5]])),
+        scores=torch.tensor([0.5]),
+        pred_classes=torch.tensor([7]),
+    )
     with pytest.raises(ValueError, match="vocabulary"):
         evaluator.process([{"image_id": 1}], [{"instances": inst}])
     DatasetCatalog.remove(name)

@@ -1,4 +1,5 @@
 """ViLD's classifier, ensemble scoring and output layers (hand-computed values)."""
+
 import math
 
 import pytest
@@ -16,8 +17,14 @@ from detectors.modeling import ViLDOutputLayers, cosine_logits, ensemble_scores 
 
 def _layers(names=("cat", "dog", "cow"), seen=(True, True, False), dim=4, temperature=0.5):
     emb = torch.eye(dim)[: len(names)]
-    return ViLDOutputLayers(ShapeSpec(channels=6), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
-                            class_embeddings=emb, class_names=list(names), seen=list(seen), temperature=temperature)
+    return ViLDOutputLayers(
+        ShapeSpec(channels=6),
+        box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+        class_embeddings=emb,
+        class_names=list(names),
+        seen=list(seen),
+        temperature=temperature,
+    )
 
 
 def test_cosine_logits_hand_computed():
@@ -52,9 +59,12 @@ def test_training_masks_unseen_classes_and_eval_does_not():
 def test_cross_entropy_over_seen_classes_only():
     layers = _layers().train()
     x = torch.randn(5, 6)
-    proposals = Instances((32, 32), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]] * 5)),
-                          gt_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]] * 5)),
-                          gt_classes=torch.tensor([0, 1, 3, 3, 0]))
+    proposals = Instances(
+        (32, 32),
+        proposal_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]] * 5)),
+        gt_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]] * 5)),
+        gt_classes=torch.tensor([0, 1, 3, 3, 0]),
+    )
     with EventStorage():
         losses = layers.losses(layers(x), [proposals])
     logits = layers.class_logits(layers.embed(x))[:, [0, 1, 3]]  # drop the masked class by hand
@@ -65,8 +75,12 @@ def test_cross_entropy_over_seen_classes_only():
 
 def test_annotation_of_unseen_class_is_an_error():
     layers = _layers().train()
-    proposals = Instances((32, 32), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]])),
-                          gt_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]])), gt_classes=torch.tensor([2]))
+    proposals = Instances(
+        (32, 32),
+        proposal_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]])),
+        gt_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]])),
+        gt_classes=torch.tensor([2]),
+    )
     with EventStorage(), pytest.raises(ValueError, match="cow"):
         layers.losses(layers(torch.randn(1, 6)), [proposals])
 
@@ -78,7 +92,13 @@ def test_set_vocabulary_swaps_classes_without_touching_weights():
     new = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
     layers.set_vocabulary(new, ["Dog", "zebra", "cat", "emu", "owl"])
     assert layers.num_classes == 5
-    assert layers.seen.tolist() == [True, False, True, False, False]  # names of the training vocabulary
+    assert layers.seen.tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]  # names of the training vocabulary
     assert layers(torch.randn(2, 6))[0].shape == (2, 6)
     assert all(torch.equal(before[k], v) for k, v in layers.state_dict().items())
     with pytest.raises(ValueError, match="duplicate"):

@@ -1,4 +1,5 @@
 """ViLD student built through Detectron2's registries on a tiny dataset (CPU, random text embeddings)."""
+
 import subprocess
 import sys
 
@@ -46,7 +47,9 @@ def tiny(tmp_path):
     json_path, image_root = write_tiny_dataset(tmp_path / "data", num_images=2, base_only=True)
     name = f"vild_model_tiny_{len(DatasetCatalog.list())}"
     register_ov_dataset(name, json_path, image_root, base_only=True)
-    text = write_random_text_embeddings(tmp_path / "text.pt", [c[0] for c in TINY_CLASSES] + ["purple box"])
+    text = write_random_text_embeddings(
+        tmp_path / "text.pt", [c[0] for c in TINY_CLASSES] + ["purple box"]
+    )
     yield name, text, tmp_path
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -54,26 +57,40 @@ def tiny(tmp_path):
 
 def _batch(cfg, name, targets=None):
     mapper = OVDatasetMapper(cfg, True, region_targets=targets)
-    return [mapper(d) for d in load_ov_json(MetadataCatalog.get(name).json_file, MetadataCatalog.get(name).image_root)]
+    return [
+        mapper(d)
+        for d in load_ov_json(
+            MetadataCatalog.get(name).json_file, MetadataCatalog.get(name).image_root
+        )
+    ]
 
 
 def test_vild_distillation_pools_distill_boxes_with_the_rois(tiny):
     name, text, tmp = tiny
-    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True, box_norm="")
+    cfg = tiny_vild_config(
+        train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True, box_norm=""
+    )
     torch.manual_seed(0)
     model = build_model(cfg).train()
     assert isinstance(model.roi_heads, ViLDROIHeads)
     batch = _batch(cfg, name, RandomTargets())
     with EventStorage():
         losses = model(batch)
-    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_distill", "loss_rpn_cls", "loss_rpn_loc"}
+    assert set(losses) == {
+        "loss_cls",
+        "loss_box_reg",
+        "loss_distill",
+        "loss_rpn_cls",
+        "loss_rpn_loc",
+    }
     # recompute the distillation term by hand: pool only the distill boxes (no batch norm in the head)
     heads = model.roi_heads
     with torch.no_grad():
         images = model.preprocess_image(batch)
         features = model.backbone(images.tensor)
-        pooled = heads.box_pooler([features[f] for f in heads.box_in_features],
-                                  [Boxes(x["distill_boxes"]) for x in batch])
+        pooled = heads.box_pooler(
+            [features[f] for f in heads.box_in_features], [Boxes(x["distill_boxes"]) for x in batch]
+        )
         student = heads.box_predictor.embed(heads.box_head(pooled))
     teacher = torch.cat([x["distill_embeddings"] for x in batch])
     expected = 0.5 * l1_region_distill(student, teacher)
@@ -84,7 +101,9 @@ def test_vild_distillation_pools_distill_boxes_with_the_rois(tiny):
 
 def test_missing_distill_targets_is_a_clear_error(tiny):
     name, text, tmp = tiny
-    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True)
+    cfg = tiny_vild_config(
+        train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True
+    )
     model = build_model(cfg).train()
     with EventStorage(), pytest.raises(ValueError, match="distill_boxes"):
         model(_batch(cfg, name))
@@ -92,14 +111,18 @@ def test_missing_distill_targets_is_a_clear_error(tiny):
 
 def test_ensemble_trains_its_own_branch_and_scores_with_both(tiny):
     name, text, tmp = tiny
-    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True, ensemble=True)
+    cfg = tiny_vild_config(
+        train=name, test=name, text_embeddings=text, output_dir=tmp, distill=True, ensemble=True
+    )
     model = build_model(cfg).train()
     heads = model.roi_heads
     with EventStorage():
         losses = model(_batch(cfg, name, RandomTargets()))
     losses["loss_distill"].backward()
     assert heads.image_projection.weight.grad.abs().sum() > 0
-    assert heads.box_predictor.projection.weight.grad is None  # the text branch gets no distillation
+    assert (
+        heads.box_predictor.projection.weight.grad is None
+    )  # the text branch gets no distillation
     model.eval()
     batch = [{"image": x["image"], "height": 64, "width": 64} for x in _batch(cfg, name)]
     with torch.no_grad():
@@ -158,8 +181,9 @@ def test_box_inference_with_a_given_classifier_is_the_vocabulary_swap(tiny):
     """``box_inference(classifier=, seen=)`` (what export traces) equals set_vocabulary +
     inference."""
     name, text, tmp = tiny
-    cfg = tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp,
-                           ensemble=True)
+    cfg = tiny_vild_config(
+        train=name, test=name, text_embeddings=text, output_dir=tmp, ensemble=True
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     images = model.preprocess_image([{"image": x["image"]} for x in _batch(cfg, name)])
@@ -183,7 +207,9 @@ def test_box_inference_with_a_given_classifier_is_the_vocabulary_swap(tiny):
 
 @pytest.mark.slow  # a fresh interpreter importing detectron2
 def test_students_never_import_a_teacher():
-    code = ("import sys, detectors, detectors.engine, detectors.modeling, detectors.data; "
-            "bad = [m for m in ('open_clip', 'distill.teachers') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, detectors, detectors.engine, detectors.modeling, detectors.data; "
+        "bad = [m for m in ('open_clip', 'distill.teachers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,6 +5,7 @@ does real Detectron2 training and evaluation: RPN proposals -> teacher region ca
 -> OV-COCO metrics. Also checks that an interrupted run resumed with --resume ends with the same
 weights and metrics, and that --eval-only on the final checkpoint reproduces them.
 """
+
 import pytest
 
 pytest.importorskip("detectron2")
@@ -15,8 +16,14 @@ from detectors.testing import check_resume_and_eval_only, toy_run_args  # noqa: 
 
 pytestmark = pytest.mark.slow
 
-VILD = ("MODEL.VILD.DISTILL.PROPOSAL_OPTS", "['SOLVER.MAX_ITER','2']", "MODEL.VILD.DISTILL.MAX_PER_IMAGE", "8",
-        "MODEL.VILD.DISTILL.ROIS_PER_IMAGE", "4")
+VILD = (
+    "MODEL.VILD.DISTILL.PROPOSAL_OPTS",
+    "['SOLVER.MAX_ITER','2']",
+    "MODEL.VILD.DISTILL.MAX_PER_IMAGE",
+    "8",
+    "MODEL.VILD.DISTILL.ROIS_PER_IMAGE",
+    "4",
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Vocabularies, OV-COCO / LVIS splits, base-only json writer, COCO json validation."""
+
 import json
 import runpy
 from pathlib import Path
@@ -37,40 +38,98 @@ def test_ov_coco_split_ids():
 
 def _coco_dict():
     cats = [{"id": i, "name": f"class{i}"} for i in COCO_IDS]
-    images = [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"},
-              {"id": 2, "width": 100, "height": 100, "file_name": "b.jpg"}]
+    images = [
+        {"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"},
+        {"id": 2, "width": 100, "height": 100, "file_name": "b.jpg"},
+    ]
     anns = [
-        {"id": 10, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},   # base
-        {"id": 11, "image_id": 1, "category_id": 5, "bbox": [5, 5, 10, 10], "area": 100, "iscrowd": 0},   # novel
-        {"id": 12, "image_id": 2, "category_id": 10, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},     # excluded
-        {"id": 13, "image_id": 2, "category_id": 90, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},     # base
+        {
+            "id": 10,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [0, 0, 10, 10],
+            "area": 100,
+            "iscrowd": 0,
+        },  # base
+        {
+            "id": 11,
+            "image_id": 1,
+            "category_id": 5,
+            "bbox": [5, 5, 10, 10],
+            "area": 100,
+            "iscrowd": 0,
+        },  # novel
+        {
+            "id": 12,
+            "image_id": 2,
+            "category_id": 10,
+            "bbox": [1, 1, 5, 5],
+            "area": 25,
+            "iscrowd": 0,
+        },  # excluded
+        {
+            "id": 13,
+            "image_id": 2,
+            "category_id": 90,
+            "bbox": [1, 1, 5, 5],
+            "area": 25,
+            "iscrowd": 0,
+        },  # base
     ]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
 def _lvis_dict():
-    cats = [{"id": 1, "name": "aerosol_can", "synonyms": ["aerosol_can", "spray_can"], "frequency": "r"},
-            {"id": 2, "name": "apple", "synonyms": ["apple"], "frequency": "c"},
-            {"id": 3, "name": "banana", "synonyms": ["banana"], "frequency": "f"},
-            {"id": 4, "name": "cat", "synonyms": ["cat"], "frequency": "f"}]
-    images = [{"id": 1, "width": 50, "height": 50, "neg_category_ids": [], "not_exhaustive_category_ids": []}]
-    anns = [{"id": i + 1, "image_id": 1, "category_id": c, "bbox": [0, 0, 5, 5], "area": 25} for i, c in enumerate([1, 1, 2, 3, 4])]
+    cats = [
+        {
+            "id": 1,
+            "name": "aerosol_can",
+            "synonyms": ["aerosol_can", "spray_can"],
+            "frequency": "r",
+        },
+        {"id": 2, "name": "apple", "synonyms": ["apple"], "frequency": "c"},
+        {"id": 3, "name": "banana", "synonyms": ["banana"], "frequency": "f"},
+        {"id": 4, "name": "cat", "synonyms": ["cat"], "frequency": "f"},
+    ]
+    images = [
+        {
+            "id": 1,
+            "width": 50,
+            "height": 50,
+            "neg_category_ids": [],
+            "not_exhaustive_category_ids": [],
+        }
+    ]
+    anns = [
+        {"id": i + 1, "image_id": 1, "category_id": c, "bbox": [0, 0, 5, 5], "area": 25}
+        for i, c in enumerate([1, 1, 2, 3, 4])
+    ]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
 # ----------------------------------------------------------------------------------- Vocabulary
 def test_vocabulary_from_coco_json_with_split_ids():
-    vocab = Vocabulary.from_coco_json(_coco_dict(), novel_ids=OV_COCO_NOVEL_IDS, base_ids=OV_COCO_BASE_IDS)
+    vocab = Vocabulary.from_coco_json(
+        _coco_dict(), novel_ids=OV_COCO_NOVEL_IDS, base_ids=OV_COCO_BASE_IDS
+    )
     assert len(vocab) == 65
     assert sorted(vocab.ids_with_role("novel")) == list(OV_COCO_NOVEL_IDS)
     assert int(vocab.base_mask.sum()) == 48 and int(vocab.novel_mask.sum()) == 17
-    assert vocab.base_mask.dtype == torch.bool and not bool((vocab.base_mask & vocab.novel_mask).any())
-    assert vocab.category_ids == sorted(set(OV_COCO_BASE_IDS) | set(OV_COCO_NOVEL_IDS))   # file order kept
-    full = Vocabulary.from_coco_json(_coco_dict(), novel_ids=OV_COCO_NOVEL_IDS, base_ids=OV_COCO_BASE_IDS,
-                                     keep_excluded=True)
+    assert vocab.base_mask.dtype == torch.bool and not bool(
+        (vocab.base_mask & vocab.novel_mask).any()
+    )
+    assert vocab.category_ids == sorted(
+        set(OV_COCO_BASE_IDS) | set(OV_COCO_NOVEL_IDS)
+    )  # file order kept
+    full = Vocabulary.from_coco_json(
+        _coco_dict(), novel_ids=OV_COCO_NOVEL_IDS, base_ids=OV_COCO_BASE_IDS, keep_excluded=True
+    )
     assert len(full) == 80 and full.roles.count("excluded") == 15
     # without base_ids, every non-novel class is base
-    assert int(Vocabulary.from_coco_json(_coco_dict(), novel_ids=OV_COCO_NOVEL_IDS).base_mask.sum()) == 63
+    assert (
+        int(Vocabulary.from_coco_json(_coco_dict(), novel_ids=OV_COCO_NOVEL_IDS).base_mask.sum())
+        == 63
+    )
     assert int(Vocabulary.from_coco_json(_coco_dict(), novel_ids=()).base_mask.sum()) == 80
 
 
@@ -136,23 +195,47 @@ def test_lvis_frequency_groups():
 
 
 # ------------------------------------------------------------------------------ load_coco_json
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("annotations"), "missing top-level key 'annotations'"),
-    (lambda d: d["annotations"][1].update(image_id=99), "annotation id 11: field 'image_id' references unknown image 99"),
-    (lambda d: d["annotations"][2].update(category_id=12), "annotation id 12: field 'category_id' references unknown category 12"),
-    (lambda d: d["annotations"][0].update(bbox=[0, 0, 0, 5]), "annotation id 10: field 'bbox' is degenerate"),
-    (lambda d: d["annotations"][0].update(bbox=[0, 0, 5, -1]), "annotation id 10: field 'bbox' is degenerate"),
-    (lambda d: d["annotations"][3].update(bbox=[0, float("nan"), 5, 5]), "annotation id 13: field 'bbox' must be 4 finite"),
-    (lambda d: d["annotations"][3].update(area=float("nan")), "annotation id 13: field 'area' must be a finite"),
-    (lambda d: d["annotations"][3].pop("bbox"), r"annotations\[3\] \(id 13\) lacks field 'bbox'"),
-    (lambda d: d["annotations"][3].update(id=10), "duplicate annotation id 10"),
-    (lambda d: d["images"].append({"id": 1}), "duplicate image id 1"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("annotations"), "missing top-level key 'annotations'"),
+        (
+            lambda d: d["annotations"][1].update(image_id=99),
+            "annotation id 11: field 'image_id' references unknown image 99",
+        ),
+        (
+            lambda d: d["annotations"][2].update(category_id=12),
+            "annotation id 12: field 'category_id' references unknown category 12",
+        ),
+        (
+            lambda d: d["annotations"][0].update(bbox=[0, 0, 0, 5]),
+            "annotation id 10: field 'bbox' is degenerate",
+        ),
+        (
+            lambda d: d["annotations"][0].update(bbox=[0, 0, 5, -1]),
+            "annotation id 10: field 'bbox' is degenerate",
+        ),
+        (
+            lambda d: d["annotations"][3].update(bbox=[0, float("nan"), 5, 5]),
+            "annotation id 13: field 'bbox' must be 4 finite",
+        ),
+        (
+            lambda d: d["annotations"][3].update(area=float("nan")),
+            "annotation id 13: field 'area' must be a finite",
+        ),
+        (
+            lambda d: d["annotations"][3].pop("bbox"),
+            r"annotations\[3\] \(id 13\) lacks field 'bbox'",
+        ),
+        (lambda d: d["annotations"][3].update(id=10), "duplicate annotation id 10"),
+        (lambda d: d["images"].append({"id": 1}), "duplicate image id 1"),
+    ],
+)
 def test_load_coco_json_errors_name_file_annotation_and_field(tmp_path, mutate, message):
     data = _coco_dict()
     mutate(data)
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))          # NaN is written as the JSON literal NaN
+    path.write_text(json.dumps(data))  # NaN is written as the JSON literal NaN
     with pytest.raises(ValueError, match=message) as info:
         load_coco_json(path)
     assert str(path) in str(info.value)
@@ -163,16 +246,25 @@ def test_load_coco_json_ok_and_missing_file(tmp_path):
     assert len(data["annotations"]) == 4
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_coco_json(tmp_path / "nope.json")
-    assert load_coco_json({"images": [], "categories": []}, require_annotations=False)["annotations"] == []
+    assert (
+        load_coco_json({"images": [], "categories": []}, require_annotations=False)["annotations"]
+        == []
+    )
 
 
 # ------------------------------------------------------------------------- make_base_only_json
 def test_make_base_only_json_coco(tmp_path):
     src, dst = tmp_path / "train.json", tmp_path / "out" / "train_base.json"
     src.write_text(json.dumps(_coco_dict()))
-    counts = make_base_only_json(src, dst, keep_category_ids=OV_COCO_BASE_IDS, novel_category_ids=OV_COCO_NOVEL_IDS)
+    counts = make_base_only_json(
+        src, dst, keep_category_ids=OV_COCO_BASE_IDS, novel_category_ids=OV_COCO_NOVEL_IDS
+    )
     assert counts["annotations_kept"] == 2 and counts["annotations_dropped"] == 2
-    assert counts["categories_base"] == 48 and counts["categories_novel"] == 17 and counts["categories_excluded"] == 15
+    assert (
+        counts["categories_base"] == 48
+        and counts["categories_novel"] == 17
+        and counts["categories_excluded"] == 15
+    )
     out = json.loads(dst.read_text())
     assert [a["id"] for a in out["annotations"]] == [10, 13]
     assert len(out["images"]) == 2 and len(out["categories"]) == 80
@@ -189,9 +281,13 @@ def test_make_base_only_json_lvis_and_cli(tmp_path, capsys):
     src.write_text(json.dumps(_lvis_dict()))
     counts = make_base_only_json(src, tmp_path / "norare.json")
     assert counts["annotations_kept"] == 3 and counts["annotations_dropped"] == 2
-    assert {a["category_id"] for a in json.loads((tmp_path / "norare.json").read_text())["annotations"]} == {2, 3, 4}
+    assert {
+        a["category_id"] for a in json.loads((tmp_path / "norare.json").read_text())["annotations"]
+    } == {2, 3, 4}
     with pytest.raises(ValueError, match="not both"):
-        make_base_only_json(src, tmp_path / "x.json", keep_category_ids=[1], drop_frequencies=("r",))
+        make_base_only_json(
+            src, tmp_path / "x.json", keep_category_ids=[1], drop_frequencies=("r",)
+        )
     cli = runpy.run_path(str(REPO / "tools" / "make_ov_split.py"), run_name="make_ov_split")
     cli["main"](["lvis", str(src), str(tmp_path / "cli.json")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["annotations_kept"] == 3
@@ -202,8 +298,9 @@ def test_make_base_only_json_lvis_and_cli(tmp_path, capsys):
 def test_validate_class_names_is_the_one_validator():
     assert validate_class_names(("cat", "red star"), field="f") == ["cat", "red star"]
     assert normalize_name("  Red   Star ") == "red star"
-    with pytest.raises(ValueError,
-                       match=r"^DATASETS.TEST: duplicate class names .*\[\['Cat', ' cat'\]\]"):
+    with pytest.raises(
+        ValueError, match=r"^DATASETS.TEST: duplicate class names .*\[\['Cat', ' cat'\]\]"
+    ):
         validate_class_names(["Cat", "dog", " cat"], field="DATASETS.TEST")
     with pytest.raises(ValueError, match=r"^--vocabulary: the vocabulary is empty"):
         validate_class_names([], field="--vocabulary")
@@ -222,13 +319,20 @@ def test_names_and_synonyms_split_entries():
 
 def test_teacher_fingerprint_check_names_both_sides_and_the_fix():
     check_teacher_fingerprint("abc", "abc", what="x", source="y")
-    check_teacher_fingerprint(None, "abc", what="x", source="y")       # nothing expected: no check
+    check_teacher_fingerprint(None, "abc", what="x", source="y")  # nothing expected: no check
     with pytest.raises(ValueError) as err:
-        check_teacher_fingerprint("abc", "xyz", what="embedding cache /c/store",
-                                  source="text classifier /t.pt", fix="recompute the cache")
-    assert str(err.value) == ("teacher fingerprint mismatch: embedding cache /c/store has "
-                              "fingerprint 'xyz', text classifier /t.pt has 'abc' (a different "
-                              "teacher); recompute the cache")
+        check_teacher_fingerprint(
+            "abc",
+            "xyz",
+            what="embedding cache /c/store",
+            source="text classifier /t.pt",
+            fix="recompute the cache",
+        )
+    assert str(err.value) == (
+        "teacher fingerprint mismatch: embedding cache /c/store has "
+        "fingerprint 'xyz', text classifier /t.pt has 'abc' (a different "
+        "teacher); recompute the cache"
+    )
 
 
 def test_cosine_logits_rows_and_pixels_agree():
@@ -239,8 +343,8 @@ def test_cosine_logits_rows_and_pixels_agree():
     logits = cosine_logits(rows, classifier, temperature=0.5, background=background)
     assert logits.shape == (6, 6)
     assert torch.allclose(logits[:, :5], rows @ classifier.t() / 0.5)
-    assert torch.allclose(logits[:, 5], rows @ background / 0.5)          # background last
-    pixels = rows.t().reshape(1, 8, 2, 3)                                # pixel (y, x): row 3 y + x
+    assert torch.allclose(logits[:, 5], rows @ background / 0.5)  # background last
+    pixels = rows.t().reshape(1, 8, 2, 3)  # pixel (y, x): row 3 y + x
     dense = dense_cosine_logits(pixels, classifier, temperature=0.5)
     assert dense.shape == (1, 5, 2, 3)
     assert torch.allclose(dense.flatten(2)[0].t(), logits[:, :5], atol=1e-6)

@@ -8,6 +8,7 @@ CHECKPOINT is optional for training-free models (MaskCLIP). The config is prepar
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set so that mmengine 0.10.7 checkpoints load under torch >= 2.6.
 The metrics (``mIoU``, ``mIoU_seen``, ``mIoU_unseen``, ``hIoU``) are printed as JSON on the last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,9 @@ import json
 import os
 from collections.abc import Sequence
 
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")   # before torch/mmengine load anything
+os.environ.setdefault(
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1"
+)  # before torch/mmengine load anything
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -24,12 +27,21 @@ from segmentors.runner import prepare_config  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="mmengine config file")
-    parser.add_argument("checkpoint", nargs="?", default=None, help="checkpoint (omit for training-free models)")
+    parser.add_argument(
+        "checkpoint", nargs="?", default=None, help="checkpoint (omit for training-free models)"
+    )
     parser.add_argument("--work-dir", help="directory for logs and text-embedding files")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config entries, e.g. test_dataloader.batch_size=4")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        default={},
+        help="override config entries, e.g. test_dataloader.batch_size=4",
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     args = parser.parse_args(argv)

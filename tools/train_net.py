@@ -11,6 +11,7 @@ computed and cached: the toy world (datasets ``toy_*``), the text classifier
 (``MODEL.VILD.DISTILL.PROPOSAL_CONFIG``) and the teacher region-embedding cache
 (``MODEL.VILD.DISTILL.CACHE``). Metrics go to ``OUTPUT_DIR/ov_metrics.json``. See ``detectors/cli.py``.
 """
+
 from detectors.cli import run
 
 if __name__ == "__main__":

@@ -14,13 +14,16 @@ full unpickling, which torch >= 2.6 disables by default; this tool sets
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (torch's own switch) before anything is loaded. Only resume from
 checkpoints you trust.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Sequence
 
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")   # before torch/mmengine load anything
+os.environ.setdefault(
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1"
+)  # before torch/mmengine load anything
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -29,13 +32,26 @@ from segmentors.runner import prepare_config  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", help="mmengine config file")
-    parser.add_argument("--work-dir", help="directory for logs, checkpoints and text-embedding files")
-    parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the work dir")
-    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (AmpOptimWrapper)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config entries, e.g. train_cfg.max_iters=100")
+    parser.add_argument(
+        "--work-dir", help="directory for logs, checkpoints and text-embedding files"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="resume from the latest checkpoint in the work dir"
+    )
+    parser.add_argument(
+        "--amp", action="store_true", help="automatic mixed precision (AmpOptimWrapper)"
+    )
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        default={},
+        help="override config entries, e.g. train_cfg.max_iters=100",
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     args = parser.parse_args(argv)

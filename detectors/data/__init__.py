@@ -1,6 +1,7 @@
 """The data side of ovdistill's detectors: open-vocabulary datasets (and the toy world's), image
 reading and the test-time resize, the vocabularies resolved from the catalog, teacher region
 targets, the region-target mapper and the resumable training loader."""
+
 from .build import ResumableTrainingSampler, ResumableTrainLoader, build_batched_test_loader
 from .datasets import (
     TOY_DATASETS,
@@ -27,13 +28,35 @@ from .vocabulary import (
 )
 
 __all__ = [
-    "ResumableTrainingSampler", "ResumableTrainLoader", "build_batched_test_loader",
-    "TOY_DATASETS", "check_image_files", "datasets_root",
-    "get_ov_metadata", "load_ov_json", "register_ov_coco", "register_ov_dataset", "register_ov_lvis",
-    "register_toy_datasets", "OVDatasetMapper", "transform_region_boxes", "IMAGE_SUFFIXES",
-    "read_image", "PreparedImage", "prepare_image", "rescale_boxes", "cached_region_targets",
-    "online_region_targets", "regions_json", "setup_toy_datasets", "toy_world", "class_table",
-    "dataset_vocabulary", "read_classifier", "resolve_training_classes", "training_classes",
+    "ResumableTrainingSampler",
+    "ResumableTrainLoader",
+    "build_batched_test_loader",
+    "TOY_DATASETS",
+    "check_image_files",
+    "datasets_root",
+    "get_ov_metadata",
+    "load_ov_json",
+    "register_ov_coco",
+    "register_ov_dataset",
+    "register_ov_lvis",
+    "register_toy_datasets",
+    "OVDatasetMapper",
+    "transform_region_boxes",
+    "IMAGE_SUFFIXES",
+    "read_image",
+    "PreparedImage",
+    "prepare_image",
+    "rescale_boxes",
+    "cached_region_targets",
+    "online_region_targets",
+    "regions_json",
+    "setup_toy_datasets",
+    "toy_world",
+    "class_table",
+    "dataset_vocabulary",
+    "read_classifier",
+    "resolve_training_classes",
+    "training_classes",
 ]
 
 register_ov_coco()

@@ -1,22 +1,33 @@
 """Training data loader whose sample order is a pure function of (seed, iteration): resumable exactly."""
+
 from __future__ import annotations
 
 import itertools
 import operator
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
-
 from detectron2.data.build import trivial_batch_collator, worker_init_reset_seed
-from detectron2.data.common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
+from detectron2.data.common import (
+    AspectRatioGroupedDataset,
+    DatasetFromList,
+    MapDataset,
+    ToIterableDataset,
+)
 from detectron2.utils import comm
+from torch.utils.data import DataLoader, Sampler
 
 __all__ = ["ResumableTrainingSampler", "ResumableTrainLoader", "build_batched_test_loader"]
 
 
-def build_batched_test_loader(dataset: Sequence[dict], *, mapper: Callable[[dict], Any], batch_size: int = 1,
-                              num_workers: int = 0) -> DataLoader:
+def build_batched_test_loader(
+    dataset: Sequence[dict],
+    *,
+    mapper: Callable[[dict], Any],
+    batch_size: int = 1,
+    num_workers: int = 0,
+) -> DataLoader:
     """Inference loader over every dict of ``dataset`` in order, ``batch_size`` images per batch.
 
     Detectron2 0.6's test loader is fixed at one image per batch, which on CPU runs many convolutions
@@ -28,8 +39,13 @@ def build_batched_test_loader(dataset: Sequence[dict], *, mapper: Callable[[dict
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = MapDataset(DatasetFromList(list(dataset), copy=False), mapper)
-    return DataLoader(data, batch_size=batch_size, sampler=InferenceSampler(len(data)), num_workers=num_workers,
-                      collate_fn=trivial_batch_collator)
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=InferenceSampler(len(data)),
+        num_workers=num_workers,
+        collate_fn=trivial_batch_collator,
+    )
 
 
 class ResumableTrainingSampler(Sampler):
@@ -41,8 +57,16 @@ class ResumableTrainingSampler(Sampler):
     total_batch_size`` when resuming).
     """
 
-    def __init__(self, size: int, *, seed: int, shuffle: bool = True, start: int = 0,
-                 rank: int | None = None, world_size: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        seed: int,
+        shuffle: bool = True,
+        start: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         if size <= 0:
             raise ValueError(f"ResumableTrainingSampler needs a non-empty dataset, got size {size}")
         self._size = int(size)
@@ -80,8 +104,16 @@ class ResumableTrainLoader:
     augmentation) are the same whether or not the run was interrupted.
     """
 
-    def __init__(self, dataset: Sequence[dict], *, mapper: Callable[[dict], Any], total_batch_size: int, seed: int,
-                 num_workers: int = 0, aspect_ratio_grouping: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Sequence[dict],
+        *,
+        mapper: Callable[[dict], Any],
+        total_batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        aspect_ratio_grouping: bool = False,
+    ) -> None:
         self.dataset = dataset
         self.mapper = mapper
         self.total_batch_size = int(total_batch_size)
@@ -93,19 +125,33 @@ class ResumableTrainLoader:
     def __iter__(self) -> Iterator[list[dict]]:
         world_size = comm.get_world_size()
         if self.total_batch_size % world_size:
-            raise ValueError(f"SOLVER.IMS_PER_BATCH ({self.total_batch_size}) must be divisible by the number of "
-                             f"processes ({world_size})")
+            raise ValueError(
+                f"SOLVER.IMS_PER_BATCH ({self.total_batch_size}) must be divisible by the number of "
+                f"processes ({world_size})"
+            )
         batch_size = self.total_batch_size // world_size
-        sampler = ResumableTrainingSampler(len(self.dataset), seed=self.seed,
-                                           start=self.start_iter * self.total_batch_size)
-        dataset = ToIterableDataset(MapDataset(DatasetFromList(list(self.dataset), copy=False), self.mapper), sampler)
+        sampler = ResumableTrainingSampler(
+            len(self.dataset), seed=self.seed, start=self.start_iter * self.total_batch_size
+        )
+        dataset = ToIterableDataset(
+            MapDataset(DatasetFromList(list(self.dataset), copy=False), self.mapper), sampler
+        )
         # A private generator: creating the DataLoader iterator must not consume the global torch RNG,
         # or a resumed run (iterator created at iteration k) would diverge from an uninterrupted one.
         generator = torch.Generator().manual_seed(self.seed)
-        common = {"num_workers": self.num_workers, "worker_init_fn": worker_init_reset_seed, "generator": generator}
+        common = {
+            "num_workers": self.num_workers,
+            "worker_init_fn": worker_init_reset_seed,
+            "generator": generator,
+        }
         if self.aspect_ratio_grouping:
             loader = DataLoader(dataset, collate_fn=operator.itemgetter(0), **common)
             yield from AspectRatioGroupedDataset(loader, batch_size)
         else:
-            yield from DataLoader(dataset, batch_size=batch_size, drop_last=True, collate_fn=trivial_batch_collator,
-                                  **common)
+            yield from DataLoader(
+                dataset,
+                batch_size=batch_size,
+                drop_last=True,
+                collate_fn=trivial_batch_collator,
+                **common,
+            )

@@ -15,14 +15,16 @@ boxes partly outside the image are clipped to it; boxes with zero area (after cl
 or malformed ones are dropped; images missing on disk raise ``FileNotFoundError`` when the training
 loader is built (``DATALOADER.CHECK_IMAGES``); duplicate class names raise ``ValueError``.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -31,8 +33,15 @@ from distill.data import image_path
 from distill.vocab import NOVEL_ROLES, OV_COCO_BASE_IDS, OV_COCO_NOVEL_IDS, Vocabulary
 
 __all__ = [
-    "register_ov_dataset", "register_ov_coco", "register_ov_lvis", "register_toy_datasets", "get_ov_metadata",
-    "load_ov_json", "check_image_files", "datasets_root", "TOY_DATASETS",
+    "register_ov_dataset",
+    "register_ov_coco",
+    "register_ov_lvis",
+    "register_toy_datasets",
+    "get_ov_metadata",
+    "load_ov_json",
+    "check_image_files",
+    "datasets_root",
+    "TOY_DATASETS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,8 +55,13 @@ def datasets_root() -> Path:
     return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser()
 
 
-def _vocabulary(categories_source: Any, *, novel_ids: Iterable[int] | None, base_ids: Iterable[int] | None,
-                label: str) -> Vocabulary:
+def _vocabulary(
+    categories_source: Any,
+    *,
+    novel_ids: Iterable[int] | None,
+    base_ids: Iterable[int] | None,
+    label: str,
+) -> Vocabulary:
     try:
         return Vocabulary.from_coco_json(categories_source, novel_ids=novel_ids, base_ids=base_ids)
     except ValueError as err:
@@ -73,12 +87,21 @@ def get_ov_metadata(name: str):
     meta = MetadataCatalog.get(name)
     if getattr(meta, "thing_classes", None) is None:
         if not hasattr(meta, "json_file"):
-            raise KeyError(f"dataset {name!r} is not registered as an open-vocabulary dataset "
-                           f"(use detectors.data.register_ov_dataset)")
+            raise KeyError(
+                f"dataset {name!r} is not registered as an open-vocabulary dataset "
+                f"(use detectors.data.register_ov_dataset)"
+            )
         with open(meta.json_file, encoding="utf-8") as handle:
             data = json.load(handle)
-        _set_metadata(name, _vocabulary({"categories": data.get("categories")}, novel_ids=meta.get("novel_ids"),
-                                        base_ids=meta.get("base_ids"), label=f"{name} ({meta.json_file})"))
+        _set_metadata(
+            name,
+            _vocabulary(
+                {"categories": data.get("categories")},
+                novel_ids=meta.get("novel_ids"),
+                base_ids=meta.get("base_ids"),
+                label=f"{name} ({meta.json_file})",
+            ),
+        )
     return meta
 
 
@@ -97,7 +120,9 @@ class _Issues:
 
     def log(self, label: str) -> None:
         for kind, count in self.counts.items():
-            logger.warning("%s: %d %s (e.g. annotation ids %s)", label, count, kind, self.examples[kind])
+            logger.warning(
+                "%s: %d %s (e.g. annotation ids %s)", label, count, kind, self.examples[kind]
+            )
 
 
 def _clean_box(bbox: Any, width: float, height: float) -> tuple[list[float] | None, str | None]:
@@ -114,13 +139,23 @@ def _clean_box(bbox: Any, width: float, height: float) -> tuple[list[float] | No
     if x2 <= x1 or y2 <= y1:
         inside = w > 0 and h > 0
         return None, ("boxes outside the image dropped" if inside else "zero-area boxes dropped")
-    issue = None if (x1, y1, x2, y2) == (x, y, x + w, y + h) else "boxes partly outside the image clipped"
+    issue = (
+        None
+        if (x1, y1, x2, y2) == (x, y, x + w, y + h)
+        else "boxes partly outside the image clipped"
+    )
     return [x1, y1, x2 - x1, y2 - y1], issue
 
 
-def load_ov_json(json_file: str | os.PathLike, image_root: str | os.PathLike, *, dataset_name: str | None = None,
-                 novel_ids: Iterable[int] | None = None, base_ids: Iterable[int] | None = None,
-                 base_only: bool = False) -> list[dict]:
+def load_ov_json(
+    json_file: str | os.PathLike,
+    image_root: str | os.PathLike,
+    *,
+    dataset_name: str | None = None,
+    novel_ids: Iterable[int] | None = None,
+    base_ids: Iterable[int] | None = None,
+    base_only: bool = False,
+) -> list[dict]:
     """Read a COCO/LVIS-format json into Detectron2 dataset dicts.
 
     Categories outside the vocabulary (role ``excluded``) are ignored; with ``base_only`` the
@@ -143,7 +178,9 @@ def load_ov_json(json_file: str | os.PathLike, image_root: str | os.PathLike, *,
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{label}: missing or invalid top-level {key!r} list")
-    vocab = _vocabulary({"categories": data["categories"]}, novel_ids=novel_ids, base_ids=base_ids, label=label)
+    vocab = _vocabulary(
+        {"categories": data["categories"]}, novel_ids=novel_ids, base_ids=base_ids, label=label
+    )
     if dataset_name is not None:
         _set_metadata(dataset_name, vocab)
     to_contiguous = vocab.id_to_index
@@ -174,8 +211,12 @@ def load_ov_json(json_file: str | os.PathLike, image_root: str | os.PathLike, *,
                 issues.add(issue, ann.get("id"))
             if box is None:
                 continue
-            obj = {"bbox": box, "bbox_mode": BoxMode.XYWH_ABS, "category_id": to_contiguous[category],
-                   "iscrowd": int(ann.get("iscrowd", 0))}
+            obj = {
+                "bbox": box,
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": to_contiguous[category],
+                "iscrowd": int(ann.get("iscrowd", 0)),
+            }
             if "segmentation" in ann:
                 obj["segmentation"] = ann["segmentation"]
             objs.append(obj)
@@ -183,22 +224,40 @@ def load_ov_json(json_file: str | os.PathLike, image_root: str | os.PathLike, *,
             file_name = str(image_path(info, image_root))
         except ValueError as err:
             raise ValueError(f"{label}: {err}") from err
-        record = {"file_name": file_name, "height": height, "width": width,
-                  "image_id": image_id, "annotations": objs}
+        record = {
+            "file_name": file_name,
+            "height": height,
+            "width": width,
+            "image_id": image_id,
+            "annotations": objs,
+        }
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
             if key in info:
                 record[key] = info[key]
         dicts.append(record)
     issues.log(label)
-    logger.info("%s: %d images, %d annotations, %d classes (%d base)", label, len(dicts),
-                sum(len(d["annotations"]) for d in dicts), len(vocab), len(vocab.ids_with_role("base")))
+    logger.info(
+        "%s: %d images, %d annotations, %d classes (%d base)",
+        label,
+        len(dicts),
+        sum(len(d["annotations"]) for d in dicts),
+        len(vocab),
+        len(vocab.ids_with_role("base")),
+    )
     return dicts
 
 
-def register_ov_dataset(name: str, json_file: str | os.PathLike, image_root: str | os.PathLike, *,
-                        novel_ids: Sequence[int] | None = None, base_ids: Sequence[int] | None = None,
-                        base_only: bool = False, evaluator_type: str = "ov_coco",
-                        categories: Sequence[Mapping[str, Any]] | None = None) -> None:
+def register_ov_dataset(
+    name: str,
+    json_file: str | os.PathLike,
+    image_root: str | os.PathLike,
+    *,
+    novel_ids: Sequence[int] | None = None,
+    base_ids: Sequence[int] | None = None,
+    base_only: bool = False,
+    evaluator_type: str = "ov_coco",
+    categories: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
     """Register a COCO-format dataset with a base/novel split under ``name`` (lazily).
 
     Roles come from each category's ``"split"`` field ("base" / "novel"), else from
@@ -217,19 +276,37 @@ def register_ov_dataset(name: str, json_file: str | os.PathLike, image_root: str
     base = None if base_ids is None else [int(i) for i in base_ids]
 
     def load() -> list[dict]:
-        return load_ov_json(json_file, image_root, dataset_name=name, novel_ids=novel, base_ids=base,
-                            base_only=base_only)
+        return load_ov_json(
+            json_file,
+            image_root,
+            dataset_name=name,
+            novel_ids=novel,
+            base_ids=base,
+            base_only=base_only,
+        )
 
     DatasetCatalog.register(name, load)
     meta = MetadataCatalog.get(name)
-    meta.set(json_file=json_file, image_root=image_root, evaluator_type=evaluator_type, base_only=base_only)
+    meta.set(
+        json_file=json_file,
+        image_root=image_root,
+        evaluator_type=evaluator_type,
+        base_only=base_only,
+    )
     if novel is not None:
         meta.set(novel_ids=novel)
     if base is not None:
         meta.set(base_ids=base)
     if categories is not None:
-        _set_metadata(name, _vocabulary({"categories": list(categories)}, novel_ids=novel, base_ids=base,
-                                        label=f"{name} ({json_file})"))
+        _set_metadata(
+            name,
+            _vocabulary(
+                {"categories": list(categories)},
+                novel_ids=novel,
+                base_ids=base,
+                label=f"{name} ({json_file})",
+            ),
+        )
 
 
 def register_ov_coco(root: str | os.PathLike | None = None) -> None:
@@ -239,13 +316,27 @@ def register_ov_coco(root: str | os.PathLike | None = None) -> None:
 
     root = Path(root) if root is not None else datasets_root()
     keep = set(OV_COCO_BASE_IDS) | set(OV_COCO_NOVEL_IDS)
-    categories = [{"id": c["id"], "name": c["name"]} for c in COCO_CATEGORIES if c.get("isthing") and c["id"] in keep]
-    for name, split, base_only in (("ov_coco_train_base", "train2017", True), ("ov_coco_val", "val2017", False)):
+    categories = [
+        {"id": c["id"], "name": c["name"]}
+        for c in COCO_CATEGORIES
+        if c.get("isthing") and c["id"] in keep
+    ]
+    for name, split, base_only in (
+        ("ov_coco_train_base", "train2017", True),
+        ("ov_coco_val", "val2017", False),
+    ):
         if name in DatasetCatalog.list():
             continue
-        register_ov_dataset(name, root / "coco" / "annotations" / f"instances_{split}.json", root / "coco" / split,
-                            novel_ids=OV_COCO_NOVEL_IDS, base_ids=OV_COCO_BASE_IDS, base_only=base_only,
-                            evaluator_type="ov_coco", categories=categories)
+        register_ov_dataset(
+            name,
+            root / "coco" / "annotations" / f"instances_{split}.json",
+            root / "coco" / split,
+            novel_ids=OV_COCO_NOVEL_IDS,
+            base_ids=OV_COCO_BASE_IDS,
+            base_only=base_only,
+            evaluator_type="ov_coco",
+            categories=categories,
+        )
 
 
 def register_ov_lvis(root: str | os.PathLike | None = None) -> None:
@@ -254,12 +345,23 @@ def register_ov_lvis(root: str | os.PathLike | None = None) -> None:
     from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
     root = Path(root) if root is not None else datasets_root()
-    categories = [{k: c[k] for k in ("id", "name", "synonyms", "frequency")} for c in LVIS_CATEGORIES]
-    for name, split, base_only in (("ov_lvis_train_base", "train", True), ("ov_lvis_val", "val", False)):
+    categories = [
+        {k: c[k] for k in ("id", "name", "synonyms", "frequency")} for c in LVIS_CATEGORIES
+    ]
+    for name, split, base_only in (
+        ("ov_lvis_train_base", "train", True),
+        ("ov_lvis_val", "val", False),
+    ):
         if name in DatasetCatalog.list():
             continue
-        register_ov_dataset(name, root / "lvis" / f"lvis_v1_{split}.json", root / "coco", base_only=base_only,
-                            evaluator_type="ov_lvis", categories=categories)
+        register_ov_dataset(
+            name,
+            root / "lvis" / f"lvis_v1_{split}.json",
+            root / "coco",
+            base_only=base_only,
+            evaluator_type="ov_lvis",
+            categories=categories,
+        )
 
 
 def register_toy_datasets(world: Any) -> None:
@@ -271,14 +373,26 @@ def register_toy_datasets(world: Any) -> None:
                 continue
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-        register_ov_dataset(name, json_file, world.image_dir(split), base_only=base_only, evaluator_type="ov_coco",
-                            categories=world.categories)
+        register_ov_dataset(
+            name,
+            json_file,
+            world.image_dir(split),
+            base_only=base_only,
+            evaluator_type="ov_coco",
+            categories=world.categories,
+        )
 
 
 def check_image_files(dataset_dicts: Sequence[Mapping[str, Any]], *, dataset: str) -> None:
     """Raise ``FileNotFoundError`` listing the images of ``dataset`` missing on disk (count + first 5)."""
-    missing = [(d.get("image_id"), d["file_name"]) for d in dataset_dicts if not os.path.isfile(d["file_name"])]
+    missing = [
+        (d.get("image_id"), d["file_name"])
+        for d in dataset_dicts
+        if not os.path.isfile(d["file_name"])
+    ]
     if missing:
         shown = ", ".join(f"id {i!r}: {f}" for i, f in missing[:5])
-        raise FileNotFoundError(f"dataset {dataset}: {len(missing)} of {len(dataset_dicts)} image files do not exist "
-                                f"({shown}{', ...' if len(missing) > 5 else ''})")
+        raise FileNotFoundError(
+            f"dataset {dataset}: {len(missing)} of {len(dataset_dicts)} image files do not exist "
+            f"({shown}{', ...' if len(missing) > 5 else ''})"
+        )

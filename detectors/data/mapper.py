@@ -1,4 +1,5 @@
 """Dataset mapper that attaches teacher region targets (``distill.targets``) to training dicts."""
+
 from __future__ import annotations
 
 import copy
@@ -7,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
@@ -23,8 +23,13 @@ __all__ = ["OVDatasetMapper", "transform_region_boxes"]
 logger = logging.getLogger(__name__)
 
 
-def transform_region_boxes(boxes: np.ndarray, transforms: T.TransformList, *, original_size: tuple[int, int],
-                           image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def transform_region_boxes(
+    boxes: np.ndarray,
+    transforms: T.TransformList,
+    *,
+    original_size: tuple[int, int],
+    image_size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
     """Map teacher boxes from the original image to the augmented one.
 
     Boxes are clipped to the original image, transformed with ``transforms`` (the image's own
@@ -40,14 +45,28 @@ def transform_region_boxes(boxes: np.ndarray, transforms: T.TransformList, *, or
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     h, w = original_size
-    clipped = np.stack([boxes[:, 0].clip(0, w), boxes[:, 1].clip(0, h), boxes[:, 2].clip(0, w),
-                        boxes[:, 3].clip(0, h)], axis=1)
+    clipped = np.stack(
+        [
+            boxes[:, 0].clip(0, w),
+            boxes[:, 1].clip(0, h),
+            boxes[:, 2].clip(0, w),
+            boxes[:, 3].clip(0, h),
+        ],
+        axis=1,
+    )
     keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     if keep.any():
         moved = transforms.apply_box(clipped[keep]).astype(np.float32)
         ih, iw = image_size
-        moved = np.stack([moved[:, 0].clip(0, iw), moved[:, 1].clip(0, ih), moved[:, 2].clip(0, iw),
-                          moved[:, 3].clip(0, ih)], axis=1)
+        moved = np.stack(
+            [
+                moved[:, 0].clip(0, iw),
+                moved[:, 1].clip(0, ih),
+                moved[:, 2].clip(0, iw),
+                moved[:, 3].clip(0, ih),
+            ],
+            axis=1,
+        )
         visible = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
         keep[np.flatnonzero(keep)[~visible]] = False
         moved = moved[visible]
@@ -70,8 +89,14 @@ class OVDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, region_targets: RegionTargetProvider | None = None,
-                 distill_rois_per_image: int = 300, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        region_targets: RegionTargetProvider | None = None,
+        distill_rois_per_image: int = 300,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(is_train, **kwargs)
         if distill_rois_per_image < 1:
             raise ValueError(f"distill_rois_per_image must be >= 1, got {distill_rois_per_image}")
@@ -80,12 +105,17 @@ class OVDatasetMapper(DatasetMapper):
         self._logged_drop = False
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True, *, region_targets: RegionTargetProvider | None = None):
+    def from_config(
+        cls, cfg, is_train: bool = True, *, region_targets: RegionTargetProvider | None = None
+    ):
         ret = super().from_config(cfg, is_train)
         lsj = cfg.INPUT.get("LSJ")
         if is_train and lsj is not None and lsj.ENABLED:
-            ret["augmentations"] = [T.ResizeScale(lsj.MIN_SCALE, lsj.MAX_SCALE, lsj.SIZE, lsj.SIZE),
-                                    T.FixedSizeCrop((lsj.SIZE, lsj.SIZE)), T.RandomFlip(horizontal=True)]
+            ret["augmentations"] = [
+                T.ResizeScale(lsj.MIN_SCALE, lsj.MAX_SCALE, lsj.SIZE, lsj.SIZE),
+                T.FixedSizeCrop((lsj.SIZE, lsj.SIZE)),
+                T.RandomFlip(horizontal=True),
+            ]
             ret["recompute_boxes"] = False
         ret["region_targets"] = region_targets if is_train else None
         ret["distill_rois_per_image"] = cfg.MODEL.VILD.DISTILL.ROIS_PER_IMAGE
@@ -93,8 +123,11 @@ class OVDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_image(dataset_dict["file_name"], format=self.image_format,
-                           image_id=dataset_dict.get("image_id"))
+        image = read_image(
+            dataset_dict["file_name"],
+            format=self.image_format,
+            image_id=dataset_dict.get("image_id"),
+        )
         utils.check_image_size(dataset_dict, image)
         original_size = image.shape[:2]
         aug_input = T.AugInput(image)
@@ -111,20 +144,35 @@ class OVDatasetMapper(DatasetMapper):
             self._attach_region_targets(dataset_dict, transforms, original_size, image_shape)
         return dataset_dict
 
-    def _attach_region_targets(self, dataset_dict: dict, transforms: T.TransformList,
-                               original_size: tuple[int, int], image_shape: tuple[int, int]) -> None:
+    def _attach_region_targets(
+        self,
+        dataset_dict: dict,
+        transforms: T.TransformList,
+        original_size: tuple[int, int],
+        image_shape: tuple[int, int],
+    ) -> None:
         image_id = dataset_dict["image_id"]
         boxes, embeddings = self.region_targets.get(image_id)
-        moved, keep = transform_region_boxes(boxes, transforms, original_size=original_size, image_size=image_shape)
+        moved, keep = transform_region_boxes(
+            boxes, transforms, original_size=original_size, image_size=image_shape
+        )
         embeddings = np.asarray(embeddings, dtype=np.float32)[keep]
         dropped = int((~keep).sum())
         if dropped and not self._logged_drop:
-            logger.warning("image id %r: %d of %d distillation boxes are zero-area or outside the (augmented) "
-                           "image and were dropped (logged for the first such image only)", image_id, dropped,
-                           len(keep))
+            logger.warning(
+                "image id %r: %d of %d distillation boxes are zero-area or outside the (augmented) "
+                "image and were dropped (logged for the first such image only)",
+                image_id,
+                dropped,
+                len(keep),
+            )
             self._logged_drop = True
         if len(moved) > self.distill_rois_per_image:
             pick = np.sort(np.random.choice(len(moved), self.distill_rois_per_image, replace=False))
             moved, embeddings = moved[pick], embeddings[pick]
-        dataset_dict["distill_boxes"] = torch.as_tensor(np.ascontiguousarray(moved), dtype=torch.float32)
-        dataset_dict["distill_embeddings"] = torch.as_tensor(np.ascontiguousarray(embeddings), dtype=torch.float32)
+        dataset_dict["distill_boxes"] = torch.as_tensor(
+            np.ascontiguousarray(moved), dtype=torch.float32
+        )
+        dataset_dict["distill_embeddings"] = torch.as_tensor(
+            np.ascontiguousarray(embeddings), dtype=torch.float32
+        )

@@ -1,15 +1,15 @@
 """The test-time resize of ovdistill's detectors (Detectron2's ``ResizeShortestEdge(MIN_SIZE_TEST,
 MAX_SIZE_TEST)``, what ``DefaultPredictor`` feeds the eager model), shared by the predictor and the
 exported-model runtime, and the mapping of boxes back to the original image."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from detectron2.data import transforms as T
+from torch import Tensor
 
 __all__ = ["PreparedImage", "prepare_image", "rescale_boxes"]
 
@@ -28,8 +28,12 @@ def prepare_image(image: np.ndarray, *, min_size: int, max_size: int) -> Prepare
     """Resize ``image [H0, W0, 3]`` uint8 (model channel order) like Detectron2's test transform
     ``ResizeShortestEdge(min_size, max_size)`` (bilinear; ``min_size`` 0 keeps the size, as
     there)."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
-            or 0 in image.shape:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or 0 in image.shape
+    ):
         shape = getattr(image, "shape", type(image))
         raise ValueError(f"expected an [H, W, 3] image array, got {shape}")
     h0, w0 = image.shape[:2]

@@ -1,5 +1,6 @@
 """Teacher region targets of the training set (ViLD-image): the json whose regions are embedded and
 the provider the data mapper reads (``distill.targets``), cached or computed online."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,18 +32,24 @@ def regions_json(cfg: CfgNode) -> str:
     return str(path)
 
 
-def cached_region_targets(cfg: CfgNode, dataset_dicts: Sequence[dict], *,
-                          classifier: ClassifierFile) -> CachedRegionTargets:
+def cached_region_targets(
+    cfg: CfgNode, dataset_dicts: Sequence[dict], *, classifier: ClassifierFile
+) -> CachedRegionTargets:
     """``CachedRegionTargets(MODEL.VILD.DISTILL.CACHE)``, checked against ``classifier``'s teacher
     fingerprint and embedding size, and for coverage of every image of ``dataset_dicts``
     (``MODEL.VILD.DISTILL.ON_MISSING``)."""
     distill = cfg.MODEL.VILD.DISTILL
     if not distill.CACHE:
-        raise ValueError("MODEL.VILD.DISTILL.CACHE is empty: point it at an embedding store, or "
-                         "run tools/train_net.py, which precomputes one")
-    targets = CachedRegionTargets(distill.CACHE, expect_fingerprint=classifier.teacher_fingerprint,
-                                  expect_embed_dim=classifier.embed_dim,
-                                  on_missing=distill.ON_MISSING)
+        raise ValueError(
+            "MODEL.VILD.DISTILL.CACHE is empty: point it at an embedding store, or "
+            "run tools/train_net.py, which precomputes one"
+        )
+    targets = CachedRegionTargets(
+        distill.CACHE,
+        expect_fingerprint=classifier.teacher_fingerprint,
+        expect_embed_dim=classifier.embed_dim,
+        on_missing=distill.ON_MISSING,
+    )
     targets.check_coverage([d["image_id"] for d in dataset_dicts], dataset=cfg.DATASETS.TRAIN[0])
     return targets
 
@@ -54,12 +61,20 @@ def online_region_targets(cfg: CfgNode, teacher: Any) -> OnlineRegionTargets:
     proposals = None
     if distill.SOURCE == "proposals":
         if not distill.PROPOSALS:
-            raise ValueError("MODEL.VILD.DISTILL.PROPOSALS is empty (SOURCE proposals, ONLINE): "
-                             "set a proposal file, or run tools/train_net.py, which trains "
-                             "PROPOSAL_CONFIG and dumps its proposals")
+            raise ValueError(
+                "MODEL.VILD.DISTILL.PROPOSALS is empty (SOURCE proposals, ONLINE): "
+                "set a proposal file, or run tools/train_net.py, which trains "
+                "PROPOSAL_CONFIG and dumps its proposals"
+            )
         proposals = distill.PROPOSALS
     meta = get_ov_metadata(cfg.DATASETS.TRAIN[0])
     return OnlineRegionTargets.from_coco_json(
-        teacher, regions_json(cfg), meta.image_root, proposals=proposals,
-        max_per_image=distill.MAX_PER_IMAGE, mode=distill.MODE, scales=tuple(distill.SCALES),
-        on_missing=distill.ON_MISSING)
+        teacher,
+        regions_json(cfg),
+        meta.image_root,
+        proposals=proposals,
+        max_per_image=distill.MAX_PER_IMAGE,
+        mode=distill.MODE,
+        scales=tuple(distill.SCALES),
+        on_missing=distill.ON_MISSING,
+    )

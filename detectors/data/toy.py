@@ -1,5 +1,6 @@
 """The embedded toy world as Detectron2 datasets: ``toy_train_base`` / ``toy_val`` of
 ``DATASETS.TOY``."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,9 @@ def toy_world(cfg: CfgNode) -> Any:
     from distill.toy import ensure_toy_world
 
     overrides = parse_overrides(cfg.DATASETS.TOY.OVERRIDES, key="DATASETS.TOY.OVERRIDES")
-    return ensure_toy_world(seed=cfg.DATASETS.TOY.SEED, root=cfg.DATASETS.TOY.ROOT or None,
-                            **overrides)
+    return ensure_toy_world(
+        seed=cfg.DATASETS.TOY.SEED, root=cfg.DATASETS.TOY.ROOT or None, **overrides
+    )
 
 
 def setup_toy_datasets(cfg: CfgNode) -> Any:

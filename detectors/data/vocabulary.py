@@ -10,22 +10,27 @@ and that file.
 * :func:`read_classifier`: the one reader of the classifier file outside the model (memoized per
   file version, so a run reads it once).
 """
+
 from __future__ import annotations
 
 import functools
 import os
 from pathlib import Path
 
-from torch import Tensor
-
 from detectron2.config import CfgNode
+from torch import Tensor
 
 from distill.vocab import ClassifierFile, normalize_name
 
 from .datasets import get_ov_metadata
 
-__all__ = ["read_classifier", "class_table", "training_classes", "resolve_training_classes",
-           "dataset_vocabulary"]
+__all__ = [
+    "read_classifier",
+    "class_table",
+    "training_classes",
+    "resolve_training_classes",
+    "dataset_vocabulary",
+]
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,8 +73,10 @@ def training_classes(cfg: CfgNode) -> tuple[list[str], list[bool]]:
     names, roles = list(metas[0].thing_classes), list(metas[0].class_roles)
     for name, meta in zip(cfg.DATASETS.TRAIN[1:], metas[1:]):
         if list(meta.thing_classes) != names:
-            raise ValueError(f"training datasets {cfg.DATASETS.TRAIN[0]!r} and {name!r} have "
-                             f"different class lists")
+            raise ValueError(
+                f"training datasets {cfg.DATASETS.TRAIN[0]!r} and {name!r} have "
+                f"different class lists"
+            )
     seen = [role == "base" for role in roles]
     if not any(seen):
         raise ValueError(f"training dataset {cfg.DATASETS.TRAIN[0]!r} has no base class")
@@ -86,10 +93,12 @@ def resolve_training_classes(cfg: CfgNode) -> CfgNode:
     given = cfg.MODEL.VILD.CLASSES
     stated = (list(given.NAMES), [bool(s) for s in given.SEEN])
     if (given.NAMES or given.SEEN) and stated != (names, seen):
-        raise ValueError(f"MODEL.VILD.CLASSES.NAMES / SEEN ({len(given.NAMES)} names) differ from "
-                         f"the classes of DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} "
-                         f"({len(names)} names); leave both keys empty to resolve them from the "
-                         f"dataset")
+        raise ValueError(
+            f"MODEL.VILD.CLASSES.NAMES / SEEN ({len(given.NAMES)} names) differ from "
+            f"the classes of DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} "
+            f"({len(names)} names); leave both keys empty to resolve them from the "
+            f"dataset"
+        )
     resolved = cfg.clone()
     resolved.defrost()
     resolved.MODEL.VILD.CLASSES.NAMES = names

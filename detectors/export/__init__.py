@@ -17,6 +17,7 @@ the padding to the size divisibility, the anchors and the top-k sizes shape-depe
 is the image after the test transform: :func:`prepare_image` (``detectors.data.resize``, shared
 with the predictor) applies ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``.
 """
+
 from ..data.resize import PreparedImage, prepare_image, rescale_boxes
 from .exportable import ExportableViLD, baked_seen, check_embeddings
 from .exporters import ONNX_OPSET, VOCAB_MODES, example_size, export_detector, export_onnx, trace
@@ -24,7 +25,21 @@ from .model_card import CARD_JSON, CARD_MD, describe_model, write_model_card
 from .runtime import ExportedDetector
 
 __all__ = [
-    "ExportableViLD", "ExportedDetector", "export_detector", "prepare_image", "write_model_card",
-    "describe_model", "check_embeddings", "example_size", "rescale_boxes", "VOCAB_MODES",
-    "ONNX_OPSET", "PreparedImage", "baked_seen", "trace", "export_onnx", "CARD_JSON", "CARD_MD",
+    "ExportableViLD",
+    "ExportedDetector",
+    "export_detector",
+    "prepare_image",
+    "write_model_card",
+    "describe_model",
+    "check_embeddings",
+    "example_size",
+    "rescale_boxes",
+    "VOCAB_MODES",
+    "ONNX_OPSET",
+    "PreparedImage",
+    "baked_seen",
+    "trace",
+    "export_onnx",
+    "CARD_JSON",
+    "CARD_MD",
 ]

@@ -1,5 +1,6 @@
 """Writing an :class:`~detectors.export.exportable.ExportableViLD` to TorchScript
 (``torch.jit.trace``) and ONNX (opset 17, TorchScript-based exporter), with its model card."""
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,9 @@ def _example_embeddings(module: ExportableViLD, num_classes: int) -> Tensor:
     return F.normalize(torch.randn(num_classes, module.embed_dim, generator=generator), dim=-1)
 
 
-def _example_args(module: ExportableViLD, image: Tensor, embeddings: Tensor | None) -> tuple[Tensor, ...]:
+def _example_args(
+    module: ExportableViLD, image: Tensor, embeddings: Tensor | None
+) -> tuple[Tensor, ...]:
     if module.baked:
         return (image,)
     if module.ensemble:  # both branches' weightings appear in the example
@@ -44,7 +47,9 @@ def _example_args(module: ExportableViLD, image: Tensor, embeddings: Tensor | No
     return image, embeddings
 
 
-def trace(module: ExportableViLD, example_image: Tensor, example_embeddings: Tensor | None) -> torch.jit.ScriptModule:
+def trace(
+    module: ExportableViLD, example_image: Tensor, example_embeddings: Tensor | None
+) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of ``module`` (checks off: NMS outputs are data dependent). Tracer warnings
     about Python values are silenced: the shape-dependent ones are handled by Detectron2's tracing-aware
     code (graphs are tested on other image sizes), the data-dependent ones are documented."""
@@ -54,29 +59,56 @@ def trace(module: ExportableViLD, example_image: Tensor, example_embeddings: Ten
         return torch.jit.trace(module, args, check_trace=False)
 
 
-def export_onnx(module: ExportableViLD, path: str | os.PathLike, example_image: Tensor,
-                example_embeddings: Tensor | None, *, opset: int = ONNX_OPSET) -> Path:
+def export_onnx(
+    module: ExportableViLD,
+    path: str | os.PathLike,
+    example_image: Tensor,
+    example_embeddings: Tensor | None,
+    *,
+    opset: int = ONNX_OPSET,
+) -> Path:
     """ONNX file of ``module`` (TorchScript-based exporter; ``K`` is a dynamic axis in input mode)."""
     args = _example_args(module, example_image, example_embeddings)
     inputs = module.input_names
-    dynamic = {"image": {1: "H", 2: "W"}, "boxes": {0: "N"}, "scores": {0: "N"}, "classes": {0: "N"}}
+    dynamic = {
+        "image": {1: "H", 2: "W"},
+        "boxes": {0: "N"},
+        "scores": {0: "N"},
+        "classes": {0: "N"},
+    }
     if not module.baked:
         dynamic["text_embeddings"] = {0: "K"}
     if "seen" in inputs:
         dynamic["seen"] = {0: "K"}
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=inputs,
-                          output_names=["boxes", "scores", "classes"], dynamic_axes=dynamic, opset_version=opset)
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            dynamo=False,
+            input_names=inputs,
+            output_names=["boxes", "scores", "classes"],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+        )
     return Path(path)
 
 
-def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_size: tuple[int, int] = (128, 128),
-                    vocabulary: str = "input", names: Sequence[str] | None = None,
-                    text_embeddings: Tensor | None = None, seen: Tensor | Sequence[bool] | None = None,
-                    formats: Sequence[str] = ("torchscript", "onnx"),
-                    card: dict[str, Any] | None = None, pixel_format: str = "RGB",
-                    resize: tuple[int, int] | None = None) -> dict[str, Path]:
+def export_detector(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    *,
+    example_size: tuple[int, int] = (128, 128),
+    vocabulary: str = "input",
+    names: Sequence[str] | None = None,
+    text_embeddings: Tensor | None = None,
+    seen: Tensor | Sequence[bool] | None = None,
+    formats: Sequence[str] = ("torchscript", "onnx"),
+    card: dict[str, Any] | None = None,
+    pixel_format: str = "RGB",
+    resize: tuple[int, int] | None = None,
+) -> dict[str, Path]:
     """Write ``model.ts`` / ``model.onnx`` (per ``formats``) and the model card into ``out_dir``.
 
     Args:
@@ -94,21 +126,31 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_siz
         raise ValueError(f"vocabulary mode must be one of {VOCAB_MODES}, got {vocabulary!r}")
     unknown = sorted(set(formats) - {"torchscript", "onnx"})
     if unknown or not formats:
-        raise ValueError(f"formats must be a non-empty subset of ['torchscript', 'onnx'], got {list(formats)}")
+        raise ValueError(
+            f"formats must be a non-empty subset of ['torchscript', 'onnx'], got {list(formats)}"
+        )
     if vocabulary == "baked":
         if names is None or text_embeddings is None:
             raise ValueError("a baked vocabulary needs names and text_embeddings")
         if len(names) != int(text_embeddings.shape[0]):
-            raise ValueError(f"baked vocabulary: {len(names)} names but {int(text_embeddings.shape[0])} embeddings")
+            raise ValueError(
+                f"baked vocabulary: {len(names)} names but {int(text_embeddings.shape[0])} embeddings"
+            )
     baked = vocabulary == "baked"
-    module = ExportableViLD(model, text_embeddings=text_embeddings if baked else None, names=names if baked else None,
-                            seen=seen if baked else None)
+    module = ExportableViLD(
+        model,
+        text_embeddings=text_embeddings if baked else None,
+        names=names if baked else None,
+        seen=seen if baked else None,
+    )
     height, width = (int(v) for v in example_size)
     if height < 1 or width < 1:
         raise ValueError(f"example_size must be positive, got {list(example_size)}")
     example = torch.as_tensor(model.pixel_mean).view(3, 1, 1).expand(3, height, width).clone()
     example += torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)) * 64
-    example_embeddings = None if module.baked else _example_embeddings(module, max(len(names or ()), 3))
+    example_embeddings = (
+        None if module.baked else _example_embeddings(module, max(len(names or ()), 3))
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -119,22 +161,36 @@ def export_detector(model: nn.Module, out_dir: str | os.PathLike, *, example_siz
         written["torchscript"] = out / "model.ts"
     if "onnx" in formats:
         written["onnx"] = export_onnx(module, out / "model.onnx", example, example_embeddings)
-    shapes = {"image": "image [3, H, W]", "text_embeddings": "text_embeddings [K, D]", "seen": "seen [K] bool"}
+    shapes = {
+        "image": "image [3, H, W]",
+        "text_embeddings": "text_embeddings [K, D]",
+        "seen": "seen [K] bool",
+    }
     inputs = [shapes[name] for name in module.input_names]
-    settings = {"vocabulary": vocabulary, "inputs": inputs, "outputs": ["boxes [N, 4]", "scores [N]", "classes [N]"],
-                "image_size": "any (dynamic H, W)", "example_size": [height, width], "embed_dim": module.embed_dim,
-                "pixel_format": pixel_format,
-                "resize": list(resize) if resize else [min(height, width), max(height, width)],
-                "pixel_mean": [float(v) for v in torch.as_tensor(model.pixel_mean).flatten()],
-                "onnx_opset": ONNX_OPSET if "onnx" in formats else None, "torch": torch.__version__,
-                "files": {k: v.name for k, v in written.items()},
-                "score_thresh": float(model.roi_heads.box_predictor.test_score_thresh),
-                "nms_thresh": float(model.roi_heads.box_predictor.test_nms_thresh),
-                "detections_per_image": int(model.roi_heads.box_predictor.test_topk_per_image)}
+    settings = {
+        "vocabulary": vocabulary,
+        "inputs": inputs,
+        "outputs": ["boxes [N, 4]", "scores [N]", "classes [N]"],
+        "image_size": "any (dynamic H, W)",
+        "example_size": [height, width],
+        "embed_dim": module.embed_dim,
+        "pixel_format": pixel_format,
+        "resize": list(resize) if resize else [min(height, width), max(height, width)],
+        "pixel_mean": [float(v) for v in torch.as_tensor(model.pixel_mean).flatten()],
+        "onnx_opset": ONNX_OPSET if "onnx" in formats else None,
+        "torch": torch.__version__,
+        "files": {k: v.name for k, v in written.items()},
+        "score_thresh": float(model.roi_heads.box_predictor.test_score_thresh),
+        "nms_thresh": float(model.roi_heads.box_predictor.test_nms_thresh),
+        "detections_per_image": int(model.roi_heads.box_predictor.test_topk_per_image),
+    }
     if vocabulary == "baked":
         settings["names"] = [str(n) for n in names]
     if module.ensemble:
-        settings["ensemble_seen"] = (module.seen.tolist() if module.baked else
-                                     "input: seen[k] = class k was trained on (see training_vocabulary.trained_on)")
+        settings["ensemble_seen"] = (
+            module.seen.tolist()
+            if module.baked
+            else "input: seen[k] = class k was trained on (see training_vocabulary.trained_on)"
+        )
     written["card"] = write_model_card(out, {**(card or {}), "export": settings})
     return written

@@ -1,5 +1,6 @@
 """The model card of an exported detector: ``model_card.json`` (read by the runtime) and
 ``MODEL_CARD.md``."""
+
 from __future__ import annotations
 
 import json
@@ -17,19 +18,25 @@ CARD_JSON = "model_card.json"
 CARD_MD = "MODEL_CARD.md"
 
 
-def describe_model(cfg, weights: str | os.PathLike, *, config_file: str | None = None) -> dict[str, Any]:
+def describe_model(
+    cfg, weights: str | os.PathLike, *, config_file: str | None = None
+) -> dict[str, Any]:
     """Model-card fields of a trained detector: teacher, training vocabulary, data, metrics, weights.
 
     Metrics are the run's ``ov_metrics.json`` beside ``weights`` when present.
     """
     names, seen = list(cfg.MODEL.VILD.CLASSES.NAMES), [bool(s) for s in cfg.MODEL.VILD.CLASSES.SEEN]
     if not names:
-        raise ValueError("describe_model: MODEL.VILD.CLASSES.NAMES is empty (resolve the config "
-                         "with detectors.predictor.load_inference_config)")
+        raise ValueError(
+            "describe_model: MODEL.VILD.CLASSES.NAMES is empty (resolve the config "
+            "with detectors.predictor.load_inference_config)"
+        )
     fingerprint = read_classifier(cfg.MODEL.VILD.TEXT_EMBEDDINGS).teacher_fingerprint
     weights = Path(weights)
     metrics_path = weights.with_name("ov_metrics.json")
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+    metrics = (
+        json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+    )
     teacher = cfg.MODEL.VILD.TEACHER
     baron = cfg.MODEL.META_ARCHITECTURE == "BaronRCNN"
     if baron:
@@ -40,18 +47,39 @@ def describe_model(cfg, weights: str | os.PathLike, *, config_file: str | None =
         method = "ViLD-ensemble" if cfg.MODEL.VILD.ENSEMBLE else vild
         test_temperature = float(cfg.MODEL.VILD.TEMPERATURE)
     return {
-        "model": {"method": method, "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-                  "backbone": cfg.MODEL.BACKBONE.NAME, "weights": str(weights), "weights_sha256": sha256_file(weights),
-                  "config": config_file, "temperature": float(cfg.MODEL.VILD.TEMPERATURE),
-                  "test_temperature": test_temperature},
-        "teacher": {"name": teacher.NAME, "model_name": teacher.MODEL_NAME, "pretrained": teacher.PRETRAINED,
-                    "model_config": teacher.MODEL_CONFIG, "templates": teacher.TEMPLATES, "fingerprint": fingerprint,
-                    "text_embeddings": cfg.MODEL.VILD.TEXT_EMBEDDINGS},
-        "training_vocabulary": {"names": names, "trained_on": [n for n, s in zip(names, seen) if s],
-                                "not_trained_on": [n for n, s in zip(names, seen) if not s]},
-        "data": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST),
-                 "distillation": {"enabled": bool(cfg.MODEL.VILD.DISTILL.ENABLED),
-                                  "source": cfg.MODEL.VILD.DISTILL.SOURCE, "mode": cfg.MODEL.VILD.DISTILL.MODE}},
+        "model": {
+            "method": method,
+            "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "weights": str(weights),
+            "weights_sha256": sha256_file(weights),
+            "config": config_file,
+            "temperature": float(cfg.MODEL.VILD.TEMPERATURE),
+            "test_temperature": test_temperature,
+        },
+        "teacher": {
+            "name": teacher.NAME,
+            "model_name": teacher.MODEL_NAME,
+            "pretrained": teacher.PRETRAINED,
+            "model_config": teacher.MODEL_CONFIG,
+            "templates": teacher.TEMPLATES,
+            "fingerprint": fingerprint,
+            "text_embeddings": cfg.MODEL.VILD.TEXT_EMBEDDINGS,
+        },
+        "training_vocabulary": {
+            "names": names,
+            "trained_on": [n for n, s in zip(names, seen) if s],
+            "not_trained_on": [n for n, s in zip(names, seen) if not s],
+        },
+        "data": {
+            "train": list(cfg.DATASETS.TRAIN),
+            "test": list(cfg.DATASETS.TEST),
+            "distillation": {
+                "enabled": bool(cfg.MODEL.VILD.DISTILL.ENABLED),
+                "source": cfg.MODEL.VILD.DISTILL.SOURCE,
+                "mode": cfg.MODEL.VILD.DISTILL.MODE,
+            },
+        },
         "metrics": metrics if metrics is not None else f"none found ({metrics_path} missing)",
     }
 
@@ -64,7 +92,10 @@ def write_model_card(out_dir: str | os.PathLike, card: dict[str, Any]) -> Path:
     for section, value in card.items():
         lines += [f"## {section.replace('_', ' ')}", ""]
         if isinstance(value, dict):
-            lines += [f"- **{k}**: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in value.items()]
+            lines += [
+                f"- **{k}**: {json.dumps(v) if not isinstance(v, str) else v}"
+                for k, v in value.items()
+            ]
         else:
             lines.append(json.dumps(value) if not isinstance(value, str) else value)
         lines.append("")

@@ -1,5 +1,6 @@
 """ViLD and BARON students: backbone, box head, text-embedding predictor, RoI heads and meta-architecture,
 registered in Detectron2's registries on import."""
+
 from .backbone import build_basic_resnet_fpn_backbone
 from .baron_heads import BaronROIHeads
 from .baron_predictor import BaronOutputLayers, BoxPositionEmbedding
@@ -10,8 +11,19 @@ from .roi_heads import DistillTargets, ViLDROIHeads, training_vocabulary
 from .vild_predictor import ViLDOutputLayers, cosine_logits, ensemble_scores
 
 __all__ = [
-    "build_basic_resnet_fpn_backbone", "ViLDConvFCHead", "ViLDRCNN", "DistillTargets", "ViLDROIHeads",
-    "training_vocabulary", "ViLDOutputLayers",
-    "cosine_logits", "ensemble_scores", "BaronRCNN", "BaronROIHeads", "BaronOutputLayers", "BoxPositionEmbedding",
-    "Bags", "NeighborhoodSampler",
+    "build_basic_resnet_fpn_backbone",
+    "ViLDConvFCHead",
+    "ViLDRCNN",
+    "DistillTargets",
+    "ViLDROIHeads",
+    "training_vocabulary",
+    "ViLDOutputLayers",
+    "cosine_logits",
+    "ensemble_scores",
+    "BaronRCNN",
+    "BaronROIHeads",
+    "BaronOutputLayers",
+    "BoxPositionEmbedding",
+    "Bags",
+    "NeighborhoodSampler",
 ]

@@ -1,16 +1,17 @@
 """BARON's RoI heads: ViLD's heads with the pseudo-word classifier and the bag-of-regions distillation."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
+from torch import Tensor
+from torch.nn import functional as F
 
 from distill.losses import QueuedInfoNCELoss
 from distill.ops import roi_embed
@@ -29,7 +30,9 @@ __all__ = ["BaronROIHeads", "pack_sequences"]
 _TEXT_EMBEDDINGS = "the text embeddings MODEL.VILD.TEXT_EMBEDDINGS"
 
 
-def pack_sequences(words: Tensor, keep: Tensor | None, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def pack_sequences(
+    words: Tensor, keep: Tensor | None, lengths: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Concatenate the words of consecutive regions into sequences.
 
     Args:
@@ -42,7 +45,9 @@ def pack_sequences(words: Tensor, keep: Tensor | None, lengths: Tensor) -> tuple
         occupies words ``slot[r] * W .. (slot[r] + 1) * W`` of sequence ``seq_of_region[r]``.
     """
     num, per, dim = words.shape
-    seq_of_region = torch.repeat_interleave(torch.arange(lengths.numel(), device=words.device), lengths)
+    seq_of_region = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=words.device), lengths
+    )
     starts = torch.cumsum(lengths, 0) - lengths
     slot = torch.arange(num, device=words.device) - starts[seq_of_region]
     longest = int(lengths.max()) if lengths.numel() else 0
@@ -72,18 +77,27 @@ class BaronROIHeads(ViLDROIHeads):
     """
 
     @configurable
-    def __init__(self, *, sampler: NeighborhoodSampler, position_embed: BoxPositionEmbedding,
-                 bag_loss: QueuedInfoNCELoss, single_loss: QueuedInfoNCELoss | None = None,
-                 single_pooler_resolution: int = 7, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        sampler: NeighborhoodSampler,
+        position_embed: BoxPositionEmbedding,
+        bag_loss: QueuedInfoNCELoss,
+        single_loss: QueuedInfoNCELoss | None = None,
+        single_pooler_resolution: int = 7,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(self.box_predictor, BaronOutputLayers):
-            raise TypeError(f"BaronROIHeads needs a BaronOutputLayers box predictor, got {type(self.box_predictor)}")
+            raise TypeError(
+                f"BaronROIHeads needs a BaronOutputLayers box predictor, got {type(self.box_predictor)}"
+            )
         self.sampler = sampler
         self.position_embed = position_embed
         self.bag_loss = bag_loss
         self.single_loss = single_loss
         self.single_pooler_resolution = int(single_pooler_resolution)
-        self._teacher: TeacherHandle | None = None   # a plain attribute: never a submodule
+        self._teacher: TeacherHandle | None = None  # a plain attribute: never a submodule
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -92,26 +106,59 @@ class BaronROIHeads(ViLDROIHeads):
         predictor = ret["box_predictor"]
         ret["distill_weight"] = 0.0
         ret["sampler"] = NeighborhoodSampler(
-            topk=sampling.TOPK, objectness_thresh=sampling.OBJECTNESS_THRESH, aspect_thresh=sampling.ASPECT_THRESH,
-            nms_thresh=sampling.NMS_THRESH, alpha=sampling.ALPHA, base_probability=sampling.BASE_PROBABILITY,
-            cutoff_thresh=sampling.CUTOFF_THRESH, interval=sampling.INTERVAL, max_groups=sampling.MAX_GROUPS,
-            max_permutations=sampling.MAX_PERMUTATIONS, use_gt=sampling.USE_GT)
-        ret["position_embed"] = BoxPositionEmbedding(num_feats=baron.POS_EMBED_FEATS, num_words=predictor.num_words,
-                                                     word_dim=predictor.word_dim)
-        ret["bag_loss"] = QueuedInfoNCELoss(predictor.embed_dim, temperature=baron.BAG.TEMPERATURE,
-                                            weight=baron.BAG.WEIGHT, queue_size=baron.QUEUE_SIZE)
+            topk=sampling.TOPK,
+            objectness_thresh=sampling.OBJECTNESS_THRESH,
+            aspect_thresh=sampling.ASPECT_THRESH,
+            nms_thresh=sampling.NMS_THRESH,
+            alpha=sampling.ALPHA,
+            base_probability=sampling.BASE_PROBABILITY,
+            cutoff_thresh=sampling.CUTOFF_THRESH,
+            interval=sampling.INTERVAL,
+            max_groups=sampling.MAX_GROUPS,
+            max_permutations=sampling.MAX_PERMUTATIONS,
+            use_gt=sampling.USE_GT,
+        )
+        ret["position_embed"] = BoxPositionEmbedding(
+            num_feats=baron.POS_EMBED_FEATS,
+            num_words=predictor.num_words,
+            word_dim=predictor.word_dim,
+        )
+        ret["bag_loss"] = QueuedInfoNCELoss(
+            predictor.embed_dim,
+            temperature=baron.BAG.TEMPERATURE,
+            weight=baron.BAG.WEIGHT,
+            queue_size=baron.QUEUE_SIZE,
+        )
         if baron.SINGLE.WEIGHT > 0:
-            ret["single_loss"] = QueuedInfoNCELoss(predictor.embed_dim, temperature=baron.SINGLE.TEMPERATURE,
-                                                   weight=baron.SINGLE.WEIGHT, queue_size=baron.QUEUE_SIZE)
+            ret["single_loss"] = QueuedInfoNCELoss(
+                predictor.embed_dim,
+                temperature=baron.SINGLE.TEMPERATURE,
+                weight=baron.SINGLE.WEIGHT,
+                queue_size=baron.QUEUE_SIZE,
+            )
         ret["single_pooler_resolution"] = baron.SINGLE.POOLER_RESOLUTION
         return ret
 
     @classmethod
-    def _build_predictor(cls, cfg, input_shape: ShapeSpec, *, class_embeddings: Tensor, class_names: list[str],
-                         seen: Tensor, teacher_fingerprint: str) -> BaronOutputLayers:
+    def _build_predictor(
+        cls,
+        cfg,
+        input_shape: ShapeSpec,
+        *,
+        class_embeddings: Tensor,
+        class_names: list[str],
+        seen: Tensor,
+        teacher_fingerprint: str,
+    ) -> BaronOutputLayers:
         encoder = load_baron_text_encoder(cfg, expect_fingerprint=teacher_fingerprint)
-        return BaronOutputLayers(cfg, input_shape, class_embeddings=class_embeddings, class_names=class_names,
-                                 seen=seen, text_encoder=encoder)
+        return BaronOutputLayers(
+            cfg,
+            input_shape,
+            class_embeddings=class_embeddings,
+            class_names=class_names,
+            seen=seen,
+            text_encoder=encoder,
+        )
 
     # ------------------------------------------------------------------ teacher
     def set_teacher(self, teacher: OnlineTeacher | TeacherHandle) -> None:
@@ -122,17 +169,22 @@ class BaronROIHeads(ViLDROIHeads):
 
         if isinstance(teacher, TeacherHandle):
             if (teacher.expected_fingerprint or "") != self.teacher_fingerprint:
-                raise ValueError(f"BARON's teacher handle expects fingerprint "
-                                 f"{teacher.expected_fingerprint!r}, {_TEXT_EMBEDDINGS} have "
-                                 f"{self.teacher_fingerprint!r}: make the handle with "
-                                 f"expected_fingerprint=roi_heads.teacher_fingerprint")
+                raise ValueError(
+                    f"BARON's teacher handle expects fingerprint "
+                    f"{teacher.expected_fingerprint!r}, {_TEXT_EMBEDDINGS} have "
+                    f"{self.teacher_fingerprint!r}: make the handle with "
+                    f"expected_fingerprint=roi_heads.teacher_fingerprint"
+                )
             self._teacher = teacher
             return
         if not isinstance(teacher, OnlineTeacher):
-            raise TypeError(f"BARON's teacher needs fingerprint, embed_dim, region_embeddings and dense_embeddings "
-                            f"(distill.targets.OnlineTeacher), got {type(teacher).__name__}")
-        handle = TeacherHandle.wrap(teacher, expected_fingerprint=self.teacher_fingerprint,
-                                    expected_from=_TEXT_EMBEDDINGS)
+            raise TypeError(
+                f"BARON's teacher needs fingerprint, embed_dim, region_embeddings and dense_embeddings "
+                f"(distill.targets.OnlineTeacher), got {type(teacher).__name__}"
+            )
+        handle = TeacherHandle.wrap(
+            teacher, expected_fingerprint=self.teacher_fingerprint, expected_from=_TEXT_EMBEDDINGS
+        )
         self._check_embed_dim(teacher)
         self._teacher = handle
 
@@ -140,35 +192,56 @@ class BaronROIHeads(ViLDROIHeads):
         """The attached teacher (a method, not a property: tracing for export inspects properties, and
         inference needs no teacher)."""
         if self._teacher is None:
-            raise ValueError("BARON trains with an online teacher: call model.roi_heads.set_teacher(teacher) "
-                             "(tools/train_net.py attaches MODEL.VILD.TEACHER)")
+            raise ValueError(
+                "BARON trains with an online teacher: call model.roi_heads.set_teacher(teacher) "
+                "(tools/train_net.py attaches MODEL.VILD.TEACHER)"
+            )
         teacher = self._teacher.get()
         self._check_embed_dim(teacher)
         return teacher
 
     def _check_embed_dim(self, teacher: OnlineTeacher) -> None:
         if int(teacher.embed_dim) != self.box_predictor.embed_dim:
-            raise ValueError(f"BARON teacher embeds in {teacher.embed_dim} dims, the student in "
-                             f"{self.box_predictor.embed_dim}")
+            raise ValueError(
+                f"BARON teacher embeds in {teacher.embed_dim} dims, the student in "
+                f"{self.box_predictor.embed_dim}"
+            )
 
     # ------------------------------------------------------------------ forward
     def _image_embed(self, pooled: Tensor) -> Tensor:
         """Ensemble branch: pseudo words of the separate head -> text encoder ``[R, D]``."""
-        return self.box_predictor.encode_words(self.box_predictor.words(self.image_head(pooled),
-                                                                        self.image_projection))
+        return self.box_predictor.encode_words(
+            self.box_predictor.words(self.image_head(pooled), self.image_projection)
+        )
 
-    def forward(self, images: ImageList, features: dict[str, Tensor], proposals: list[Instances],
-                targets: list[Instances] | None = None, *, raw_images: list[Tensor] | None = None,
-                image_ids: Sequence[int] | None = None):
+    def forward(
+        self,
+        images: ImageList,
+        features: dict[str, Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+        *,
+        raw_images: list[Tensor] | None = None,
+        image_ids: Sequence[int] | None = None,
+    ):
         if not self.training:
             return super().forward(images, features, proposals)
         if not targets:
             raise ValueError("BaronROIHeads needs targets in training")
         if raw_images is None or image_ids is None or len(raw_images) != len(proposals):
-            raise ValueError("BaronROIHeads needs raw_images (uint8 RGB [3, H, W]) and image_ids per image in "
-                             "training (BaronRCNN passes them)")
-        bags = [self.sampler.sample(p.proposal_boxes.tensor.detach(), p.objectness_logits.detach(), p.image_size,
-                                    gt_boxes=t.gt_boxes.tensor) for p, t in zip(proposals, targets)]
+            raise ValueError(
+                "BaronROIHeads needs raw_images (uint8 RGB [3, H, W]) and image_ids per image in "
+                "training (BaronRCNN passes them)"
+            )
+        bags = [
+            self.sampler.sample(
+                p.proposal_boxes.tensor.detach(),
+                p.objectness_logits.detach(),
+                p.image_size,
+                gt_boxes=t.gt_boxes.tensor,
+            )
+            for p, t in zip(proposals, targets)
+        ]
         proposals = self.label_and_sample_proposals(proposals, targets)
         losses = self._forward_box_train(features, proposals, None)
         losses.update(forward_mask(self, features, proposals))
@@ -185,13 +258,20 @@ class BaronROIHeads(ViLDROIHeads):
     def _distill_parameters(self) -> list[Tensor]:
         return [*super()._distill_parameters(), *self.position_embed.parameters()]
 
-    def _bag_losses(self, features: dict[str, Tensor], bags: list[Bags], raw_images: list[Tensor],
-                    image_ids: Sequence[int]) -> dict[str, Tensor]:
+    def _bag_losses(
+        self,
+        features: dict[str, Tensor],
+        bags: list[Bags],
+        raw_images: list[Tensor],
+        image_ids: Sequence[int],
+    ) -> dict[str, Tensor]:
         counts = [b.num_regions for b in bags]
         if sum(counts) < 2:  # the box head's batch norm needs two regions
             return self._zero_losses()
         predictor = self.box_predictor
-        pooled = self.box_pooler([features[f] for f in self.box_in_features], [Boxes(b.boxes) for b in bags])
+        pooled = self.box_pooler(
+            [features[f] for f in self.box_in_features], [Boxes(b.boxes) for b in bags]
+        )
         if self.image_head is not None:
             words = predictor.words(self.image_head(pooled), self.image_projection)
         else:
@@ -201,19 +281,26 @@ class BaronROIHeads(ViLDROIHeads):
         keep = predictor.word_mask(words.shape[0], words.device)
         lengths = torch.cat([b.seq_lengths for b in bags])
         seq_words, seq_valid, seq_of_region, slot = pack_sequences(words, keep, lengths)
-        student, tokens, positions = predictor.text_encoder.forward_tokens(seq_words, valid=seq_valid)
+        student, tokens, positions = predictor.text_encoder.forward_tokens(
+            seq_words, valid=seq_valid
+        )
 
         device = student.device
         seq_counts = [int(b.seq_lengths.numel()) for b in bags]
         ids = torch.as_tensor([int(i) for i in image_ids], device=device)
         with torch.no_grad():
-            teacher_bags = self.get_teacher().region_embeddings(raw_images, [b.bag_boxes.detach() for b in bags],
-                                                                mode="crop", scales=(1.0,))
-        offsets = torch.cumsum(torch.tensor([0] + [b.bag_boxes.shape[0] for b in bags[:-1]]), 0).tolist()
+            teacher_bags = self.get_teacher().region_embeddings(
+                raw_images, [b.bag_boxes.detach() for b in bags], mode="crop", scales=(1.0,)
+            )
+        offsets = torch.cumsum(
+            torch.tensor([0] + [b.bag_boxes.shape[0] for b in bags[:-1]]), 0
+        ).tolist()
         teacher = torch.cat([t.to(device).float()[b.seq_bag] for t, b in zip(teacher_bags, bags)])
         group_ids = torch.cat([b.seq_bag + o for b, o in zip(bags, offsets)])
         seq_image = torch.repeat_interleave(ids, torch.tensor(seq_counts, device=device))
-        losses = {"loss_bag": self.bag_loss(student, teacher, image_ids=seq_image, group_ids=group_ids)}
+        losses = {
+            "loss_bag": self.bag_loss(student, teacher, image_ids=seq_image, group_ids=group_ids)
+        }
         if self.single_loss is not None:
             region_words = self._region_word_features(tokens, positions, seq_of_region, slot)
             targets = self._teacher_region_tokens(raw_images, bags).to(device)
@@ -221,12 +308,13 @@ class BaronROIHeads(ViLDROIHeads):
             losses["loss_single"] = self.single_loss(region_words, targets, image_ids=region_image)
         return losses
 
-    def _region_word_features(self, tokens: Tensor, positions: Tensor, seq_of_region: Tensor,
-                              slot: Tensor) -> Tensor:
+    def _region_word_features(
+        self, tokens: Tensor, positions: Tensor, seq_of_region: Tensor, slot: Tensor
+    ) -> Tensor:
         """``[R, D]``: normalized mean of the output tokens at each region's kept words."""
         per = self.box_predictor.num_words
-        pos = positions.view(positions.shape[0], -1, per)[seq_of_region, slot]       # [R, W]
-        gathered = tokens[seq_of_region[:, None], pos.clamp(min=0)]                   # [R, W, D]
+        pos = positions.view(positions.shape[0], -1, per)[seq_of_region, slot]  # [R, W]
+        gathered = tokens[seq_of_region[:, None], pos.clamp(min=0)]  # [R, W, D]
         weight = (pos >= 0).to(gathered.dtype)[..., None]
         return F.normalize((gathered * weight).sum(1) / weight.sum(1).clamp(min=1.0), dim=-1)
 
@@ -237,6 +325,15 @@ class BaronROIHeads(ViLDROIHeads):
         for image, bag in zip(raw_images, bags):
             dense = self.get_teacher().dense_embeddings(image[None]).float()
             scale = dense.shape[-1] / image.shape[-1]
-            out.append(roi_embed(dense, [bag.boxes.detach().to(dense.device)], output_size=self.single_pooler_resolution,
-                                 spatial_scale=scale, sampling_ratio=0, aligned=True, normalize=True))
+            out.append(
+                roi_embed(
+                    dense,
+                    [bag.boxes.detach().to(dense.device)],
+                    output_size=self.single_pooler_resolution,
+                    spatial_scale=scale,
+                    sampling_ratio=0,
+                    aligned=True,
+                    normalize=True,
+                )
+            )
         return torch.cat(out)

@@ -1,15 +1,15 @@
 """BARON's box predictor: region features -> pseudo words -> the frozen teacher text encoder -> cosine
 classifier over text embeddings with a learned background (a :class:`ViLDOutputLayers`), plus the
 in-bag positional embedding of region boxes."""
+
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
+from torch import Tensor, nn
 
 from distill.text_encoder import PseudoTextEncoder, load_text_encoder
 from distill.vocab import check_teacher_fingerprint
@@ -23,14 +23,19 @@ def load_baron_text_encoder(cfg, *, expect_fingerprint: str | None = None) -> Ps
     """``MODEL.BARON.TEXT_ENCODER``, checked to come from the teacher of the text embeddings."""
     path = cfg.MODEL.BARON.TEXT_ENCODER
     if not path:
-        raise ValueError("MODEL.BARON.TEXT_ENCODER is empty: set it to a distill.text_encoder file, or run "
-                         "tools/train_net.py, which exports it from MODEL.VILD.TEACHER")
+        raise ValueError(
+            "MODEL.BARON.TEXT_ENCODER is empty: set it to a distill.text_encoder file, or run "
+            "tools/train_net.py, which exports it from MODEL.VILD.TEACHER"
+        )
     encoder, fingerprint = load_text_encoder(path)
     check_teacher_fingerprint(
-        expect_fingerprint, fingerprint, what=f"text encoder MODEL.BARON.TEXT_ENCODER ({path})",
+        expect_fingerprint,
+        fingerprint,
+        what=f"text encoder MODEL.BARON.TEXT_ENCODER ({path})",
         source=f"the text embeddings MODEL.VILD.TEXT_EMBEDDINGS ({cfg.MODEL.VILD.TEXT_EMBEDDINGS})",
         fix="clear MODEL.BARON.TEXT_ENCODER so that tools/train_net.py exports the text tower of "
-            "MODEL.VILD.TEACHER, the teacher of the text embeddings")
+        "MODEL.VILD.TEACHER, the teacher of the text embeddings",
+    )
     return encoder
 
 
@@ -49,13 +54,19 @@ class BoxPositionEmbedding(nn.Module):
         self.num_words, self.word_dim = num_words, word_dim
         exponents = torch.arange(num_feats).div(2, rounding_mode="floor") - num_feats // 4
         self.register_buffer("frequencies", base ** exponents.float(), persistent=False)
-        self.proj = nn.Sequential(nn.Linear(4 * num_feats, word_dim), nn.LayerNorm(word_dim),
-                                  nn.Linear(word_dim, num_words * word_dim))
+        self.proj = nn.Sequential(
+            nn.Linear(4 * num_feats, word_dim),
+            nn.LayerNorm(word_dim),
+            nn.Linear(word_dim, num_words * word_dim),
+        )
 
     def forward(self, normed_boxes: Tensor) -> Tensor:
         if normed_boxes.dim() != 2 or normed_boxes.shape[1] != 4:
             raise ValueError(f"normed_boxes must be [R, 4], got {tuple(normed_boxes.shape)}")
-        xy, wh = (normed_boxes[:, :2] + normed_boxes[:, 2:]) / 2, normed_boxes[:, 2:] - normed_boxes[:, :2]
+        xy, wh = (
+            (normed_boxes[:, :2] + normed_boxes[:, 2:]) / 2,
+            normed_boxes[:, 2:] - normed_boxes[:, :2],
+        )
         angles = torch.cat([xy, wh], dim=1)[:, :, None] * (2 * math.pi) * self.frequencies
         feats = torch.stack([angles[..., 0::2].sin(), angles[..., 1::2].cos()], dim=-1).flatten(2)
         return self.proj(feats.flatten(1)).view(-1, self.num_words, self.word_dim)
@@ -72,15 +83,26 @@ class BaronOutputLayers(ViLDOutputLayers):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, text_encoder: PseudoTextEncoder, num_words: int,
-                 word_dropout: float = 0.5, **kwargs) -> None:
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        text_encoder: PseudoTextEncoder,
+        num_words: int,
+        word_dropout: float = 0.5,
+        **kwargs,
+    ) -> None:
         super().__init__(input_shape, **kwargs)
         if text_encoder.config.embed_dim != self.embed_dim:
-            raise ValueError(f"text encoder output size {text_encoder.config.embed_dim} != text embeddings size "
-                             f"{self.embed_dim} (MODEL.BARON.TEXT_ENCODER vs MODEL.VILD.TEXT_EMBEDDINGS)")
+            raise ValueError(
+                f"text encoder output size {text_encoder.config.embed_dim} != text embeddings size "
+                f"{self.embed_dim} (MODEL.BARON.TEXT_ENCODER vs MODEL.VILD.TEXT_EMBEDDINGS)"
+            )
         if not 1 <= num_words <= text_encoder.max_words:
-            raise ValueError(f"MODEL.BARON.NUM_WORDS must be in [1, {text_encoder.max_words}] for this text "
-                             f"encoder, got {num_words}")
+            raise ValueError(
+                f"MODEL.BARON.NUM_WORDS must be in [1, {text_encoder.max_words}] for this text "
+                f"encoder, got {num_words}"
+            )
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"MODEL.BARON.WORD_DROPOUT must be in [0, 1), got {word_dropout}")
         self.num_words, self.word_dim = int(num_words), text_encoder.width
@@ -89,13 +111,27 @@ class BaronOutputLayers(ViLDOutputLayers):
         self.word_dropout = float(word_dropout)
 
     @classmethod
-    def from_config(cls, cfg, input_shape: ShapeSpec, *, class_embeddings: Tensor, class_names,
-                    seen: Tensor | None = None, text_encoder: PseudoTextEncoder):
-        ret = super().from_config(cfg, input_shape, class_embeddings=class_embeddings, class_names=class_names,
-                                  seen=seen)
+    def from_config(
+        cls,
+        cfg,
+        input_shape: ShapeSpec,
+        *,
+        class_embeddings: Tensor,
+        class_names,
+        seen: Tensor | None = None,
+        text_encoder: PseudoTextEncoder,
+    ):
+        ret = super().from_config(
+            cfg, input_shape, class_embeddings=class_embeddings, class_names=class_names, seen=seen
+        )
         baron = cfg.MODEL.BARON
-        ret.update(text_encoder=text_encoder, num_words=baron.NUM_WORDS, word_dropout=baron.WORD_DROPOUT,
-                   background_weight=baron.BG_WEIGHT, test_temperature=baron.TEST_TEMPERATURE or None)
+        ret.update(
+            text_encoder=text_encoder,
+            num_words=baron.NUM_WORDS,
+            word_dropout=baron.WORD_DROPOUT,
+            background_weight=baron.BG_WEIGHT,
+            test_temperature=baron.TEST_TEMPERATURE or None,
+        )
         return ret
 
     def words(self, x: Tensor, projection: nn.Module | None = None) -> Tensor:

@@ -21,6 +21,7 @@ For one image (:meth:`NeighborhoodSampler.sample`):
 
 All randomness comes from torch's global RNG (reseeded per step by ``SOLVER.DETERMINISTIC_STEPS``).
 """
+
 from __future__ import annotations
 
 import math
@@ -60,15 +61,32 @@ class Bags:
         return int(self.boxes.shape[0])
 
 
-def cell_probabilities(box: Tensor, image_size: tuple[int, int], *, alpha: float, base_probability: float,
-                       cutoff_thresh: float, interval: float) -> Tensor:
+def cell_probabilities(
+    box: Tensor,
+    image_size: tuple[int, int],
+    *,
+    alpha: float,
+    base_probability: float,
+    cutoff_thresh: float,
+    interval: float,
+) -> Tensor:
     """``[9]`` inclusion probability of each grid cell around ``box [4]`` (the centre cell is 1)."""
     height, width = image_size
     w = float(box[2] - box[0]) + 1e-12
     h = float(box[3] - box[1]) + 1e-12
-    sides = torch.tensor([h / w, h / w, w / h, w / h], dtype=torch.float64).pow(alpha) * base_probability
-    room = torch.tensor([float(box[0]) / w, (width - float(box[2])) / w, float(box[1]) / h,
-                         (height - float(box[3])) / h], dtype=torch.float64)
+    sides = (
+        torch.tensor([h / w, h / w, w / h, w / h], dtype=torch.float64).pow(alpha)
+        * base_probability
+    )
+    room = torch.tensor(
+        [
+            float(box[0]) / w,
+            (width - float(box[2])) / w,
+            float(box[1]) / h,
+            (height - float(box[3])) / h,
+        ],
+        dtype=torch.float64,
+    )
     sides = torch.where(room > cutoff_thresh + interval, sides, torch.zeros_like(sides))
     sides = torch.nan_to_num(sides.clamp(0.0, base_probability), nan=0.0)
     probs = torch.ones(9, dtype=torch.float64)
@@ -83,7 +101,7 @@ def grid_boxes(box: Tensor, *, interval: float) -> Tensor:
     w, h = box[2] - box[0], box[3] - box[1]
     offsets = torch.arange(3, dtype=box.dtype, device=box.device) - 1.0
     shift = offsets * (1.0 + interval)
-    dx = shift.repeat(3) * w             # column offset of cell (row i, col j): j - 1
+    dx = shift.repeat(3) * w  # column offset of cell (row i, col j): j - 1
     dy = shift.repeat_interleave(3) * h  # row offset
     return box[None] + torch.stack([dx, dy, dx, dy], dim=1)
 
@@ -98,15 +116,29 @@ def normalize_in_bag(boxes: Tensor, bag_box: Tensor) -> Tensor:
 class NeighborhoodSampler:
     """Samples :class:`Bags` around proposals (see the module docstring for the rules and BARON's values)."""
 
-    def __init__(self, *, topk: int = 300, objectness_thresh: float = 0.85, aspect_thresh: float = 0.25,
-                 nms_thresh: float = 0.1, alpha: float = 3.0, base_probability: float = 0.3,
-                 cutoff_thresh: float = 0.3, interval: float = -0.1, max_groups: int = 3, max_permutations: int = 2,
-                 use_gt: bool = True, max_draws: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        topk: int = 300,
+        objectness_thresh: float = 0.85,
+        aspect_thresh: float = 0.25,
+        nms_thresh: float = 0.1,
+        alpha: float = 3.0,
+        base_probability: float = 0.3,
+        cutoff_thresh: float = 0.3,
+        interval: float = -0.1,
+        max_groups: int = 3,
+        max_permutations: int = 2,
+        use_gt: bool = True,
+        max_draws: int = 100,
+    ) -> None:
         if not 0.0 < aspect_thresh < 1.0:
             raise ValueError(f"aspect_thresh must be in (0, 1), got {aspect_thresh}")
         if topk < 1 or max_groups < 1 or max_permutations < 1:
-            raise ValueError(f"topk, max_groups and max_permutations must be >= 1, got {topk}, {max_groups}, "
-                             f"{max_permutations}")
+            raise ValueError(
+                f"topk, max_groups and max_permutations must be >= 1, got {topk}, {max_groups}, "
+                f"{max_permutations}"
+            )
         if not 0.0 <= base_probability <= 1.0:
             raise ValueError(f"base_probability must be in [0, 1], got {base_probability}")
         self.topk = int(topk)
@@ -123,11 +155,15 @@ class NeighborhoodSampler:
         self.max_draws = int(max_draws)
 
     # ------------------------------------------------------------------ step 1-2
-    def select(self, boxes: Tensor, objectness_logits: Tensor, gt_boxes: Tensor | None = None) -> Tensor:
+    def select(
+        self, boxes: Tensor, objectness_logits: Tensor, gt_boxes: Tensor | None = None
+    ) -> Tensor:
         """``[M, 4]`` centre boxes: top-k proposals (+ GT), filtered by aspect / objectness, NMS."""
         if boxes.dim() != 2 or boxes.shape[1] != 4 or objectness_logits.shape != (boxes.shape[0],):
-            raise ValueError(f"proposal boxes must be [K, 4] with objectness_logits [K], got "
-                             f"{tuple(boxes.shape)} and {tuple(objectness_logits.shape)}")
+            raise ValueError(
+                f"proposal boxes must be [K, 4] with objectness_logits [K], got "
+                f"{tuple(boxes.shape)} and {tuple(objectness_logits.shape)}"
+            )
         if not torch.isfinite(boxes).all():
             raise ValueError("proposal boxes contain NaN or inf values")
         scores = torch.sigmoid(objectness_logits.float())
@@ -142,7 +178,11 @@ class NeighborhoodSampler:
             return boxes.new_zeros(0, 4)
         boxes, scores, size = boxes[keep], scores[keep], size[keep]
         ratio = size[:, 0] / size[:, 1]
-        valid = (ratio > self.aspect_thresh) & (ratio < 1.0 / self.aspect_thresh) & (scores > self.objectness_thresh)
+        valid = (
+            (ratio > self.aspect_thresh)
+            & (ratio < 1.0 / self.aspect_thresh)
+            & (scores > self.objectness_thresh)
+        )
         if not valid.any():
             return boxes[scores.argmax()][None]
         boxes, scores = boxes[valid], scores[valid]
@@ -171,21 +211,36 @@ class NeighborhoodSampler:
                 perms.append(perm)
         return perms
 
-    def sample(self, boxes: Tensor, objectness_logits: Tensor, image_size: tuple[int, int], *,
-               gt_boxes: Tensor | None = None) -> Bags:
+    def sample(
+        self,
+        boxes: Tensor,
+        objectness_logits: Tensor,
+        image_size: tuple[int, int],
+        *,
+        gt_boxes: Tensor | None = None,
+    ) -> Bags:
         """Bags of one ``image_size = (height, width)`` image from its proposals (and GT boxes)."""
         height, width = int(image_size[0]), int(image_size[1])
         centres = self.select(boxes, objectness_logits, gt_boxes)
-        limits = torch.tensor([width, height, width, height], dtype=torch.float32, device=centres.device)
+        limits = torch.tensor(
+            [width, height, width, height], dtype=torch.float32, device=centres.device
+        )
         regions, normed, cells, lengths, seq_bag, bag_boxes = [], [], [], [], [], []
         for box in centres:
-            probs = cell_probabilities(box.cpu(), (height, width), alpha=self.alpha,
-                                       base_probability=self.base_probability, cutoff_thresh=self.cutoff_thresh,
-                                       interval=self.interval)
+            probs = cell_probabilities(
+                box.cpu(),
+                (height, width),
+                alpha=self.alpha,
+                base_probability=self.base_probability,
+                cutoff_thresh=self.cutoff_thresh,
+                interval=self.interval,
+            )
             grid = torch.minimum(grid_boxes(box, interval=self.interval).clamp(min=0), limits)
             for group in self._groups(probs):
                 group_boxes = grid[group]
-                bag = torch.cat([group_boxes[:, :2].min(dim=0).values, group_boxes[:, 2:].max(dim=0).values])
+                bag = torch.cat(
+                    [group_boxes[:, :2].min(dim=0).values, group_boxes[:, 2:].max(dim=0).values]
+                )
                 in_bag = normalize_in_bag(group_boxes, bag)
                 for perm in self._permutations(len(group)):
                     regions.append(group_boxes[perm])
@@ -199,5 +254,11 @@ class NeighborhoodSampler:
             empty = centres.new_zeros(0, 4)
             none = torch.zeros(0, dtype=torch.long, device=device)
             return Bags(empty, empty, none, none, none, empty)
-        return Bags(torch.cat(regions), torch.cat(normed), torch.cat(cells).to(device),
-                    torch.tensor(lengths, device=device), torch.tensor(seq_bag, device=device), torch.stack(bag_boxes))
+        return Bags(
+            torch.cat(regions),
+            torch.cat(normed),
+            torch.cat(cells).to(device),
+            torch.tensor(lengths, device=device),
+            torch.tensor(seq_bag, device=device),
+            torch.stack(bag_boxes),
+        )

@@ -1,13 +1,13 @@
 """ViLD's box head: convs and fully connected layers, each followed by normalization and ReLU."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.roi_heads.box_head import ROI_BOX_HEAD_REGISTRY
+from torch import nn
 
 __all__ = ["ViLDConvFCHead"]
 
@@ -22,15 +22,29 @@ class ViLDConvFCHead(nn.Sequential):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, conv_dims: list[int], fc_dims: list[int], conv_norm: str = "",
-                 fc_norm: str = "") -> None:
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        conv_dims: list[int],
+        fc_dims: list[int],
+        conv_norm: str = "",
+        fc_norm: str = "",
+    ) -> None:
         super().__init__()
         if not conv_dims and not fc_dims:
             raise ValueError("ViLDConvFCHead needs at least one conv or fc layer")
         channels, size = input_shape.channels, (input_shape.height, input_shape.width)
         for k, dim in enumerate(conv_dims):
-            conv = Conv2d(channels, dim, kernel_size=3, padding=1, bias=not conv_norm, norm=get_norm(conv_norm, dim),
-                          activation=nn.ReLU())
+            conv = Conv2d(
+                channels,
+                dim,
+                kernel_size=3,
+                padding=1,
+                bias=not conv_norm,
+                norm=get_norm(conv_norm, dim),
+                activation=nn.ReLU(),
+            )
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
@@ -54,8 +68,13 @@ class ViLDConvFCHead(nn.Sequential):
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         head = cfg.MODEL.ROI_BOX_HEAD
-        return {"input_shape": input_shape, "conv_dims": [head.CONV_DIM] * head.NUM_CONV,
-                "fc_dims": [head.FC_DIM] * head.NUM_FC, "conv_norm": head.NORM, "fc_norm": head.NORM}
+        return {
+            "input_shape": input_shape,
+            "conv_dims": [head.CONV_DIM] * head.NUM_CONV,
+            "fc_dims": [head.FC_DIM] * head.NUM_FC,
+            "conv_norm": head.NORM,
+            "fc_norm": head.NORM,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self:
@@ -80,5 +99,7 @@ def _fc_norm(norm: str, dim: int) -> nn.Module:
         return nn.GroupNorm(32, dim)
     if norm == "LN":
         return nn.LayerNorm(dim)
-    raise ValueError(f"unsupported norm {norm!r} for the fully connected layers of ViLDConvFCHead "
-                     f"(use BN, SyncBN, GN, LN or '')")
+    raise ValueError(
+        f"unsupported norm {norm!r} for the fully connected layers of ViLDConvFCHead "
+        f"(use BN, SyncBN, GN, LN or '')"
+    )

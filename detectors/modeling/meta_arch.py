@@ -1,10 +1,10 @@
 """``ViLDRCNN``: Generalized R-CNN that forwards the batch's distillation targets to its RoI heads."""
+
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from torch import Tensor
 
 from .roi_heads import DistillTargets
 
@@ -31,8 +31,9 @@ class ViLDRCNN(GeneralizedRCNN):
         if self.proposal_generator is None:
             raise ValueError("ViLDRCNN needs a proposal generator (MODEL.PROPOSAL_GENERATOR)")
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
-        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances,
-                                            **self.roi_head_inputs(batched_inputs))
+        _, detector_losses = self.roi_heads(
+            images, features, proposals, gt_instances, **self.roi_head_inputs(batched_inputs)
+        )
         return {**detector_losses, **proposal_losses}
 
     def roi_head_inputs(self, batched_inputs: list[dict]) -> dict:
@@ -50,8 +51,10 @@ class ViLDRCNN(GeneralizedRCNN):
         for x in batched_inputs:
             boxes, emb = x["distill_boxes"], x.get("distill_embeddings")
             if not isinstance(emb, Tensor) or emb.shape[0] != boxes.shape[0]:
-                raise ValueError(f"image id {x.get('image_id')!r}: 'distill_embeddings' must be a tensor with one "
-                                 f"row per distill box ({boxes.shape[0]})")
+                raise ValueError(
+                    f"image id {x.get('image_id')!r}: 'distill_embeddings' must be a tensor with one "
+                    f"row per distill box ({boxes.shape[0]})"
+                )
             out.append(DistillTargets(boxes.to(self.device).float(), emb.to(self.device).float()))
         return out
 
@@ -69,8 +72,10 @@ class BaronRCNN(ViLDRCNN):
         for x in batched_inputs:
             image = x["image"]
             if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
-                raise ValueError(f"image id {x.get('image_id')!r}: BARON's teacher needs uint8 [3, H, W] input "
-                                 f"images, got {image.dtype} {tuple(image.shape)}")
+                raise ValueError(
+                    f"image id {x.get('image_id')!r}: BARON's teacher needs uint8 [3, H, W] input "
+                    f"images, got {image.dtype} {tuple(image.shape)}"
+                )
             images.append(image.flip(0) if self.input_format == "BGR" else image)
         if any("image_id" not in x for x in batched_inputs):
             raise ValueError("BARON training inputs need 'image_id' (same-image queue masking)")

@@ -17,25 +17,37 @@ at most :data:`SEPARABLE_MAX_AREA` cells (its cost grows with ``H * W``; larger 
 inference use torchvision's op unchanged). :class:`OVROIPooler` is a ``ROIPooler`` whose RoIAlign levels
 are these modules (``MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD``).
 """
+
 from __future__ import annotations
 
 import torch
+from detectron2.layers import ROIAlign
+from detectron2.modeling.poolers import ROIPooler
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from detectron2.layers import ROIAlign
-from detectron2.modeling.poolers import ROIPooler
-
 from distill.ops.reference import bin_axis_weights
 
-__all__ = ["SEPARABLE_MAX_AREA", "separable_roi_align_backward", "SeparableGradROIAlign", "OVROIPooler"]
+__all__ = [
+    "SEPARABLE_MAX_AREA",
+    "separable_roi_align_backward",
+    "SeparableGradROIAlign",
+    "OVROIPooler",
+]
 
 SEPARABLE_MAX_AREA = 64 * 64
 """Largest ``H * W`` of a CPU feature map that uses the separable backward (measured faster up to here)."""
 
 
-def separable_roi_align_backward(grad: Tensor, rois: Tensor, input_shape: tuple[int, int, int, int], *,
-                                 spatial_scale: float, sampling_ratio: int, aligned: bool) -> Tensor:
+def separable_roi_align_backward(
+    grad: Tensor,
+    rois: Tensor,
+    input_shape: tuple[int, int, int, int],
+    *,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
     """Gradient of ``roi_align(features, rois, ...)`` w.r.t. ``features``.
 
     Args:
@@ -52,15 +64,23 @@ def separable_roi_align_backward(grad: Tensor, rois: Tensor, input_shape: tuple[
         return out
     coords = rois.detach().to(torch.promote_types(grad.dtype, torch.float32))
     opts = dict(spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, aligned=aligned)
-    a_y = bin_axis_weights(coords[:, 2], coords[:, 4], length=height, bins=bins_h, **opts).to(grad.dtype)
-    a_x = bin_axis_weights(coords[:, 1], coords[:, 3], length=width, bins=bins_w, **opts).to(grad.dtype)
+    a_y = bin_axis_weights(coords[:, 2], coords[:, 4], length=height, bins=bins_h, **opts).to(
+        grad.dtype
+    )
+    a_x = bin_axis_weights(coords[:, 1], coords[:, 3], length=width, bins=bins_w, **opts).to(
+        grad.dtype
+    )
     batch = coords[:, 0].long()
     for image in torch.unique(batch).tolist():
         index = (batch == image).nonzero().squeeze(1)
         k = index.numel()
         # [k, C * S_h, S_w] @ [k, S_w, W] -> [k, C, S_h, W]
         rows = torch.bmm(grad[index].reshape(k, channels * bins_h, bins_w), a_x[index])
-        rows = rows.view(k, channels, bins_h, width).permute(0, 2, 1, 3).reshape(k * bins_h, channels * width)
+        rows = (
+            rows.view(k, channels, bins_h, width)
+            .permute(0, 2, 1, 3)
+            .reshape(k * bins_h, channels * width)
+        )
         # [H, k * S_h] @ [k * S_h, C * W] -> [H, C, W]
         column = a_y[index].permute(2, 0, 1).reshape(height, k * bins_h)
         out[image] = (column @ rows).view(height, channels, width).permute(1, 0, 2)
@@ -71,8 +91,15 @@ class _SeparableGradRoIAlignFunction(torch.autograd.Function):
     """torchvision's ``roi_align`` forward, :func:`separable_roi_align_backward` backward."""
 
     @staticmethod
-    def forward(ctx, features: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
-                sampling_ratio: int, aligned: bool) -> Tensor:
+    def forward(
+        ctx,
+        features: Tensor,
+        rois: Tensor,
+        output_size: tuple[int, int],
+        spatial_scale: float,
+        sampling_ratio: int,
+        aligned: bool,
+    ) -> Tensor:
         ctx.save_for_backward(rois)
         ctx.settings = (tuple(features.shape), spatial_scale, sampling_ratio, aligned)
         return roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
@@ -81,8 +108,14 @@ class _SeparableGradRoIAlignFunction(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (rois,) = ctx.saved_tensors
         shape, spatial_scale, sampling_ratio, aligned = ctx.settings
-        features_grad = separable_roi_align_backward(grad.contiguous(), rois, shape, spatial_scale=spatial_scale,
-                                                     sampling_ratio=sampling_ratio, aligned=aligned)
+        features_grad = separable_roi_align_backward(
+            grad.contiguous(),
+            rois,
+            shape,
+            spatial_scale=spatial_scale,
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+        )
         return features_grad, None, None, None, None, None
 
 
@@ -94,26 +127,48 @@ class SeparableGradROIAlign(ROIAlign):
     def forward(self, input: Tensor, rois: Tensor) -> Tensor:
         if self._separable(input):
             if rois.dim() != 2 or rois.size(1) != 5:
-                raise ValueError(f"rois must be [K, 5] (batch index, x1, y1, x2, y2), got {tuple(rois.shape)}")
-            return _SeparableGradRoIAlignFunction.apply(input, rois.to(dtype=input.dtype), self.output_size,
-                                                        self.spatial_scale, self.sampling_ratio, self.aligned)
+                raise ValueError(
+                    f"rois must be [K, 5] (batch index, x1, y1, x2, y2), got {tuple(rois.shape)}"
+                )
+            return _SeparableGradRoIAlignFunction.apply(
+                input,
+                rois.to(dtype=input.dtype),
+                self.output_size,
+                self.spatial_scale,
+                self.sampling_ratio,
+                self.aligned,
+            )
         return super().forward(input, rois)
 
     @staticmethod
     def _separable(input: Tensor) -> bool:
-        return (input.device.type == "cpu" and input.requires_grad and torch.is_grad_enabled()
-                and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not input.is_quantized
-                and input.dim() == 4 and input.shape[-2] * input.shape[-1] <= SEPARABLE_MAX_AREA)
+        return (
+            input.device.type == "cpu"
+            and input.requires_grad
+            and torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting()
+            and not input.is_quantized
+            and input.dim() == 4
+            and input.shape[-2] * input.shape[-1] <= SEPARABLE_MAX_AREA
+        )
 
 
 class OVROIPooler(ROIPooler):
     """``ROIPooler`` (same arguments, level assignment and output) whose RoIAlign levels are
     :class:`SeparableGradROIAlign`. Other pooler types are Detectron2's."""
 
-    def __init__(self, output_size, scales, sampling_ratio: int, pooler_type: str, **kwargs) -> None:
+    def __init__(
+        self, output_size, scales, sampling_ratio: int, pooler_type: str, **kwargs
+    ) -> None:
         super().__init__(output_size, scales, sampling_ratio, pooler_type, **kwargs)
         if pooler_type in ("ROIAlign", "ROIAlignV2"):
             self.level_poolers = nn.ModuleList(
-                SeparableGradROIAlign(level.output_size, spatial_scale=level.spatial_scale,
-                                      sampling_ratio=level.sampling_ratio, aligned=level.aligned)
-                for level in self.level_poolers)
+                SeparableGradROIAlign(
+                    level.output_size,
+                    spatial_scale=level.spatial_scale,
+                    sampling_ratio=level.sampling_ratio,
+                    aligned=level.aligned,
+                )
+                for level in self.level_poolers
+            )

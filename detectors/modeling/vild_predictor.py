@@ -1,26 +1,28 @@
 """ViLD's text-embedding classifier (cosine logits over a swappable vocabulary) and box regressor."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from fvcore.nn import smooth_l1_loss
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
+from fvcore.nn import smooth_l1_loss
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from distill.vocab import cosine_logits, normalize_name, validate_class_names
 
 __all__ = ["ViLDOutputLayers", "ensemble_scores", "cosine_logits"]
 
 
-def ensemble_scores(text_probs: Tensor, image_probs: Tensor, seen: Tensor, *, weight: float = 2.0 / 3.0) -> Tensor:
+def ensemble_scores(
+    text_probs: Tensor, image_probs: Tensor, seen: Tensor, *, weight: float = 2.0 / 3.0
+) -> Tensor:
     """ViLD-ensemble class scores ``[R, C]``: geometric mean weighted per class.
 
     Seen (base) classes: ``p_text^weight * p_img^(1 - weight)``; unseen (novel) classes:
@@ -31,8 +33,11 @@ def ensemble_scores(text_probs: Tensor, image_probs: Tensor, seen: Tensor, *, we
         image_probs: ``[R, C]`` probabilities of the distillation branch (softmax without background).
         seen: bool ``[C]``.
     """
-    w = torch.where(seen, torch.full_like(seen, weight, dtype=text_probs.dtype),
-                    torch.full_like(seen, 1.0 - weight, dtype=text_probs.dtype))
+    w = torch.where(
+        seen,
+        torch.full_like(seen, weight, dtype=text_probs.dtype),
+        torch.full_like(seen, 1.0 - weight, dtype=text_probs.dtype),
+    )
     return text_probs.clamp_min(0).pow(w) * image_probs.clamp_min(0).pow(1.0 - w)
 
 
@@ -48,12 +53,24 @@ class ViLDOutputLayers(nn.Module):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, box2box_transform: Box2BoxTransform, class_embeddings: Tensor,
-                 class_names: Sequence[str], seen: Tensor | Sequence[bool] | None = None, temperature: float = 0.01,
-                 test_score_thresh: float = 0.05, test_nms_thresh: float = 0.5, test_topk_per_image: int = 100,
-                 smooth_l1_beta: float = 0.0, box_reg_loss_weight: float = 1.0,
-                 ensemble_weight: float = 2.0 / 3.0, background_weight: float = 1.0,
-                 test_temperature: float | None = None) -> None:
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        box2box_transform: Box2BoxTransform,
+        class_embeddings: Tensor,
+        class_names: Sequence[str],
+        seen: Tensor | Sequence[bool] | None = None,
+        temperature: float = 0.01,
+        test_score_thresh: float = 0.05,
+        test_nms_thresh: float = 0.5,
+        test_topk_per_image: int = 100,
+        smooth_l1_beta: float = 0.0,
+        box_reg_loss_weight: float = 1.0,
+        ensemble_weight: float = 2.0 / 3.0,
+        background_weight: float = 1.0,
+        test_temperature: float | None = None,
+    ) -> None:
         super().__init__()
         in_features = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         embed_dim = int(class_embeddings.shape[1])
@@ -81,11 +98,20 @@ class ViLDOutputLayers(nn.Module):
         self.register_buffer("seen", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.class_names: list[str] = []
         self.set_vocabulary(class_embeddings, class_names, seen=seen)
-        self.training_names = frozenset(normalize_name(n) for n, s in zip(self.class_names, self.seen.tolist()) if s)
+        self.training_names = frozenset(
+            normalize_name(n) for n, s in zip(self.class_names, self.seen.tolist()) if s
+        )
 
     @classmethod
-    def from_config(cls, cfg, input_shape: ShapeSpec, *, class_embeddings: Tensor, class_names: Sequence[str],
-                    seen: Tensor | Sequence[bool] | None = None):
+    def from_config(
+        cls,
+        cfg,
+        input_shape: ShapeSpec,
+        *,
+        class_embeddings: Tensor,
+        class_names: Sequence[str],
+        seen: Tensor | Sequence[bool] | None = None,
+    ):
         return {
             "input_shape": input_shape,
             "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS),
@@ -106,8 +132,13 @@ class ViLDOutputLayers(nn.Module):
     def num_classes(self) -> int:
         return int(self.class_embeddings.shape[0])
 
-    def set_vocabulary(self, embeddings: Tensor, names: Sequence[str], *,
-                       seen: Tensor | Sequence[bool] | None = None) -> None:
+    def set_vocabulary(
+        self,
+        embeddings: Tensor,
+        names: Sequence[str],
+        *,
+        seen: Tensor | Sequence[bool] | None = None,
+    ) -> None:
         """Replace the classifier by ``embeddings [N, D]`` (normalized here) for classes ``names``.
 
         ``seen`` (bool ``[N]``) marks the classes trained on: they are the only ones scored in
@@ -117,8 +148,10 @@ class ViLDOutputLayers(nn.Module):
         names = [str(n) for n in names]
         embed_dim = self.embed_dim
         if embeddings.ndim != 2 or embeddings.shape != (len(names), embed_dim):
-            raise ValueError(f"vocabulary embeddings must be [{len(names)}, {embed_dim}] for {len(names)} names, "
-                             f"got {list(embeddings.shape)}")
+            raise ValueError(
+                f"vocabulary embeddings must be [{len(names)}, {embed_dim}] for {len(names)} names, "
+                f"got {list(embeddings.shape)}"
+            )
         if not torch.isfinite(embeddings).all():
             raise ValueError("vocabulary embeddings contain non-finite values")
         validate_class_names(names, field="vocabulary names")
@@ -139,8 +172,9 @@ class ViLDOutputLayers(nn.Module):
         """Normalized region embeddings ``[R, D]`` of box-head features ``x [R, F]``."""
         return F.normalize(self.projection(x.flatten(1)), dim=-1)
 
-    def class_logits(self, embeddings: Tensor, *, background: bool = True,
-                     classifier: Tensor | None = None) -> Tensor:
+    def class_logits(
+        self, embeddings: Tensor, *, background: bool = True, classifier: Tensor | None = None
+    ) -> Tensor:
         """``[R, C (+1)]`` cosine logits / temperature of region ``embeddings [R, D]``.
 
         ``classifier [C, D]`` (L2-normalized) replaces the vocabulary for this call (inference);
@@ -149,8 +183,12 @@ class ViLDOutputLayers(nn.Module):
         temperature = self.temperature if self.training else self.test_temperature
         own_vocabulary = classifier is None
         classifier = self.class_embeddings if own_vocabulary else classifier
-        logits = cosine_logits(embeddings, classifier, temperature=temperature,
-                               background=F.normalize(self.bg_embedding, dim=0) if background else None)
+        logits = cosine_logits(
+            embeddings,
+            classifier,
+            temperature=temperature,
+            background=F.normalize(self.bg_embedding, dim=0) if background else None,
+        )
         if self.training and own_vocabulary and not bool(self.seen.all()):
             mask = torch.cat([~self.seen, self.seen.new_zeros(logits.shape[1] - self.num_classes)])
             logits = logits.masked_fill(mask, float("-inf"))
@@ -163,7 +201,9 @@ class ViLDOutputLayers(nn.Module):
         return self.class_logits(self.embed(x), classifier=classifier), self.bbox_pred(x)
 
     # ------------------------------------------------------------------ training
-    def losses(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> dict[str, Tensor]:
+    def losses(
+        self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
+    ) -> dict[str, Tensor]:
         """Softmax cross-entropy over [training classes, background] and smooth-L1 box regression.
 
         Background RoIs weigh ``background_weight`` in the CE (1.0: plain mean; BARON FPN: 0.7).
@@ -172,14 +212,20 @@ class ViLDOutputLayers(nn.Module):
         (Detectron2's normalization).
         """
         logits, deltas = predictions
-        gt_classes = cat([p.gt_classes for p in proposals]) if proposals else logits.new_zeros(0, dtype=torch.long)
+        gt_classes = (
+            cat([p.gt_classes for p in proposals])
+            if proposals
+            else logits.new_zeros(0, dtype=torch.long)
+        )
         fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
         if fg.any():
             unseen = ~self.seen[gt_classes[fg]]
             if unseen.any():
                 bad = sorted({self.class_names[i] for i in gt_classes[fg][unseen].tolist()})
-                raise ValueError(f"training annotations of classes outside the training vocabulary: {bad}; novel "
-                                 f"classes must not be annotated in training data (register it with base_only)")
+                raise ValueError(
+                    f"training annotations of classes outside the training vocabulary: {bad}; novel "
+                    f"classes must not be annotated in training data (register it with base_only)"
+                )
         _log_accuracy(logits, gt_classes, self.num_classes)
         if not gt_classes.numel():
             loss_cls = logits.sum() * 0
@@ -190,7 +236,9 @@ class ViLDOutputLayers(nn.Module):
             loss_cls = F.cross_entropy(logits, gt_classes, reduction="mean")
         if proposals:
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])
-            gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals])
+            gt_boxes = cat(
+                [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals]
+            )
         else:
             proposal_boxes = gt_boxes = deltas.new_zeros(0, 4)
         fg_index = fg.nonzero().squeeze(1)
@@ -200,7 +248,9 @@ class ViLDOutputLayers(nn.Module):
         return {"loss_cls": loss_cls, "loss_box_reg": loss_box * self.box_reg_loss_weight}
 
     # ------------------------------------------------------------------ inference
-    def predict_boxes(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]) -> tuple[Tensor, ...]:
+    def predict_boxes(
+        self, predictions: tuple[Tensor, Tensor], proposals: list[Instances]
+    ) -> tuple[Tensor, ...]:
         """Per image ``[R_i, 4]`` decoded boxes."""
         if not proposals:
             return ()
@@ -208,9 +258,15 @@ class ViLDOutputLayers(nn.Module):
         boxes = self.box2box_transform.apply_deltas(predictions[1], proposal_boxes)
         return _per_image(boxes, proposals)
 
-    def predict_probs(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances], *,
-                      image_embeddings: Tensor | None = None, classifier: Tensor | None = None,
-                      seen: Tensor | None = None) -> tuple[Tensor, ...]:
+    def predict_probs(
+        self,
+        predictions: tuple[Tensor, Tensor],
+        proposals: list[Instances],
+        *,
+        image_embeddings: Tensor | None = None,
+        classifier: Tensor | None = None,
+        seen: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
         """Per image ``[R_i, C + 1]`` class probabilities (background last).
 
         With ``image_embeddings [R, D]`` (ViLD-ensemble's distillation branch) the foreground
@@ -221,26 +277,49 @@ class ViLDOutputLayers(nn.Module):
         probs = F.softmax(predictions[0], dim=-1)
         if image_embeddings is not None:
             if seen is None and classifier is not None:
-                raise ValueError("ViLD-ensemble scoring with a given classifier needs seen [K] "
-                                 "(bool, class trained on)")
-            image_logits = self.class_logits(image_embeddings, background=False,
-                                             classifier=classifier)
-            fg = ensemble_scores(probs[:, :-1], F.softmax(image_logits, dim=-1),
-                                 self.seen if seen is None else seen.bool(),
-                                 weight=self.ensemble_weight)
+                raise ValueError(
+                    "ViLD-ensemble scoring with a given classifier needs seen [K] "
+                    "(bool, class trained on)"
+                )
+            image_logits = self.class_logits(
+                image_embeddings, background=False, classifier=classifier
+            )
+            fg = ensemble_scores(
+                probs[:, :-1],
+                F.softmax(image_logits, dim=-1),
+                self.seen if seen is None else seen.bool(),
+                weight=self.ensemble_weight,
+            )
             probs = torch.cat([fg, probs[:, -1:]], dim=1)
         return _per_image(probs, proposals)
 
-    def inference(self, predictions: tuple[Tensor, Tensor], proposals: list[Instances], *,
-                  image_embeddings: Tensor | None = None, classifier: Tensor | None = None,
-                  seen: Tensor | None = None) -> tuple[list[Instances], list[Tensor]]:
+    def inference(
+        self,
+        predictions: tuple[Tensor, Tensor],
+        proposals: list[Instances],
+        *,
+        image_embeddings: Tensor | None = None,
+        classifier: Tensor | None = None,
+        seen: Tensor | None = None,
+    ) -> tuple[list[Instances], list[Tensor]]:
         """Detections per image (score threshold, per-class NMS, top-k), as ``fast_rcnn_inference``;
         ``classifier`` / ``seen`` as in :meth:`predict_probs`."""
         boxes = self.predict_boxes(predictions, proposals)
-        scores = self.predict_probs(predictions, proposals, image_embeddings=image_embeddings,
-                                    classifier=classifier, seen=seen)
-        return fast_rcnn_inference(boxes, scores, [p.image_size for p in proposals], self.test_score_thresh,
-                                   self.test_nms_thresh, self.test_topk_per_image)
+        scores = self.predict_probs(
+            predictions,
+            proposals,
+            image_embeddings=image_embeddings,
+            classifier=classifier,
+            seen=seen,
+        )
+        return fast_rcnn_inference(
+            boxes,
+            scores,
+            [p.image_size for p in proposals],
+            self.test_score_thresh,
+            self.test_nms_thresh,
+            self.test_topk_per_image,
+        )
 
 
 def _per_image(values: Tensor, proposals: list[Instances]) -> tuple[Tensor, ...]:
@@ -258,4 +337,6 @@ def _log_accuracy(logits: Tensor, gt_classes: Tensor, num_classes: int) -> None:
     storage = get_event_storage()
     storage.put_scalar("vild/cls_accuracy", (pred == gt_classes).float().mean().item())
     if fg.any():
-        storage.put_scalar("vild/fg_cls_accuracy", (pred[fg] == gt_classes[fg]).float().mean().item())
+        storage.put_scalar(
+            "vild/fg_cls_accuracy", (pred[fg] == gt_classes[fg]).float().mean().item()
+        )

@@ -17,6 +17,7 @@ Modules: :mod:`.vocabulary` (``parse_vocabulary``), :mod:`.inference_config`
 :mod:`.ov_predictor` (``OVPredictor``); images are read by ``detectors.data.read_image`` (the data
 mapper's reader) and resized by ``detectors.data.prepare_image`` (the exported runtime's resize).
 """
+
 from ..data.images import IMAGE_SUFFIXES, read_image
 from .checkpoint import load_checkpoint
 from .encoder import VocabularyEncoder
@@ -24,5 +25,13 @@ from .inference_config import load_inference_config, recorded_file
 from .ov_predictor import OVPredictor
 from .vocabulary import parse_vocabulary
 
-__all__ = ["IMAGE_SUFFIXES", "parse_vocabulary", "read_image", "load_inference_config",
-           "recorded_file", "load_checkpoint", "VocabularyEncoder", "OVPredictor"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "parse_vocabulary",
+    "read_image",
+    "load_inference_config",
+    "recorded_file",
+    "load_checkpoint",
+    "VocabularyEncoder",
+    "OVPredictor",
+]

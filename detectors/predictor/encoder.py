@@ -1,14 +1,14 @@
 """``VocabularyEncoder``: text embeddings of any class names in the space of a trained detector's
 teacher."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
-
 from detectron2.config import CfgNode
+from torch import Tensor
 
 from distill.teachers import TextTooLongError, read_cached_text_classifier
 from distill.vocab import check_teacher_fingerprint, normalize_name
@@ -19,8 +19,10 @@ from .vocabulary import parse_vocabulary
 
 __all__ = ["VocabularyEncoder"]
 
-_FIX = ("this teacher is not the one the model was trained with, so its text embeddings would "
-        "not match the detector: configure the training teacher")
+_FIX = (
+    "this teacher is not the one the model was trained with, so its text embeddings would "
+    "not match the detector: configure the training teacher"
+)
 
 
 class VocabularyEncoder:
@@ -38,7 +40,9 @@ class VocabularyEncoder:
             (``$OVDISTILL_CACHE/text_classifiers``).
     """
 
-    def __init__(self, cfg: CfgNode, *, teacher: Callable[[], Any] | None = None, cache: bool = True) -> None:
+    def __init__(
+        self, cfg: CfgNode, *, teacher: Callable[[], Any] | None = None, cache: bool = True
+    ) -> None:
         self.table = read_classifier(cfg.MODEL.VILD.TEXT_EMBEDDINGS)
         self.fingerprint = self.table.teacher_fingerprint
         self.templates = cfg.MODEL.VILD.TEACHER.TEMPLATES
@@ -55,11 +59,17 @@ class VocabularyEncoder:
     def teacher(self) -> Any:
         """The configured teacher, built once and checked against the classifier's fingerprint."""
         if self._teacher is None:
-            teacher = self._factory() if self._factory is not None else build_teacher_from_cfg(self._cfg)
+            teacher = (
+                self._factory() if self._factory is not None else build_teacher_from_cfg(self._cfg)
+            )
             self.teacher_loads += 1
-            check_teacher_fingerprint(self.fingerprint, str(teacher.fingerprint),
-                                      what="the configured teacher (MODEL.VILD.TEACHER)",
-                                      source=f"text classifier {self.table.source}", fix=_FIX)
+            check_teacher_fingerprint(
+                self.fingerprint,
+                str(teacher.fingerprint),
+                what="the configured teacher (MODEL.VILD.TEACHER)",
+                source=f"text classifier {self.table.source}",
+                fix=_FIX,
+            )
             self._teacher = teacher
         return self._teacher
 
@@ -72,27 +82,39 @@ class VocabularyEncoder:
         if known:
             rows[known] = self.table.select([names[i] for i in known])
         if missing:
-            rows[[i for i, n in enumerate(names) if normalize_name(n) not in index]] = self._encode(missing, field)
+            rows[[i for i, n in enumerate(names) if normalize_name(n) not in index]] = self._encode(
+                missing, field
+            )
         return rows
 
     def _encode(self, names: list[str], field: str) -> Tensor:
         """``[K, D]`` embeddings of ``names`` (none in the training classifier): cached, else
         encoded by the teacher (and cached)."""
-        embeddings = (read_cached_text_classifier(self.fingerprint, names, templates=self.templates)
-                      if self.cache else None)
+        embeddings = (
+            read_cached_text_classifier(self.fingerprint, names, templates=self.templates)
+            if self.cache
+            else None
+        )
         if embeddings is None:
             teacher = self.teacher()
             try:
-                embeddings = teacher.text_classifier(names, templates=self.templates,
-                                                     cache=self.cache).float().cpu()
+                embeddings = (
+                    teacher.text_classifier(names, templates=self.templates, cache=self.cache)
+                    .float()
+                    .cpu()
+                )
             except ValueError as err:  # distill.teachers names the class and the prompt
                 too_long = (err, err.__cause__)
                 if not any(isinstance(e, TextTooLongError) for e in too_long):
                     raise
-                raise ValueError(f"{field}: a class name is too long for the teacher's text "
-                                 f"encoder (context length {teacher.context_length} tokens, prompt "
-                                 f"templates {self.templates!r}): {err}") from err
+                raise ValueError(
+                    f"{field}: a class name is too long for the teacher's text "
+                    f"encoder (context length {teacher.context_length} tokens, prompt "
+                    f"templates {self.templates!r}): {err}"
+                ) from err
         if embeddings.shape[1] != self.embed_dim:
-            raise ValueError(f"{field}: the teacher's text embeddings have size {embeddings.shape[1]}, the model "
-                             f"expects {self.embed_dim} ({self.table.source})")
+            raise ValueError(
+                f"{field}: the teacher's text embeddings have size {embeddings.shape[1]}, the model "
+                f"expects {self.embed_dim} ({self.table.source})"
+            )
         return embeddings

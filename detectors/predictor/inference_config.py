@@ -1,5 +1,6 @@
 """The config of a trained detector for inference: files recorded beside its weights, then the
 inference stage of ``detectors.prepare.prepare_resources``."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,12 @@ logger = logging.getLogger(__name__)
 EXPORTED_SUFFIXES = (".ts", ".onnx")
 
 
-def load_inference_config(config: str | os.PathLike | CfgNode, *,
-                          weights: str | os.PathLike | None = None,
-                          opts: Sequence[str] = ()) -> CfgNode:
+def load_inference_config(
+    config: str | os.PathLike | CfgNode,
+    *,
+    weights: str | os.PathLike | None = None,
+    opts: Sequence[str] = (),
+) -> CfgNode:
     """The resolved config to build a trained detector from (or to run its exported file).
 
     ``MODEL.VILD.TEXT_EMBEDDINGS`` (it fixes the embedding size and is the vocabulary's reference)
@@ -38,8 +42,10 @@ def load_inference_config(config: str | os.PathLike | CfgNode, *,
         cfg.merge_from_list(list(opts))
     cfg.defrost()
     if cfg.MODEL.META_ARCHITECTURE not in ("ViLDRCNN", "BaronRCNN"):
-        raise ValueError(f"open-vocabulary inference needs MODEL.META_ARCHITECTURE ViLDRCNN or "
-                         f"BaronRCNN, got {cfg.MODEL.META_ARCHITECTURE!r}")
+        raise ValueError(
+            f"open-vocabulary inference needs MODEL.META_ARCHITECTURE ViLDRCNN or "
+            f"BaronRCNN, got {cfg.MODEL.META_ARCHITECTURE!r}"
+        )
     exported = weights is not None and Path(weights).suffix in EXPORTED_SUFFIXES
     if weights is not None and not cfg.MODEL.VILD.TEXT_EMBEDDINGS:
         source, path = recorded_file(Path(weights), "VILD", "TEXT_EMBEDDINGS")
@@ -63,7 +69,10 @@ def recorded_file(weights: Path, group: str, key: str) -> tuple[Path | None, str
     run_config, card = weights.with_name("config.yaml"), weights.with_name(CARD_JSON)
     path, source = "", None
     if card.is_file() and (group, key) == ("VILD", "TEXT_EMBEDDINGS"):
-        path = str(json.loads(card.read_text(encoding="utf-8")).get("teacher", {}).get("text_embeddings") or "")
+        path = str(
+            json.loads(card.read_text(encoding="utf-8")).get("teacher", {}).get("text_embeddings")
+            or ""
+        )
         source = card
     elif run_config.is_file():
         path, source = str(load_config(run_config).MODEL[group][key]), run_config

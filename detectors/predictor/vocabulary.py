@@ -1,4 +1,5 @@
 """Vocabulary arguments: class names from ``"cat, dog"``, a list, or ``@names.txt``."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +21,11 @@ def parse_vocabulary(vocabulary: str | Sequence[str], *, field: str = "vocabular
             path = Path(vocabulary[1:])
             if not path.is_file():
                 raise FileNotFoundError(f"{field}: vocabulary file {path} does not exist")
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            names = [
+                line.strip()
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
             field = f"{field} ({path})"
         else:
             names = [n.strip() for n in vocabulary.split(",")]

@@ -5,21 +5,29 @@ Proposal files use Detectron2's format: a pickle (or JSON) dict with ``"ids"`` (
 ``"boxes"`` (per image ``[K_i, 4]``) and ``"objectness_logits"`` (per image ``[K_i]``), optionally
 ``"bbox_mode"`` (0 = XYXY_ABS, the default; 1 = XYWH_ABS). Ids are matched as strings, as Detectron2 does.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import pickle
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from distill.data import ImageRecord
 
-__all__ = ["Proposals", "load_proposals", "clip_and_filter", "select_proposals", "gt_boxes",
-           "image_regions"]
+__all__ = [
+    "Proposals",
+    "load_proposals",
+    "clip_and_filter",
+    "select_proposals",
+    "gt_boxes",
+    "image_regions",
+]
 
 _XYXY_ABS, _XYWH_ABS = 0, 1
 
@@ -56,11 +64,15 @@ def load_proposals(path: str | os.PathLike) -> Proposals:
             raise ValueError(f"proposal file {path} lacks field {field!r}")
     mode = int(data.get("bbox_mode", _XYXY_ABS))
     if mode not in (_XYXY_ABS, _XYWH_ABS):
-        raise ValueError(f"proposal file {path}: bbox_mode {mode} unsupported (use 0 XYXY_ABS or 1 XYWH_ABS)")
+        raise ValueError(
+            f"proposal file {path}: bbox_mode {mode} unsupported (use 0 XYXY_ABS or 1 XYWH_ABS)"
+        )
     ids, all_boxes, all_scores = data["ids"], data["boxes"], data["objectness_logits"]
     if not len(ids) == len(all_boxes) == len(all_scores):
-        raise ValueError(f"proposal file {path}: {len(ids)} ids, {len(all_boxes)} box arrays and "
-                         f"{len(all_scores)} objectness arrays")
+        raise ValueError(
+            f"proposal file {path}: {len(ids)} ids, {len(all_boxes)} box arrays and "
+            f"{len(all_scores)} objectness arrays"
+        )
     boxes: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
     for image_id, image_boxes, image_scores in zip(ids, all_boxes, all_scores):
@@ -70,8 +82,10 @@ def load_proposals(path: str | os.PathLike) -> Proposals:
         b = np.asarray(image_boxes, dtype=np.float32).reshape(-1, 4).copy()
         s = np.asarray(image_scores, dtype=np.float32).reshape(-1)
         if len(b) != len(s):
-            raise ValueError(f"proposal file {path}: image id {image_id!r} has {len(b)} boxes but "
-                             f"{len(s)} objectness logits")
+            raise ValueError(
+                f"proposal file {path}: image id {image_id!r} has {len(b)} boxes but "
+                f"{len(s)} objectness logits"
+            )
         if mode == _XYWH_ABS:
             b[:, 2:] += b[:, :2]
         boxes[key], scores[key] = b, s
@@ -85,14 +99,22 @@ def clip_and_filter(boxes: np.ndarray, *, width: int, height: int) -> tuple[np.n
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     finite = np.isfinite(boxes).all(axis=1)
-    clipped = np.stack([boxes[:, 0].clip(0, width), boxes[:, 1].clip(0, height),
-                        boxes[:, 2].clip(0, width), boxes[:, 3].clip(0, height)], axis=1)
+    clipped = np.stack(
+        [
+            boxes[:, 0].clip(0, width),
+            boxes[:, 1].clip(0, height),
+            boxes[:, 2].clip(0, width),
+            boxes[:, 3].clip(0, height),
+        ],
+        axis=1,
+    )
     keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     return clipped, keep
 
 
-def select_proposals(boxes: np.ndarray, scores: np.ndarray, *, width: int, height: int,
-                     max_per_image: int) -> tuple[np.ndarray, int]:
+def select_proposals(
+    boxes: np.ndarray, scores: np.ndarray, *, width: int, height: int, max_per_image: int
+) -> tuple[np.ndarray, int]:
     """Clip, drop degenerate boxes, then keep the top ``max_per_image`` by objectness.
 
     Returns ``(boxes [M, 4] float32 sorted by decreasing objectness (stable), num_degenerate)``.
@@ -103,8 +125,14 @@ def select_proposals(boxes: np.ndarray, scores: np.ndarray, *, width: int, heigh
     return clipped[keep][order], int((~keep).sum())
 
 
-def gt_boxes(annotations: Sequence[Mapping], *, image_id: Hashable, width: int, height: int,
-             max_per_image: int) -> tuple[np.ndarray, int]:
+def gt_boxes(
+    annotations: Sequence[Mapping],
+    *,
+    image_id: Hashable,
+    width: int,
+    height: int,
+    max_per_image: int,
+) -> tuple[np.ndarray, int]:
     """Ground-truth boxes of one image: COCO ``bbox`` (xywh) to xyxy, crowd boxes skipped.
 
     Annotations are taken in increasing annotation-id order; returns ``(boxes [<=M, 4], num_degenerate)``.
@@ -115,16 +143,19 @@ def gt_boxes(annotations: Sequence[Mapping], *, image_id: Hashable, width: int, 
             continue
         bbox = ann.get("bbox")
         if bbox is None or len(bbox) != 4:
-            raise ValueError(f"annotation {ann.get('id')!r} of image id {image_id!r} has no valid 'bbox' "
-                             f"(got {bbox!r})")
+            raise ValueError(
+                f"annotation {ann.get('id')!r} of image id {image_id!r} has no valid 'bbox' "
+                f"(got {bbox!r})"
+            )
         x, y, w, h = (float(v) for v in bbox)
         rows.append((x, y, x + w, y + h))
     clipped, keep = clip_and_filter(np.asarray(rows, dtype=np.float32), width=width, height=height)
     return clipped[keep][:max_per_image], int((~keep).sum())
 
 
-def image_regions(record: ImageRecord, *, proposals: Proposals | None, max_per_image: int,
-                  width: int, height: int) -> tuple[np.ndarray, int]:
+def image_regions(
+    record: ImageRecord, *, proposals: Proposals | None, max_per_image: int, width: int, height: int
+) -> tuple[np.ndarray, int]:
     """The regions of one dataset image: the top ``max_per_image`` proposals of ``proposals`` when
     given, else its ground-truth boxes; clipped to ``width x height``, degenerate ones dropped.
 
@@ -132,7 +163,13 @@ def image_regions(record: ImageRecord, *, proposals: Proposals | None, max_per_i
     """
     if proposals is not None:
         boxes, scores = proposals.get(record.image_id)
-        return select_proposals(boxes, scores, width=width, height=height,
-                                max_per_image=max_per_image)
-    return gt_boxes(record.annotations, image_id=record.image_id, width=width, height=height,
-                    max_per_image=max_per_image)
+        return select_proposals(
+            boxes, scores, width=width, height=height, max_per_image=max_per_image
+        )
+    return gt_boxes(
+        record.annotations,
+        image_id=record.image_id,
+        width=width,
+        height=height,
+        max_per_image=max_per_image,
+    )

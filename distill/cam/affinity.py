@@ -12,6 +12,7 @@ The reference finds the boxes with ``cv2.findContours`` on the thresholded uint8
 box's exclusive right/bottom edge to ``size - 1``, so a region touching the right or bottom border loses
 its last column/row; here boxes always cover their whole region (8-connected components, pure torch).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,14 @@ from torch import Tensor
 
 from distill.cam.gradcam import minmax_scale
 
-__all__ = ["sinkhorn_normalize", "class_aware_affinity", "connected_components", "cam_boxes", "box_mask_from_cam",
-           "refine_cams"]
+__all__ = [
+    "sinkhorn_normalize",
+    "class_aware_affinity",
+    "connected_components",
+    "cam_boxes",
+    "box_mask_from_cam",
+    "refine_cams",
+]
 
 
 def sinkhorn_normalize(matrix: Tensor, *, iters: int = 2) -> Tensor:
@@ -49,7 +56,9 @@ def class_aware_affinity(attention: Tensor, *, sinkhorn_iters: int = 2, power: i
     if power < 1:
         raise ValueError(f"power must be >= 1, got {power}")
     normalized = sinkhorn_normalize(attention.double(), iters=sinkhorn_iters)
-    return torch.linalg.matrix_power((normalized + normalized.transpose(-1, -2)) / 2, power).to(attention.dtype)
+    return torch.linalg.matrix_power((normalized + normalized.transpose(-1, -2)) / 2, power).to(
+        attention.dtype
+    )
 
 
 def connected_components(mask: Tensor) -> Tensor:
@@ -95,10 +104,24 @@ def cam_boxes(cam: Tensor, *, threshold: float = 0.4) -> Tensor:
     ys, xs = torch.nonzero(components, as_tuple=True)
     owner = components[ys, xs] - 1
     big = torch.iinfo(torch.long).max
-    x0 = torch.full((n,), big, dtype=torch.long, device=cam.device).scatter_reduce(0, owner, xs, "amin")
-    y0 = torch.full((n,), big, dtype=torch.long, device=cam.device).scatter_reduce(0, owner, ys, "amin")
-    x1 = torch.full((n,), -1, dtype=torch.long, device=cam.device).scatter_reduce(0, owner, xs, "amax") + 1
-    y1 = torch.full((n,), -1, dtype=torch.long, device=cam.device).scatter_reduce(0, owner, ys, "amax") + 1
+    x0 = torch.full((n,), big, dtype=torch.long, device=cam.device).scatter_reduce(
+        0, owner, xs, "amin"
+    )
+    y0 = torch.full((n,), big, dtype=torch.long, device=cam.device).scatter_reduce(
+        0, owner, ys, "amin"
+    )
+    x1 = (
+        torch.full((n,), -1, dtype=torch.long, device=cam.device).scatter_reduce(
+            0, owner, xs, "amax"
+        )
+        + 1
+    )
+    y1 = (
+        torch.full((n,), -1, dtype=torch.long, device=cam.device).scatter_reduce(
+            0, owner, ys, "amax"
+        )
+        + 1
+    )
     return torch.stack([x0, y0, x1, y1], dim=1)
 
 
@@ -124,7 +147,11 @@ def refine_cams(cams: Tensor, affinity: Tensor, *, threshold: float = 0.4) -> Te
     k, h, w = cams.shape
     if affinity.shape != (h * w, h * w):
         raise ValueError(f"affinity {tuple(affinity.shape)} does not match the {h}x{w} CAM grid")
-    masks = torch.stack([box_mask_from_cam(cam, threshold=threshold) for cam in cams]) if k else cams.bool()
-    masked = (cams * masks).flatten(1).to(affinity.dtype)                         # [K, hw]
-    refined = (masked @ affinity.t()).view(k, h, w)                               # row i: sum_j A[i, j] m_j cam_j
+    masks = (
+        torch.stack([box_mask_from_cam(cam, threshold=threshold) for cam in cams])
+        if k
+        else cams.bool()
+    )
+    masked = (cams * masks).flatten(1).to(affinity.dtype)  # [K, hw]
+    refined = (masked @ affinity.t()).view(k, h, w)  # row i: sum_j A[i, j] m_j cam_j
     return minmax_scale(refined.to(cams.dtype))

@@ -8,6 +8,7 @@
 ResNet teachers get softmax-GradCAM on the attention-pool input (``ClipESConfig(refine=False)``); the
 class-aware attention refinement needs a ViT's patch attention and raises ``NotImplementedError`` there.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,7 +24,12 @@ from distill.cam.affinity import class_aware_affinity, refine_cams
 from distill.cam.crf import CrfParams, CrfUnavailableError, crf_available, dense_crf
 from distill.cam.gradcam import cam_input_size, softmax_gradcam
 from distill.cam.labels import VOC_BACKGROUND_PROMPTS
-from distill.cam.pseudo import background_scores, ignore_low_confidence, label_and_confidence, normalize_scores
+from distill.cam.pseudo import (
+    background_scores,
+    ignore_low_confidence,
+    label_and_confidence,
+    normalize_scores,
+)
 from distill.teachers.clip import ClipTeacher
 from distill.teachers.maskclip import dense_kind, dense_stride
 
@@ -69,18 +75,27 @@ class ClipESConfig:
         if isinstance(self.crf_params, dict):
             object.__setattr__(self, "crf_params", CrfParams(**self.crf_params))
         if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError(f"ClipESConfig.templates must be non-empty and contain '{{}}', got {self.templates}")
-        checks = {"scale": self.scale > 0, "attention_layers": self.attention_layers >= 1,
-                  "sinkhorn_iters": self.sinkhorn_iters >= 0, "affinity_power": self.affinity_power >= 1,
-                  "box_threshold": 0 <= self.box_threshold < 1, "bg_power": self.bg_power > 0,
-                  "confidence_threshold": 0 <= self.confidence_threshold <= 1,
-                  "logit_scale": self.logit_scale is None or self.logit_scale > 0}
+            raise ValueError(
+                f"ClipESConfig.templates must be non-empty and contain '{{}}', got {self.templates}"
+            )
+        checks = {
+            "scale": self.scale > 0,
+            "attention_layers": self.attention_layers >= 1,
+            "sinkhorn_iters": self.sinkhorn_iters >= 0,
+            "affinity_power": self.affinity_power >= 1,
+            "box_threshold": 0 <= self.box_threshold < 1,
+            "bg_power": self.bg_power > 0,
+            "confidence_threshold": 0 <= self.confidence_threshold <= 1,
+            "logit_scale": self.logit_scale is None or self.logit_scale > 0,
+        }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"ClipESConfig: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+            raise ValueError(
+                f"ClipESConfig: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}"
+            )
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> "ClipESConfig":
+    def from_dict(cls, options: dict[str, Any]) -> ClipESConfig:
         """Build from a plain dict (e.g. a manifest), rejecting unknown keys."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
@@ -131,8 +146,13 @@ class ClipES:
         CrfUnavailableError: ``config.crf`` without ``pydensecrf2`` installed.
     """
 
-    def __init__(self, teacher: ClipTeacher, class_names: Sequence[str | Sequence[str]], *,
-                 config: ClipESConfig | None = None) -> None:
+    def __init__(
+        self,
+        teacher: ClipTeacher,
+        class_names: Sequence[str | Sequence[str]],
+        *,
+        config: ClipESConfig | None = None,
+    ) -> None:
         self.config = config = config or ClipESConfig()
         self.teacher = teacher
         self.visual = teacher.model.visual
@@ -141,36 +161,58 @@ class ClipES:
             raise NotImplementedError(
                 f"CLIP-ES class-aware attention refinement needs a ViT teacher's patch-to-patch attention; "
                 f"{teacher.model_name} is a ResNet. Use ClipESConfig(refine=False) for softmax-GradCAM CAMs "
-                f"(computed on the attention-pool input) without refinement.")
+                f"(computed on the attention-pool input) without refinement."
+            )
         if config.crf and not crf_available():
-            raise CrfUnavailableError("ClipESConfig(crf=True) needs the 'pydensecrf2' package "
-                                      "(pip install pydensecrf2); or set crf=False")
+            raise CrfUnavailableError(
+                "ClipESConfig(crf=True) needs the 'pydensecrf2' package "
+                "(pip install pydensecrf2); or set crf=False"
+            )
         if not class_names:
             raise ValueError("class_names must not be empty")
         self.class_names = list(class_names)
         self.stride = dense_stride(self.visual)
         templates = list(config.templates)
-        self.foreground = teacher.text_classifier(self.class_names, templates=templates)          # [N, D]
-        self.background = (teacher.text_classifier(list(config.background), templates=templates)
-                           if config.background else self.foreground.new_zeros(0, self.foreground.shape[1]))
-        self.logit_scale = (float(config.logit_scale) if config.logit_scale is not None
-                            else float(teacher.model.logit_scale.exp()))
+        self.foreground = teacher.text_classifier(self.class_names, templates=templates)  # [N, D]
+        self.background = (
+            teacher.text_classifier(list(config.background), templates=templates)
+            if config.background
+            else self.foreground.new_zeros(0, self.foreground.shape[1])
+        )
+        self.logit_scale = (
+            float(config.logit_scale)
+            if config.logit_scale is not None
+            else float(teacher.model.logit_scale.exp())
+        )
         device = teacher.device
         self._mean = torch.tensor(teacher.mean, device=device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(teacher.std, device=device).view(1, 3, 1, 1) * 255
 
     def _check(self, image: Tensor, labels: Sequence[int], image_id: Any) -> tuple[int, ...]:
         where = f"image {image_id!r}" if image_id is not None else "image"
-        if not isinstance(image, Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-            desc = f"{tuple(image.shape)} {image.dtype}" if isinstance(image, Tensor) else type(image).__name__
+        if (
+            not isinstance(image, Tensor)
+            or image.dtype != torch.uint8
+            or image.ndim != 3
+            or image.shape[0] != 3
+        ):
+            desc = (
+                f"{tuple(image.shape)} {image.dtype}"
+                if isinstance(image, Tensor)
+                else type(image).__name__
+            )
             raise ValueError(f"{where}: expected a uint8 RGB tensor [3, H, W], got {desc}")
         labels = tuple(int(c) for c in labels)
         if not labels:
-            raise ValueError(f"{where}: empty label list (CLIP-ES needs at least one image-level label)")
+            raise ValueError(
+                f"{where}: empty label list (CLIP-ES needs at least one image-level label)"
+            )
         unknown = sorted({c for c in labels if not 0 <= c < len(self.class_names)})
         if unknown:
-            raise ValueError(f"{where}: label indices {unknown} are outside the vocabulary of "
-                             f"{len(self.class_names)} classes")
+            raise ValueError(
+                f"{where}: label indices {unknown} are outside the vocabulary of "
+                f"{len(self.class_names)} classes"
+            )
         return tuple(dict.fromkeys(labels))
 
     def cams(self, image: Tensor, labels: Sequence[int], *, image_id: Any = None) -> ImageCams:
@@ -181,35 +223,59 @@ class ClipES:
         size = cam_input_size(height, width, stride=self.stride, scale=cfg.scale)
         pixels = image.to(self._mean.device).float()[None]
         if size != (height, width):
-            pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 255)
+            pixels = F.interpolate(
+                pixels, size=size, mode="bicubic", align_corners=False, antialias=True
+            ).clamp(0, 255)
         pixels = (pixels - self._mean) / self._std
         text = torch.cat([self.foreground[list(labels)], self.background])
-        out = softmax_gradcam(self.visual, pixels, text, range(len(labels)), logit_scale=self.logit_scale,
-                              attention_layers=cfg.attention_layers if cfg.refine else 0)
+        out = softmax_gradcam(
+            self.visual,
+            pixels,
+            text,
+            range(len(labels)),
+            logit_scale=self.logit_scale,
+            attention_layers=cfg.attention_layers if cfg.refine else 0,
+        )
         refined = None
         if cfg.refine:
-            affinity = class_aware_affinity(out.attention, sinkhorn_iters=cfg.sinkhorn_iters, power=cfg.affinity_power)
+            affinity = class_aware_affinity(
+                out.attention, sinkhorn_iters=cfg.sinkhorn_iters, power=cfg.affinity_power
+            )
             refined = refine_cams(out.cams, affinity, threshold=cfg.box_threshold)
         chosen = refined if refined is not None else out.cams
-        full = F.interpolate(chosen[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        return ImageCams(labels=labels, grid_cams=out.cams, grid_refined=refined, cams=full.clamp(0, 1),
-                         probs=out.probs)
+        full = F.interpolate(
+            chosen[None], size=(height, width), mode="bilinear", align_corners=False
+        )[0]
+        return ImageCams(
+            labels=labels,
+            grid_cams=out.cams,
+            grid_refined=refined,
+            cams=full.clamp(0, 1),
+            probs=out.probs,
+        )
 
-    def pseudo_label(self, image: Tensor, labels: Sequence[int], *, image_id: Any = None) -> PseudoLabel:
+    def pseudo_label(
+        self, image: Tensor, labels: Sequence[int], *, image_id: Any = None
+    ) -> PseudoLabel:
         """Pseudo-mask and confidence for a uint8 RGB ``[3, H, W]`` image labelled with class indices ``labels``."""
         cfg = self.config
         cams = self.cams(image, labels, image_id=image_id)
-        scores = background_scores(cams.cams, bg_power=cfg.bg_power)                          # [K + 1, H, W]
+        scores = background_scores(cams.cams, bg_power=cfg.bg_power)  # [K + 1, H, W]
         if cfg.crf:
             rgb = image.permute(1, 2, 0).cpu().numpy()
-            probs = torch.from_numpy(dense_crf(np.ascontiguousarray(rgb), scores.cpu().numpy().astype(np.float32),
-                                               params=cfg.crf_params)).to(scores.device)
+            probs = torch.from_numpy(
+                dense_crf(
+                    np.ascontiguousarray(rgb),
+                    scores.cpu().numpy().astype(np.float32),
+                    params=cfg.crf_params,
+                )
+            ).to(scores.device)
         else:
             probs = normalize_scores(scores)
         index, confidence = label_and_confidence(probs)
         lut = torch.tensor((0, *(c + 1 for c in cams.labels)), device=index.device)
         label = lut[index]
-        mask = ignore_low_confidence(label, confidence, threshold=cfg.confidence_threshold,
-                                     ignore_index=cfg.ignore_index)
+        mask = ignore_low_confidence(
+            label, confidence, threshold=cfg.confidence_threshold, ignore_index=cfg.ignore_index
+        )
         return PseudoLabel(label=label, confidence=confidence.float(), mask=mask, cams=cams)
-

@@ -5,6 +5,7 @@ Uses the ``pydensecrf2`` package from PyPI (it installs the ``pydensecrf`` modul
 :func:`dense_crf` raises :class:`CrfUnavailableError` with the install command. The bilateral term sees
 the RGB image as is (the reference feeds a mean-subtracted image cast back to uint8, which wraps around).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,7 +33,7 @@ class CrfParams:
     bi_xy_std: float = 67.0
     bi_rgb_std: float = 3.0
     bi_w: float = 4.0
-    clip: float = 1e-5     # probabilities are clipped below this before ``-log``
+    clip: float = 1e-5  # probabilities are clipped below this before ``-log``
 
 
 def _densecrf_module() -> ModuleType | None:
@@ -47,7 +48,9 @@ def crf_available() -> bool:
     return _densecrf_module() is not None
 
 
-def dense_crf(image: np.ndarray, probs: np.ndarray, *, params: CrfParams = CrfParams()) -> np.ndarray:
+def dense_crf(
+    image: np.ndarray, probs: np.ndarray, *, params: CrfParams = CrfParams()
+) -> np.ndarray:
     """Mean-field DenseCRF inference.
 
     Args:
@@ -63,17 +66,24 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, *, params: CrfParams = CrfPa
     """
     dcrf = _densecrf_module()
     if dcrf is None:
-        raise CrfUnavailableError(f"CRF refinement needs the 'pydensecrf2' package ({INSTALL_HINT}); "
-                                  f"or run without CRF")
+        raise CrfUnavailableError(
+            f"CRF refinement needs the 'pydensecrf2' package ({INSTALL_HINT}); or run without CRF"
+        )
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
     c, h, w = probs.shape
     if (h, w) != image.shape[:2]:
         raise ValueError(f"probs {probs.shape} do not match image {image.shape}")
-    unary = np.ascontiguousarray(-np.log(np.clip(probs.reshape(c, -1), params.clip, None)), dtype=np.float32)
+    unary = np.ascontiguousarray(
+        -np.log(np.clip(probs.reshape(c, -1), params.clip, None)), dtype=np.float32
+    )
     crf = dcrf.DenseCRF2D(w, h, c)
     crf.setUnaryEnergy(unary)
     crf.addPairwiseGaussian(sxy=params.pos_xy_std, compat=params.pos_w)
-    crf.addPairwiseBilateral(sxy=params.bi_xy_std, srgb=params.bi_rgb_std, rgbim=np.ascontiguousarray(image),
-                             compat=params.bi_w)
+    crf.addPairwiseBilateral(
+        sxy=params.bi_xy_std,
+        srgb=params.bi_rgb_std,
+        rgbim=np.ascontiguousarray(image),
+        compat=params.bi_w,
+    )
     return np.asarray(crf.inference(params.iters), dtype=np.float32).reshape(c, h, w)

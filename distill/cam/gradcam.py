@@ -13,6 +13,7 @@ Follows linyq2117/CLIP-ES (``generate_cams_voc12.py``, ``clip/model.py``, its ``
   background prompts). For target ``k``: ``w = mean_{x,y} d p_k / d A``; ``cam = relu(sum_c w_c A_c)``,
   then rescaled to ``[0, 1]`` with ``(cam - min) / (max + 1e-7)`` as in pytorch-grad-cam.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,13 @@ from torch import Tensor, nn
 
 from distill.teachers.maskclip import dense_kind, dense_stride, interpolate_pos_embed
 
-__all__ = ["GradCamOutput", "softmax_gradcam", "gradcam_from_gradients", "minmax_scale", "cam_input_size"]
+__all__ = [
+    "GradCamOutput",
+    "softmax_gradcam",
+    "gradcam_from_gradients",
+    "minmax_scale",
+    "cam_input_size",
+]
 
 _EPS = 1e-7
 
@@ -81,8 +88,10 @@ def cam_input_size(height: int, width: int, *, stride: int, scale: float = 1.0) 
     """CLIP-ES input size: ``ceil(scale * side / stride) * stride`` per side (at least one stride)."""
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
-    return (max(stride, math.ceil(scale * height / stride) * stride),
-            max(stride, math.ceil(scale * width / stride) * stride))
+    return (
+        max(stride, math.ceil(scale * height / stride) * stride),
+        max(stride, math.ceil(scale * width / stride) * stride),
+    )
 
 
 def _layout(x: Tensor, batch_first: bool) -> Tensor:
@@ -98,20 +107,27 @@ def _attention_block(block: nn.Module, x: Tensor, batch_first: bool) -> tuple[Te
     return x + block.ls_2(block.mlp(block.ln_2(x))), attn
 
 
-def _vit_scores(visual: VisionTransformer, pixels: Tensor, text: Tensor, logit_scale: float,
-                attention_layers: int) -> tuple[Tensor, Tensor, list[Tensor], tuple[int, int]]:
+def _vit_scores(
+    visual: VisionTransformer,
+    pixels: Tensor,
+    text: Tensor,
+    logit_scale: float,
+    attention_layers: int,
+) -> tuple[Tensor, Tensor, list[Tensor], tuple[int, int]]:
     """ViT forward: ``(probs [N], leaf activations [1, L, C], attentions, grid)``."""
     blocks = visual.transformer.resblocks
     batch_first = getattr(visual.transformer, "batch_first", True)
     first_recorded = len(blocks) - attention_layers
     attentions: list[Tensor] = []
     with torch.no_grad():
-        tokens = visual.conv1(pixels)                                           # [1, C, h, w]
+        tokens = visual.conv1(pixels)  # [1, C, h, w]
         grid = (int(tokens.shape[-2]), int(tokens.shape[-1]))
         tokens = tokens.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(tokens.dtype).view(1, 1, -1).expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
-        tokens = tokens + interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid).to(tokens.dtype)
+        tokens = tokens + interpolate_pos_embed(
+            visual.positional_embedding, visual.grid_size, grid
+        ).to(tokens.dtype)
         tokens = visual.ln_pre(tokens)
         for i, block in enumerate(blocks[:-1]):
             if i >= first_recorded:
@@ -120,7 +136,7 @@ def _vit_scores(visual: VisionTransformer, pixels: Tensor, text: Tensor, logit_s
             else:
                 tokens = _layout(block(_layout(tokens, batch_first)), batch_first)
     last = blocks[-1]
-    leaf = last.ln_1(tokens).detach().requires_grad_(True)                     # Grad-CAM target: ln_1 output
+    leaf = last.ln_1(tokens).detach().requires_grad_(True)  # Grad-CAM target: ln_1 output
     y = _layout(leaf, batch_first)
     out, attn = last.attn(y, y, y, need_weights=True, average_attn_weights=True)
     if attention_layers > 0:
@@ -141,20 +157,38 @@ def _attnpool(pool: nn.Module, feats: Tensor) -> Tensor:
     """
     h, w = feats.shape[-2:]
     side = math.isqrt(pool.positional_embedding.shape[0] - 1)
-    x = feats.flatten(2).permute(2, 0, 1)                                       # (hw)BC
+    x = feats.flatten(2).permute(2, 0, 1)  # (hw)BC
     x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
-    x = x + interpolate_pos_embed(pool.positional_embedding, (side, side), (h, w))[:, None, :].to(x.dtype)
+    x = x + interpolate_pos_embed(pool.positional_embedding, (side, side), (h, w))[:, None, :].to(
+        x.dtype
+    )
     out, _ = F.multi_head_attention_forward(
-        query=x[:1], key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=pool.num_heads,
-        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
-        in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0, out_proj_weight=pool.c_proj.weight,
-        out_proj_bias=pool.c_proj.bias, use_separate_proj_weight=True, training=False, need_weights=False)
+        query=x[:1],
+        key=x,
+        value=x,
+        embed_dim_to_check=x.shape[-1],
+        num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight,
+        k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight,
+        out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True,
+        training=False,
+        need_weights=False,
+    )
     return out[0]
 
 
-def _resnet_scores(visual: ModifiedResNet, pixels: Tensor, text: Tensor, logit_scale: float
-                   ) -> tuple[Tensor, Tensor, tuple[int, int]]:
+def _resnet_scores(
+    visual: ModifiedResNet, pixels: Tensor, text: Tensor, logit_scale: float
+) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """ResNet forward: ``(probs [N], leaf res5 activations [1, C, h, w], grid)``."""
     with torch.no_grad():
         feats = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))
@@ -164,8 +198,15 @@ def _resnet_scores(visual: ModifiedResNet, pixels: Tensor, text: Tensor, logit_s
     return logits.softmax(dim=-1)[0], leaf, (int(feats.shape[-2]), int(feats.shape[-1]))
 
 
-def softmax_gradcam(visual: nn.Module, pixels: Tensor, text: Tensor, targets: Sequence[int], *,
-                    logit_scale: float, attention_layers: int = 8) -> GradCamOutput:
+def softmax_gradcam(
+    visual: nn.Module,
+    pixels: Tensor,
+    text: Tensor,
+    targets: Sequence[int],
+    *,
+    logit_scale: float,
+    attention_layers: int = 8,
+) -> GradCamOutput:
     """CLIP-ES softmax-GradCAM for one image.
 
     Args:
@@ -185,7 +226,9 @@ def softmax_gradcam(visual: nn.Module, pixels: Tensor, text: Tensor, targets: Se
         raise ValueError(f"pixels must be [1, 3, H, W], got {tuple(pixels.shape)}")
     stride = dense_stride(visual)
     if pixels.shape[-2] % stride or pixels.shape[-1] % stride:
-        raise ValueError(f"input size {tuple(pixels.shape[-2:])} must be a multiple of the stride {stride}")
+        raise ValueError(
+            f"input size {tuple(pixels.shape[-2:])} must be a multiple of the stride {stride}"
+        )
     if text.ndim != 2 or not targets or not all(0 <= int(t) < text.shape[0] for t in targets):
         raise ValueError(f"targets {list(targets)} must index the {text.shape[0]} text rows")
     text = F.normalize(text.float(), dim=-1)
@@ -193,8 +236,10 @@ def softmax_gradcam(visual: nn.Module, pixels: Tensor, text: Tensor, targets: Se
     with torch.enable_grad():
         if kind == "vit":
             layers = min(int(attention_layers), len(visual.transformer.resblocks))
-            probs, leaf, attentions, grid = _vit_scores(visual, pixels, text, float(logit_scale), layers)
-            activations = leaf[0, 1:].detach().t().reshape(-1, *grid)             # [C, h, w]
+            probs, leaf, attentions, grid = _vit_scores(
+                visual, pixels, text, float(logit_scale), layers
+            )
+            activations = leaf[0, 1:].detach().t().reshape(-1, *grid)  # [C, h, w]
             if attentions:
                 attention = torch.stack([a[0, 1:, 1:] for a in attentions]).mean(dim=0).float()
         else:
@@ -202,7 +247,11 @@ def softmax_gradcam(visual: nn.Module, pixels: Tensor, text: Tensor, targets: Se
             activations = leaf[0].detach()
         cams = []
         for i, target in enumerate(targets):
-            (grad,) = torch.autograd.grad(probs[int(target)], leaf, retain_graph=i + 1 < len(targets))
+            (grad,) = torch.autograd.grad(
+                probs[int(target)], leaf, retain_graph=i + 1 < len(targets)
+            )
             grad = grad[0, 1:].t().reshape(-1, *grid) if kind == "vit" else grad[0]
             cams.append(gradcam_from_gradients(activations.float(), grad.float()))
-    return GradCamOutput(cams=minmax_scale(torch.stack(cams)), probs=probs.detach(), attention=attention)
+    return GradCamOutput(
+        cams=minmax_scale(torch.stack(cams)), probs=probs.detach(), attention=attention
+    )

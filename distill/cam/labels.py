@@ -8,6 +8,7 @@ File format (what ``distill.toy`` writes to ``labels/image_labels_{split}.json``
 A category's ``id`` is its value in the label PNGs (background is 0, 255 is ignore), so ids must lie in
 ``1..254``. Every image needs at least one label and only ids of listed categories.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,19 +21,91 @@ from typing import Any
 
 from distill.utils import write_json_atomic
 
-__all__ = ["LabeledImage", "ImageLabels", "load_image_labels", "check_image_labels", "voc_image_labels",
-           "VOC_CLASSES", "VOC_PROMPT_NAMES", "VOC_BACKGROUND_PROMPTS", "COCO_BACKGROUND_PROMPTS"]
+__all__ = [
+    "LabeledImage",
+    "ImageLabels",
+    "load_image_labels",
+    "check_image_labels",
+    "voc_image_labels",
+    "VOC_CLASSES",
+    "VOC_PROMPT_NAMES",
+    "VOC_BACKGROUND_PROMPTS",
+    "COCO_BACKGROUND_PROMPTS",
+]
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-               "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 # CLIP-ES's prompt names (clip_text.py ``new_class_names``): synonyms folded into the name.
-VOC_PROMPT_NAMES = ("aeroplane", "bicycle", "bird avian", "boat", "bottle", "bus", "car", "cat", "chair seat", "cow",
-                    "diningtable", "dog", "horse", "motorbike", "person with clothes,people,human", "pottedplant",
-                    "sheep", "sofa", "train", "tvmonitor screen")
+VOC_PROMPT_NAMES = (
+    "aeroplane",
+    "bicycle",
+    "bird avian",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair seat",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person with clothes,people,human",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor screen",
+)
 # CLIP-ES background classes (25 for VOC, 23 for COCO).
-VOC_BACKGROUND_PROMPTS = ("ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea",
-                          "railway", "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road",
-                          "rock", "street", "valley", "bridge", "sign")
+VOC_BACKGROUND_PROMPTS = (
+    "ground",
+    "land",
+    "grass",
+    "tree",
+    "building",
+    "wall",
+    "sky",
+    "lake",
+    "water",
+    "river",
+    "sea",
+    "railway",
+    "railroad",
+    "keyboard",
+    "helmet",
+    "cloud",
+    "house",
+    "mountain",
+    "ocean",
+    "road",
+    "rock",
+    "street",
+    "valley",
+    "bridge",
+    "sign",
+)
 COCO_BACKGROUND_PROMPTS = tuple(p for p in VOC_BACKGROUND_PROMPTS if p not in ("keyboard", "sign"))
 
 
@@ -63,7 +136,9 @@ class ImageLabels:
         return self.category_ids.index(category_id)
 
 
-def check_image_labels(labels: Iterable[Any], *, vocabulary: Sequence[int], where: str) -> tuple[int, ...]:
+def check_image_labels(
+    labels: Iterable[Any], *, vocabulary: Sequence[int], where: str
+) -> tuple[int, ...]:
     """Validate one image's labels against the vocabulary's category ids.
 
     Raises:
@@ -74,33 +149,49 @@ def check_image_labels(labels: Iterable[Any], *, vocabulary: Sequence[int], wher
         raise ValueError(f"{where}: 'labels' must be a list of category ids, got {labels!r}")
     values = list(labels)
     if not values:
-        raise ValueError(f"{where}: empty label list (CLIP-ES needs at least one image-level label per image)")
+        raise ValueError(
+            f"{where}: empty label list (CLIP-ES needs at least one image-level label per image)"
+        )
     bad_type = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
     if bad_type:
         raise ValueError(f"{where}: labels must be integer category ids, got {bad_type}")
     known = set(vocabulary)
     unknown = sorted({v for v in values if v not in known})
     if unknown:
-        raise ValueError(f"{where}: labels {unknown} are not in the vocabulary (category ids {sorted(vocabulary)})")
+        raise ValueError(
+            f"{where}: labels {unknown} are not in the vocabulary (category ids {sorted(vocabulary)})"
+        )
     return tuple(dict.fromkeys(values))
 
 
-def _categories(data: Mapping, source: str) -> tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]:
+def _categories(
+    data: Mapping, source: str
+) -> tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]:
     cats = data.get("categories")
     if not isinstance(cats, list) or not cats:
         raise ValueError(f"{source}: 'categories' must be a non-empty list")
     ids, names, prompts = [], [], []
     for i, cat in enumerate(cats):
-        if not isinstance(cat, Mapping) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
-            raise ValueError(f"{source}: categories[{i}] needs an integer 'id' and a string 'name', got {cat!r}")
+        if (
+            not isinstance(cat, Mapping)
+            or not isinstance(cat.get("id"), int)
+            or not isinstance(cat.get("name"), str)
+        ):
+            raise ValueError(
+                f"{source}: categories[{i}] needs an integer 'id' and a string 'name', got {cat!r}"
+            )
         if not 1 <= cat["id"] <= 254:
-            raise ValueError(f"{source}: category {cat['name']!r} has id {cat['id']}; ids are label-PNG values and "
-                             f"must lie in 1..254 (0 is background, 255 ignore)")
+            raise ValueError(
+                f"{source}: category {cat['name']!r} has id {cat['id']}; ids are label-PNG values and "
+                f"must lie in 1..254 (0 is background, 255 ignore)"
+            )
         ids.append(cat["id"])
         names.append(cat["name"])
         prompts.append(str(cat.get("prompt") or cat["name"]))
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{source}: duplicate category ids {sorted(i for i in set(ids) if ids.count(i) > 1)}")
+        raise ValueError(
+            f"{source}: duplicate category ids {sorted(i for i in set(ids) if ids.count(i) > 1)}"
+        )
     return tuple(ids), tuple(names), tuple(prompts)
 
 
@@ -133,14 +224,23 @@ def load_image_labels(path: str | os.PathLike) -> ImageLabels:
             raise ValueError(f"{where}: duplicate image id or file name")
         seen_ids.add(image_id)
         seen_files.add(entry["file_name"])
-        images.append(LabeledImage(image_id=image_id, file_name=str(entry["file_name"]), labels=labels))
+        images.append(
+            LabeledImage(image_id=image_id, file_name=str(entry["file_name"]), labels=labels)
+        )
     if not images:
         raise ValueError(f"{path}: no images")
-    return ImageLabels(source=str(path), category_ids=ids, names=names, prompts=prompts, images=tuple(images))
+    return ImageLabels(
+        source=str(path), category_ids=ids, names=names, prompts=prompts, images=tuple(images)
+    )
 
 
-def voc_image_labels(voc_root: str | os.PathLike, split_file: str | os.PathLike, out_path: str | os.PathLike, *,
-                     image_suffix: str = ".jpg") -> Path:
+def voc_image_labels(
+    voc_root: str | os.PathLike,
+    split_file: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    image_suffix: str = ".jpg",
+) -> Path:
     """Write an image-labels file for PASCAL VOC from its XML annotations.
 
     Args:
@@ -152,7 +252,11 @@ def voc_image_labels(voc_root: str | os.PathLike, split_file: str | os.PathLike,
     root, split_file = Path(voc_root), Path(split_file)
     if not split_file.is_file():
         raise FileNotFoundError(f"VOC split file not found: {split_file}")
-    ids = [line.split()[0] for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [
+        line.split()[0]
+        for line in split_file.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     ids = [Path(i).stem for i in ids]
     images = []
     for image_id in ids:
@@ -160,7 +264,10 @@ def voc_image_labels(voc_root: str | os.PathLike, split_file: str | os.PathLike,
         if not xml_path.is_file():
             raise FileNotFoundError(f"VOC annotation not found for image {image_id}: {xml_path}")
         try:
-            names = [obj.findtext("name", "").strip() for obj in ET.parse(xml_path).getroot().iter("object")]
+            names = [
+                obj.findtext("name", "").strip()
+                for obj in ET.parse(xml_path).getroot().iter("object")
+            ]
         except ET.ParseError as err:
             raise ValueError(f"{xml_path}: not valid XML ({err})") from err
         unknown = sorted({n for n in names if n not in VOC_CLASSES})
@@ -168,7 +275,10 @@ def voc_image_labels(voc_root: str | os.PathLike, split_file: str | os.PathLike,
             raise ValueError(f"{xml_path}: unknown VOC classes {unknown}")
         labels = list(dict.fromkeys(VOC_CLASSES.index(n) + 1 for n in names))
         images.append({"id": image_id, "file_name": f"{image_id}{image_suffix}", "labels": labels})
-    categories = [{"id": i + 1, "name": n, "prompt": p} for i, (n, p) in enumerate(zip(VOC_CLASSES, VOC_PROMPT_NAMES))]
+    categories = [
+        {"id": i + 1, "name": n, "prompt": p}
+        for i, (n, p) in enumerate(zip(VOC_CLASSES, VOC_PROMPT_NAMES))
+    ]
     out_path = Path(out_path)
     write_json_atomic(out_path, {"categories": categories, "images": images})
     return out_path

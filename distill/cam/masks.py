@@ -11,6 +11,7 @@ Output directory (``make_pseudo_masks``)::
 A rerun skips images whose three PNGs exist and verify (decodable, right size, allowed values) and
 recomputes the rest; a directory made with another teacher, config or labels file is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,13 @@ from distill.evaluation.segmentation import SegmentationMetric
 from distill.toy.world import voc_palette
 from distill.utils import atomic_path, sha256_file, write_json_atomic
 
-__all__ = ["MANIFEST_VERSION", "make_pseudo_masks", "verify_outputs", "evaluate_pseudo_masks", "read_png"]
+__all__ = [
+    "MANIFEST_VERSION",
+    "make_pseudo_masks",
+    "verify_outputs",
+    "evaluate_pseudo_masks",
+    "read_png",
+]
 
 MANIFEST_VERSION = 1
 _KINDS = ("labels", "masks", "confidence")
@@ -56,7 +63,9 @@ def _load_rgb(path: Path, where: str) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"{where}: image file not found: {path}")
     with Image.open(path) as image:
-        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+        return (
+            torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+        )
 
 
 def _image_size(path: Path, where: str) -> tuple[int, int]:
@@ -71,8 +80,9 @@ def _paths(out_dir: Path, entry: LabeledImage) -> dict[str, Path]:
     return {kind: out_dir / kind / f"{stem}.png" for kind in _KINDS}
 
 
-def verify_outputs(paths: Mapping[str, Path], *, size: tuple[int, int], allowed: set[int], ignore_index: int = 255
-                   ) -> str | None:
+def verify_outputs(
+    paths: Mapping[str, Path], *, size: tuple[int, int], allowed: set[int], ignore_index: int = 255
+) -> str | None:
     """``None`` if an image's three outputs exist and are consistent, else the reason (for logs/tests)."""
     arrays = {}
     for kind, path in paths.items():
@@ -95,15 +105,23 @@ def verify_outputs(paths: Mapping[str, Path], *, size: tuple[int, int], allowed:
 
 def _manifest(generator: ClipES, labels: ImageLabels) -> dict[str, Any]:
     prompts = [n if isinstance(n, str) else list(n) for n in generator.class_names]
-    return {"version": MANIFEST_VERSION, "teacher": generator.teacher.fingerprint, "config": generator.config.to_dict(),
-            "labels_file": str(Path(labels.source).resolve()), "labels_sha256": sha256_file(labels.source),
-            "category_ids": list(labels.category_ids), "class_prompts": prompts}
+    return {
+        "version": MANIFEST_VERSION,
+        "teacher": generator.teacher.fingerprint,
+        "config": generator.config.to_dict(),
+        "labels_file": str(Path(labels.source).resolve()),
+        "labels_sha256": sha256_file(labels.source),
+        "category_ids": list(labels.category_ids),
+        "class_prompts": prompts,
+    }
 
 
 def _check_contiguous(labels: ImageLabels) -> None:
     if list(labels.category_ids) != list(range(1, len(labels.category_ids) + 1)):
-        raise ValueError(f"{labels.source}: category ids {list(labels.category_ids)} must be 1..N in order (they are "
-                         f"the label values of the segmentation classes)")
+        raise ValueError(
+            f"{labels.source}: category ids {list(labels.category_ids)} must be 1..N in order (they are "
+            f"the label values of the segmentation classes)"
+        )
 
 
 def _prepare_dir(out_dir: Path, manifest: dict[str, Any], overwrite: bool) -> None:
@@ -112,17 +130,29 @@ def _prepare_dir(out_dir: Path, manifest: dict[str, Any], overwrite: bool) -> No
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is corrupt ({err}); pass overwrite=True (--overwrite) to start over") from err
+            raise ValueError(
+                f"{path} is corrupt ({err}); pass overwrite=True (--overwrite) to start over"
+            ) from err
         differing = sorted(k for k in manifest if k != "labels_file" and old.get(k) != manifest[k])
         if differing:
-            raise ValueError(f"{out_dir} holds pseudo-masks made with different {differing}; use another output "
-                             f"directory or overwrite=True (--overwrite)")
+            raise ValueError(
+                f"{out_dir} holds pseudo-masks made with different {differing}; use another output "
+                f"directory or overwrite=True (--overwrite)"
+            )
     write_json_atomic(path, {**manifest, "complete": False}, indent=1)
 
 
-def make_pseudo_masks(generator: ClipES, labels: ImageLabels, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                      *, class_names: list[str] | None = None, limit: int | None = None, overwrite: bool = False,
-                      progress: bool = True) -> dict[str, Any]:
+def make_pseudo_masks(
+    generator: ClipES,
+    labels: ImageLabels,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    class_names: list[str] | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write pseudo-masks and confidence maps for every image of ``labels`` (layout: module docstring).
 
     Args:
@@ -139,8 +169,10 @@ def make_pseudo_masks(generator: ClipES, labels: ImageLabels, image_dir: str | o
     """
     _check_contiguous(labels)
     if len(generator.class_names) != len(labels.category_ids):
-        raise ValueError(f"the generator has {len(generator.class_names)} classes but {labels.source} lists "
-                         f"{len(labels.category_ids)} categories")
+        raise ValueError(
+            f"the generator has {len(generator.class_names)} classes but {labels.source} lists "
+            f"{len(labels.category_ids)} categories"
+        )
     image_dir, out_dir = Path(image_dir), Path(out_dir)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"image directory not found: {image_dir}")
@@ -148,9 +180,15 @@ def make_pseudo_masks(generator: ClipES, labels: ImageLabels, image_dir: str | o
     _prepare_dir(out_dir, manifest, overwrite)
     palette = voc_palette()
     names = list(class_names or labels.names)
-    write_json_atomic(out_dir / "classes.json", {
-        "classes": ["background", *names], "ignore_index": generator.config.ignore_index,
-        "palette": [palette[3 * i:3 * i + 3] for i in range(len(names) + 1)], "unseen": []})
+    write_json_atomic(
+        out_dir / "classes.json",
+        {
+            "classes": ["background", *names],
+            "ignore_index": generator.config.ignore_index,
+            "palette": [palette[3 * i : 3 * i + 3] for i in range(len(names) + 1)],
+            "unseen": [],
+        },
+    )
     entries = labels.images[:limit] if limit is not None else labels.images
     computed = skipped = 0
     bar = tqdm(entries, desc="CLIP-ES pseudo-masks", unit="img", disable=not progress)
@@ -159,12 +197,22 @@ def make_pseudo_masks(generator: ClipES, labels: ImageLabels, image_dir: str | o
         paths = _paths(out_dir, entry)
         image_path = image_dir / entry.file_name
         allowed = {0, *entry.labels}
-        if not overwrite and verify_outputs(paths, size=_image_size(image_path, where), allowed=allowed,
-                                            ignore_index=generator.config.ignore_index) is None:
+        if (
+            not overwrite
+            and verify_outputs(
+                paths,
+                size=_image_size(image_path, where),
+                allowed=allowed,
+                ignore_index=generator.config.ignore_index,
+            )
+            is None
+        ):
             skipped += 1
             continue
         image = _load_rgb(image_path, where)
-        result = generator.pseudo_label(image, [labels.index_of(c) for c in entry.labels], image_id=entry.image_id)
+        result = generator.pseudo_label(
+            image, [labels.index_of(c) for c in entry.labels], image_id=entry.image_id
+        )
         # label values: class index + 1 == category id (ids are 1..N)
         _write_png(confidence_to_uint8(result.confidence), paths["confidence"])
         _write_png(result.label.cpu().numpy().astype(np.uint8), paths["labels"], palette=palette)
@@ -172,13 +220,23 @@ def make_pseudo_masks(generator: ClipES, labels: ImageLabels, image_dir: str | o
         computed += 1
         bar.set_postfix(computed=computed, skipped=skipped)
     summary = {"images": len(entries), "computed": computed, "skipped": skipped, "limit": limit}
-    write_json_atomic(out_dir / "manifest.json", {**manifest, "complete": limit is None, "summary": summary}, indent=1)
+    write_json_atomic(
+        out_dir / "manifest.json",
+        {**manifest, "complete": limit is None, "summary": summary},
+        indent=1,
+    )
     return {**summary, "out_dir": str(out_dir), "manifest": manifest}
 
 
-def evaluate_pseudo_masks(out_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, num_classes: int,
-                          files: list[str] | None = None, class_names: list[str] | None = None,
-                          ignore_index: int = 255) -> dict[str, Any]:
+def evaluate_pseudo_masks(
+    out_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    *,
+    num_classes: int,
+    files: list[str] | None = None,
+    class_names: list[str] | None = None,
+    ignore_index: int = 255,
+) -> dict[str, Any]:
     """mIoU of pseudo-masks against ground-truth label PNGs (same file names).
 
     Returns (percent): ``miou`` of the dense ``labels/`` (CLIP-ES's pseudo-mask mIoU), ``kept_miou`` of
@@ -186,13 +244,25 @@ def evaluate_pseudo_masks(out_dir: str | os.PathLike, gt_dir: str | os.PathLike,
     ``per_class`` (dense IoU by name) and ``images``.
     """
     out_dir, gt_dir = Path(out_dir), Path(gt_dir)
-    names = files if files is not None else sorted(p.name for p in (out_dir / "labels").glob("*.png"))
+    names = (
+        files if files is not None else sorted(p.name for p in (out_dir / "labels").glob("*.png"))
+    )
     if not names:
         raise FileNotFoundError(f"no pseudo-labels in {out_dir / 'labels'}")
-    dense = SegmentationMetric(num_classes, seen=range(num_classes), unseen=[], ignore_index=ignore_index,
-                               class_names=class_names)
-    kept = SegmentationMetric(num_classes, seen=range(num_classes), unseen=[], ignore_index=ignore_index,
-                              class_names=class_names)
+    dense = SegmentationMetric(
+        num_classes,
+        seen=range(num_classes),
+        unseen=[],
+        ignore_index=ignore_index,
+        class_names=class_names,
+    )
+    kept = SegmentationMetric(
+        num_classes,
+        seen=range(num_classes),
+        unseen=[],
+        ignore_index=ignore_index,
+        class_names=class_names,
+    )
     valid_pixels = kept_pixels = 0
     for name in names:
         stem = Path(name).stem
@@ -203,7 +273,9 @@ def evaluate_pseudo_masks(out_dir: str | os.PathLike, gt_dir: str | os.PathLike,
         label = read_png(out_dir / "labels" / f"{stem}.png").astype(np.int64)
         mask = read_png(out_dir / "masks" / f"{stem}.png").astype(np.int64)
         if label.shape != gt.shape or mask.shape != gt.shape:
-            raise ValueError(f"pseudo-mask {stem}: size {label.shape} != ground truth {gt.shape} ({gt_path})")
+            raise ValueError(
+                f"pseudo-mask {stem}: size {label.shape} != ground truth {gt.shape} ({gt_path})"
+            )
         try:
             dense.update(label, gt)
             keep = mask != ignore_index
@@ -214,6 +286,10 @@ def evaluate_pseudo_masks(out_dir: str | os.PathLike, gt_dir: str | os.PathLike,
         valid_pixels += int(valid.sum())
         kept_pixels += int((valid & keep).sum())
     dense_result, kept_result = dense.compute(), kept.compute()
-    return {"miou": dense_result["miou"], "kept_miou": kept_result["miou"],
-            "coverage": 100.0 * kept_pixels / max(valid_pixels, 1), "per_class": dense_result["per_class"],
-            "images": len(names)}
+    return {
+        "miou": dense_result["miou"],
+        "kept_miou": kept_result["miou"],
+        "coverage": 100.0 * kept_pixels / max(valid_pixels, 1),
+        "per_class": dense_result["per_class"],
+        "images": len(names),
+    }

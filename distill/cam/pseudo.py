@@ -6,14 +6,21 @@ since its unary is ``-log(score)``) or, with CRF, the CRF marginals. The pseudo-
 confidence its probability; pixels with ``confidence < threshold`` become ``ignore_index`` in training
 masks (CLIP-ES: 0.95 on CRF confidence).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["background_scores", "normalize_scores", "label_and_confidence", "ignore_low_confidence",
-           "confidence_to_uint8", "confidence_from_uint8"]
+__all__ = [
+    "background_scores",
+    "normalize_scores",
+    "label_and_confidence",
+    "ignore_low_confidence",
+    "confidence_to_uint8",
+    "confidence_from_uint8",
+]
 
 
 def background_scores(cams: Tensor, *, bg_power: float = 1.0) -> Tensor:
@@ -23,8 +30,11 @@ def background_scores(cams: Tensor, *, bg_power: float = 1.0) -> Tensor:
     if bg_power <= 0:
         raise ValueError(f"bg_power must be > 0, got {bg_power}")
     cams = cams.clamp(0, 1)
-    peak = cams.amax(dim=0, keepdim=True) if cams.shape[0] else torch.zeros(1, *cams.shape[1:], dtype=cams.dtype,
-                                                                             device=cams.device)
+    peak = (
+        cams.amax(dim=0, keepdim=True)
+        if cams.shape[0]
+        else torch.zeros(1, *cams.shape[1:], dtype=cams.dtype, device=cams.device)
+    )
     return torch.cat([(1 - peak) ** bg_power, cams])
 
 
@@ -41,15 +51,20 @@ def label_and_confidence(probs: Tensor) -> tuple[Tensor, Tensor]:
     return label, confidence
 
 
-def ignore_low_confidence(label: Tensor, confidence: Tensor, *, threshold: float, ignore_index: int = 255
-                          ) -> Tensor:
+def ignore_low_confidence(
+    label: Tensor, confidence: Tensor, *, threshold: float, ignore_index: int = 255
+) -> Tensor:
     """``label`` with ``ignore_index`` where ``confidence < threshold``."""
     return label.masked_fill(confidence < threshold, ignore_index)
 
 
 def confidence_to_uint8(confidence: np.ndarray | Tensor) -> np.ndarray:
     """``[H, W]`` confidence in ``[0, 1]`` -> uint8 ``round(255 * c)`` (the stored confidence PNG)."""
-    values = confidence.detach().cpu().numpy() if isinstance(confidence, Tensor) else np.asarray(confidence)
+    values = (
+        confidence.detach().cpu().numpy()
+        if isinstance(confidence, Tensor)
+        else np.asarray(confidence)
+    )
     return np.clip(np.rint(values.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 

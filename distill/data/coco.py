@@ -1,4 +1,5 @@
 """The images of a COCO/LVIS-format json with their annotations, in increasing image-id order."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def _image_sort_key(image_id: Hashable) -> tuple:
     return (0, image_id, "") if isinstance(image_id, int) else (1, 0, str(image_id))
 
 
-def read_image_records(dataset_json: str | os.PathLike,
-                       image_root: str | os.PathLike) -> list[ImageRecord]:
+def read_image_records(
+    dataset_json: str | os.PathLike, image_root: str | os.PathLike
+) -> list[ImageRecord]:
     """Every image of ``dataset_json`` (files resolved by :func:`~distill.data.images.image_path`)
     with its annotations, sorted by image id (integers first). Annotations are matched to images
     by ``str(image_id)``, as Detectron2 matches proposal ids.
@@ -61,8 +63,14 @@ def read_image_records(dataset_json: str | os.PathLike,
         except ValueError as err:
             raise ValueError(f"dataset json {dataset_json}: {err}") from err
         width, height = info.get("width"), info.get("height")
-        records.append(ImageRecord(image_id, file, None if width is None else int(width),
-                                   None if height is None else int(height),
-                                   by_image.get(str(image_id), [])))
+        records.append(
+            ImageRecord(
+                image_id,
+                file,
+                None if width is None else int(width),
+                None if height is None else int(height),
+                by_image.get(str(image_id), []),
+            )
+        )
     records.sort(key=lambda r: _image_sort_key(r.image_id))
     return records

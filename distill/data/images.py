@@ -1,6 +1,7 @@
 """The image file of a COCO/LVIS ``images`` entry and its decoding: the one implementation every
 image reader of ovdistill goes through (region precompute, online targets, Detectron2 datasets and
 mapper, predictor, toy evaluation)."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def image_path(image_entry: Mapping[str, Any], image_root: str | os.PathLike) ->
     if len(parts) >= 2 and parts[-1]:
         nested, flat = root / parts[-2] / parts[-1], root / parts[-1]
         return nested if nested.exists() or not flat.exists() else flat
-    raise ValueError(f"image id {image_entry.get('id')!r} has neither 'file_name' nor a 'coco_url' "
-                     f"(.../<split>/<name>): cannot locate its file under {root}")
+    raise ValueError(
+        f"image id {image_entry.get('id')!r} has neither 'file_name' nor a 'coco_url' "
+        f"(.../<split>/<name>): cannot locate its file under {root}"
+    )
 
 
 def decode_image(path: str | os.PathLike, *, image_id: Hashable | None = None) -> np.ndarray:

@@ -1,11 +1,13 @@
 """OV-COCO evaluation: per-class AP50 averaged within novel / base / all classes."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 import math
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -25,7 +27,9 @@ def load_coco_gt(gt: COCO | str | os.PathLike | Mapping[str, Any]) -> COCO:
     if isinstance(gt, COCO):
         return gt
     data = load_coco_json(gt)
-    data["annotations"] = [{"iscrowd": 0, "area": a["bbox"][2] * a["bbox"][3], **a} for a in data["annotations"]]
+    data["annotations"] = [
+        {"iscrowd": 0, "area": a["bbox"][2] * a["bbox"][3], **a} for a in data["annotations"]
+    ]
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -38,8 +42,14 @@ def _nanmean(values: Iterable[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def evaluate_ov_coco(gt: COCO | str | os.PathLike | Mapping[str, Any], detections: Sequence[dict], *,
-                     novel_ids: Iterable[int], base_ids: Iterable[int], iou_type: str = "bbox") -> dict[str, Any]:
+def evaluate_ov_coco(
+    gt: COCO | str | os.PathLike | Mapping[str, Any],
+    detections: Sequence[dict],
+    *,
+    novel_ids: Iterable[int],
+    base_ids: Iterable[int],
+    iou_type: str = "bbox",
+) -> dict[str, Any]:
     """OV-COCO AP50 (OVR-CNN / ViLD / BARON protocol), in percent.
 
     Per class ``k``: AP50 = mean over the 101 recall thresholds of pycocotools'
@@ -66,7 +76,9 @@ def evaluate_ov_coco(gt: COCO | str | os.PathLike | Mapping[str, Any], detection
     coco_gt = load_coco_gt(gt)
     gt_cats = set(coco_gt.getCatIds())
     cat_ids = sorted((novel | base) & gt_cats)
-    dets = check_detections(detections, image_ids=coco_gt.getImgIds(), iou_type=iou_type, keep_category_ids=cat_ids)
+    dets = check_detections(
+        detections, image_ids=coco_gt.getImgIds(), iou_type=iou_type, keep_category_ids=cat_ids
+    )
     with_gt = {a["category_id"] for a in coco_gt.dataset["annotations"] if not a.get("iscrowd", 0)}
 
     per_class: dict[int, float] = {}
@@ -96,7 +108,10 @@ def evaluate_ov_coco(gt: COCO | str | os.PathLike | Mapping[str, Any], detection
         "base_ap50": _nanmean(v for c, v in per_class.items() if c in base),
         "all_ap50": _nanmean(per_class.values()),
         "per_class": dict(sorted(per_class.items())),
-        "num_classes": {"novel": sum(c in novel for c in per_class), "base": sum(c in base for c in per_class)},
+        "num_classes": {
+            "novel": sum(c in novel for c in per_class),
+            "base": sum(c in base for c in per_class),
+        },
         "no_gt_ids": no_gt,
         "names": {c: coco_gt.cats[c]["name"] for c in sorted(per_class)},
         "roles": {c: ("novel" if c in novel else "base") for c in sorted(per_class)},
@@ -106,10 +121,16 @@ def evaluate_ov_coco(gt: COCO | str | os.PathLike | Mapping[str, Any], detection
 def format_ov_table(metrics: Mapping[str, Any], *, per_class: bool = False) -> str:
     """Plain-text table of an :func:`evaluate_ov_coco` result (optionally with per-class rows)."""
     counts = metrics.get("num_classes", {})
-    n_all = counts.get("novel", 0) + counts.get("base", 0) if counts else len(metrics.get("per_class", {}))
-    rows = [("novel", counts.get("novel", "?"), metrics["novel_ap50"]),
-            ("base", counts.get("base", "?"), metrics["base_ap50"]),
-            ("all", n_all, metrics["all_ap50"])]
+    n_all = (
+        counts.get("novel", 0) + counts.get("base", 0)
+        if counts
+        else len(metrics.get("per_class", {}))
+    )
+    rows = [
+        ("novel", counts.get("novel", "?"), metrics["novel_ap50"]),
+        ("base", counts.get("base", "?"), metrics["base_ap50"]),
+        ("all", n_all, metrics["all_ap50"]),
+    ]
     lines = [f"{'split':<8}{'classes':>8}{'AP50':>8}"]
     lines += [f"{name:<8}{str(n):>8}{value:>8.1f}" for name, n, value in rows]
     if metrics.get("no_gt_ids"):
@@ -118,5 +139,7 @@ def format_ov_table(metrics: Mapping[str, Any], *, per_class: bool = False) -> s
         names, roles = metrics.get("names", {}), metrics.get("roles", {})
         lines.append(f"{'id':>4}  {'class':<20}{'role':<7}{'AP50':>7}")
         for cat, value in metrics["per_class"].items():
-            lines.append(f"{cat:>4}  {str(names.get(cat, '')):<20}{roles.get(cat, ''):<7}{value:>7.1f}")
+            lines.append(
+                f"{cat:>4}  {str(names.get(cat, '')):<20}{roles.get(cat, ''):<7}{value:>7.1f}"
+            )
     return "\n".join(lines)

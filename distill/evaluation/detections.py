@@ -1,8 +1,10 @@
 """Validation and copying of detection results in the COCO results format."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = ["check_detections"]
 
@@ -11,8 +13,13 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_detections(detections: Sequence[dict], *, image_ids: Iterable[int], iou_type: str = "bbox",
-                     keep_category_ids: Iterable[int] | None = None) -> list[dict]:
+def check_detections(
+    detections: Sequence[dict],
+    *,
+    image_ids: Iterable[int],
+    iou_type: str = "bbox",
+    keep_category_ids: Iterable[int] | None = None,
+) -> list[dict]:
     """Validate COCO-format results and return shallow copies (the evaluators mutate their input).
 
     Each detection needs ``image_id`` (an image of the ground truth), ``category_id``, a finite
@@ -34,19 +41,36 @@ def check_detections(detections: Sequence[dict], *, image_ids: Iterable[int], io
         where = f"detection [{index}]"
         if not isinstance(det, dict):
             raise ValueError(f"{where} is not a dict")
-        for key in ("image_id", "category_id", "score", iou_type if iou_type == "bbox" else "segmentation"):
+        for key in (
+            "image_id",
+            "category_id",
+            "score",
+            iou_type if iou_type == "bbox" else "segmentation",
+        ):
             if key not in det:
                 raise ValueError(f"{where} lacks field {key!r}")
         if det["image_id"] not in known_images:
-            raise ValueError(f"{where}: field 'image_id' {det['image_id']!r} is not an image of the ground truth")
+            raise ValueError(
+                f"{where}: field 'image_id' {det['image_id']!r} is not an image of the ground truth"
+            )
         if not _finite(det["score"]):
-            raise ValueError(f"{where} (image {det['image_id']}): field 'score' must be finite, got {det['score']!r}")
+            raise ValueError(
+                f"{where} (image {det['image_id']}): field 'score' must be finite, got {det['score']!r}"
+            )
         if iou_type == "bbox":
             bbox = det["bbox"]
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_finite(v) for v in bbox):
-                raise ValueError(f"{where} (image {det['image_id']}): field 'bbox' must be 4 finite numbers, got {bbox!r}")
+            if (
+                not isinstance(bbox, (list, tuple))
+                or len(bbox) != 4
+                or not all(_finite(v) for v in bbox)
+            ):
+                raise ValueError(
+                    f"{where} (image {det['image_id']}): field 'bbox' must be 4 finite numbers, got {bbox!r}"
+                )
             if bbox[2] < 0 or bbox[3] < 0:
-                raise ValueError(f"{where} (image {det['image_id']}): field 'bbox' has negative w/h {bbox!r}")
+                raise ValueError(
+                    f"{where} (image {det['image_id']}): field 'bbox' has negative w/h {bbox!r}"
+                )
         if keep is not None and det["category_id"] not in keep:
             continue
         copy = dict(det)

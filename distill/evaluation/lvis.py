@@ -1,4 +1,5 @@
 """OV-LVIS evaluation through lvis-api's ``LVISEval`` (federated, 300 detections per image)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,22 +8,34 @@ import io
 import logging
 import math
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .detections import check_detections
 
-if TYPE_CHECKING:  # lvis is imported lazily: importing it runs logging.basicConfig and loads cv2/matplotlib
+if (
+    TYPE_CHECKING
+):  # lvis is imported lazily: importing it runs logging.basicConfig and loads cv2/matplotlib
     from lvis import LVIS
 
 __all__ = ["evaluate_ov_lvis", "lvis_numpy_incompatibility", "LVIS_METRIC_KEYS"]
 
 # our key -> LVISEval.results key
-LVIS_METRIC_KEYS = {"ap": "AP", "ap50": "AP50", "ap75": "AP75", "aps": "APs", "apm": "APm", "apl": "APl",
-                    "apr": "APr", "apc": "APc", "apf": "APf"}
+LVIS_METRIC_KEYS = {
+    "ap": "AP",
+    "ap50": "AP50",
+    "ap75": "AP75",
+    "aps": "APs",
+    "apm": "APm",
+    "apl": "APl",
+    "apr": "APr",
+    "apc": "APc",
+    "apf": "APf",
+}
 # LVISEval's Params.area_rng (inclusive bounds) for all/small/medium/large
-_AREA_RANGES = {"aps": (0.0, 32.0 ** 2), "apm": (32.0 ** 2, 96.0 ** 2), "apl": (96.0 ** 2, 1e5 ** 2)}
+_AREA_RANGES = {"aps": (0.0, 32.0**2), "apm": (32.0**2, 96.0**2), "apl": (96.0**2, 1e5**2)}
 
 
 def lvis_numpy_incompatibility() -> str | None:
@@ -38,9 +51,11 @@ def lvis_numpy_incompatibility() -> str | None:
 
     source = inspect.getsource(LVISEval.accumulate)
     if "np.float)" in source or "np.float," in source:
-        return (f"lvis-api ({inspect.getsourcefile(LVISEval)}) uses np.float in LVISEval.accumulate, which "
-                f"numpy {np.__version__} no longer has (removed in numpy 1.24); install an lvis build with "
-                f"np.float replaced by float (see env/compat.py)")
+        return (
+            f"lvis-api ({inspect.getsourcefile(LVISEval)}) uses np.float in LVISEval.accumulate, which "
+            f"numpy {np.__version__} no longer has (removed in numpy 1.24); install an lvis build with "
+            f"np.float replaced by float (see env/compat.py)"
+        )
     return None
 
 
@@ -67,8 +82,13 @@ def _empty_result(lvis_gt: LVIS) -> dict[str, float]:
     return {key: out[key] for key in LVIS_METRIC_KEYS}
 
 
-def evaluate_ov_lvis(gt: LVIS | str | os.PathLike, detections: Sequence[dict], *, iou_type: str = "bbox",
-                     max_dets: int = 300) -> dict[str, float]:
+def evaluate_ov_lvis(
+    gt: LVIS | str | os.PathLike,
+    detections: Sequence[dict],
+    *,
+    iou_type: str = "bbox",
+    max_dets: int = 300,
+) -> dict[str, float]:
     """LVIS AP / AP50 / AP75 / APs / APm / APl / APr / APc / APf in percent.
 
     Uses ``LVISEval`` unchanged: IoU 0.50:0.95, federated evaluation (detections of a category

@@ -1,8 +1,10 @@
 """Zero-shot semantic segmentation metric: confusion matrix -> IoU, mIoU over seen / unseen, hIoU."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +17,11 @@ def _to_numpy(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.integer):
-        if np.issubdtype(x.dtype, np.floating) and np.all(np.isfinite(x)) and np.all(x == np.round(x)):
+        if (
+            np.issubdtype(x.dtype, np.floating)
+            and np.all(np.isfinite(x))
+            and np.all(x == np.round(x))
+        ):
             x = x.astype(np.int64)
         else:
             raise ValueError(f"{name} must hold integer labels, got dtype {x.dtype}")
@@ -43,8 +49,15 @@ class SegmentationMetric:
         class_names: optional names for ``per_class`` (default ``"0"``, ``"1"``, ...).
     """
 
-    def __init__(self, num_classes: int, *, seen: Sequence[int], unseen: Sequence[int], ignore_index: int = 255,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        seen: Sequence[int],
+        unseen: Sequence[int],
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         if num_classes <= 0:
             raise ValueError(f"num_classes must be > 0, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -54,13 +67,19 @@ class SegmentationMetric:
         if out_of_range:
             raise ValueError(f"seen/unseen classes {out_of_range} outside [0, {num_classes})")
         if set(self.seen) & set(self.unseen):
-            raise ValueError(f"seen and unseen overlap: {sorted(set(self.seen) & set(self.unseen))}")
+            raise ValueError(
+                f"seen and unseen overlap: {sorted(set(self.seen) & set(self.unseen))}"
+            )
         if 0 <= ignore_index < num_classes:
-            raise ValueError(f"ignore_index {ignore_index} collides with a class label in [0, {num_classes})")
+            raise ValueError(
+                f"ignore_index {ignore_index} collides with a class label in [0, {num_classes})"
+            )
         self.ignore_index = ignore_index
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries, expected {num_classes}")
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        )
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def reset(self) -> None:
@@ -76,15 +95,19 @@ class SegmentationMetric:
         for name, labels in (("gt", gt[valid]), ("pred", pred[valid])):
             bad = labels[(labels < 0) | (labels >= n)]
             if bad.size:
-                raise ValueError(f"{name} contains label {int(bad[0])} outside [0, {n}) "
-                                 f"(ignore_index is {self.ignore_index})")
+                raise ValueError(
+                    f"{name} contains label {int(bad[0])} outside [0, {n}) "
+                    f"(ignore_index is {self.ignore_index})"
+                )
         index = gt[valid] * n + pred[valid]
         self.confusion += np.bincount(index, minlength=n * n).reshape(n, n)
 
-    def merge(self, other: "SegmentationMetric") -> None:
+    def merge(self, other: SegmentationMetric) -> None:
         """Add another metric's counts (e.g. from another process)."""
         if other.confusion.shape != self.confusion.shape:
-            raise ValueError(f"cannot merge metrics with {other.num_classes} and {self.num_classes} classes")
+            raise ValueError(
+                f"cannot merge metrics with {other.num_classes} and {self.num_classes} classes"
+            )
         self.confusion += other.confusion
 
     def iou(self) -> np.ndarray:
@@ -119,5 +142,7 @@ class SegmentationMetric:
         lines = [f"{'class':<24}{'role':<8}{'IoU':>7}"]
         for index, (name, value) in enumerate(result["per_class"].items()):
             lines.append(f"{name:<24}{roles.get(index, '-'):<8}{value:>7.1f}")
-        lines.append(" ".join(f"{k}={result[k]:.1f}" for k in ("miou", "seen_miou", "unseen_miou", "hiou")))
+        lines.append(
+            " ".join(f"{k}={result[k]:.1f}" for k in ("miou", "seen_miou", "unseen_miou", "hiou"))
+        )
         return "\n".join(lines)

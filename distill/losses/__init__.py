@@ -1,4 +1,5 @@
 """Distillation losses: pure functions (``functional``) and thin module wrappers (``modules``)."""
+
 from .functional import (
     kl_distill,
     l1_region_distill,
@@ -21,8 +22,20 @@ from .modules import (
 )
 
 __all__ = [
-    "kl_distill", "l1_region_distill", "pixel_text_cross_entropy", "pixel_text_logits",
-    "pseudo_label_cross_entropy", "symmetric_infonce",
-    "LOSSES", "EmbeddingQueue", "KLDistillLoss", "L1RegionDistillLoss", "PixelTextCrossEntropyLoss",
-    "PseudoLabelCrossEntropyLoss", "QueuedInfoNCELoss", "SymmetricInfoNCELoss", "build_loss", "register_loss",
+    "kl_distill",
+    "l1_region_distill",
+    "pixel_text_cross_entropy",
+    "pixel_text_logits",
+    "pseudo_label_cross_entropy",
+    "symmetric_infonce",
+    "LOSSES",
+    "EmbeddingQueue",
+    "KLDistillLoss",
+    "L1RegionDistillLoss",
+    "PixelTextCrossEntropyLoss",
+    "PseudoLabelCrossEntropyLoss",
+    "QueuedInfoNCELoss",
+    "SymmetricInfoNCELoss",
+    "build_loss",
+    "register_loss",
 ]

@@ -4,6 +4,7 @@ Every function checks its tensor inputs for NaN/inf (``ValueError`` naming the a
 returns a scalar tensor that stays connected to the autograd graph even when nothing contributes
 (e.g. no valid region), so ``loss.backward()`` never fails on an empty batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,7 +35,10 @@ def _check_dims(name: str, x: Tensor, ndim: int, layout: str) -> None:
 
 def _zero(*tensors: Tensor) -> Tensor:
     """A scalar 0 that depends on ``tensors`` (keeps the graph for empty batches)."""
-    return sum((t.sum() * 0.0 for t in tensors if t.requires_grad), torch.zeros((), device=tensors[0].device))
+    return sum(
+        (t.sum() * 0.0 for t in tensors if t.requires_grad),
+        torch.zeros((), device=tensors[0].device),
+    )
 
 
 def l1_region_distill(student: Tensor, teacher: Tensor, *, valid: Tensor | None = None) -> Tensor:
@@ -52,14 +56,18 @@ def l1_region_distill(student: Tensor, teacher: Tensor, *, valid: Tensor | None 
     """
     _check_dims("student", student, 2, "[N, D]")
     if teacher.shape != student.shape:
-        raise ValueError(f"teacher shape {tuple(teacher.shape)} != student shape {tuple(student.shape)}")
+        raise ValueError(
+            f"teacher shape {tuple(teacher.shape)} != student shape {tuple(student.shape)}"
+        )
     _check_finite("student", student)
     _check_finite("teacher", teacher)
     per_region = (student - teacher.to(student.dtype)).abs().sum(dim=1)
     if valid is not None:
         if valid.shape != (student.shape[0],) or valid.dtype != torch.bool:
-            raise ValueError(f"valid must be a bool tensor of shape [{student.shape[0]}], "
-                             f"got {valid.dtype} {tuple(valid.shape)}")
+            raise ValueError(
+                f"valid must be a bool tensor of shape [{student.shape[0]}], "
+                f"got {valid.dtype} {tuple(valid.shape)}"
+            )
         per_region = per_region[valid]
     if per_region.numel() == 0:
         return _zero(student)
@@ -75,13 +83,19 @@ def _same_group_mask(image_ids: Tensor, n: int) -> Tensor:
     return mask
 
 
-def _infonce_direction(queries: Tensor, keys: Tensor, queue: Tensor | None, scale: float,
-                       mask: Tensor | None, queue_mask: Tensor | None = None) -> Tensor:
-    logits = scale * queries @ keys.t()                                   # [N, N]
+def _infonce_direction(
+    queries: Tensor,
+    keys: Tensor,
+    queue: Tensor | None,
+    scale: float,
+    mask: Tensor | None,
+    queue_mask: Tensor | None = None,
+) -> Tensor:
+    logits = scale * queries @ keys.t()  # [N, N]
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
     if queue is not None and queue.shape[0] > 0:
-        queue_logits = scale * queries @ queue.to(queries.dtype).t()      # [N, Q]
+        queue_logits = scale * queries @ queue.to(queries.dtype).t()  # [N, Q]
         if queue_mask is not None:
             queue_logits = queue_logits.masked_fill(queue_mask, float("-inf"))
         logits = torch.cat([logits, queue_logits], dim=1)
@@ -89,22 +103,34 @@ def _infonce_direction(queries: Tensor, keys: Tensor, queue: Tensor | None, scal
     return F.cross_entropy(logits, target)
 
 
-def _queue_mask(name: str, query_ids: Tensor | None, queue: Tensor | None, queue_ids: Tensor | None) -> Tensor | None:
+def _queue_mask(
+    name: str, query_ids: Tensor | None, queue: Tensor | None, queue_ids: Tensor | None
+) -> Tensor | None:
     """[N, Q] bool: queue entry j has the image id of row i (or None when not requested)."""
     if queue_ids is None or queue is None:
         return None
     if query_ids is None:
         raise ValueError(f"{name} given without query_ids")
     if queue_ids.shape != (queue.shape[0],):
-        raise ValueError(f"{name} must have shape [{queue.shape[0]}] (one id per queue row), got "
-                         f"{tuple(queue_ids.shape)}")
+        raise ValueError(
+            f"{name} must have shape [{queue.shape[0]}] (one id per queue row), got "
+            f"{tuple(queue_ids.shape)}"
+        )
     return query_ids[:, None] == queue_ids.to(query_ids.device)[None, :]
 
 
-def symmetric_infonce(a: Tensor, b: Tensor, *, temperature: float = 30.0, queue_a: Tensor | None = None,
-                      queue_b: Tensor | None = None, image_ids: Tensor | None = None,
-                      query_ids: Tensor | None = None, queue_a_ids: Tensor | None = None,
-                      queue_b_ids: Tensor | None = None) -> Tensor:
+def symmetric_infonce(
+    a: Tensor,
+    b: Tensor,
+    *,
+    temperature: float = 30.0,
+    queue_a: Tensor | None = None,
+    queue_b: Tensor | None = None,
+    image_ids: Tensor | None = None,
+    query_ids: Tensor | None = None,
+    queue_a_ids: Tensor | None = None,
+    queue_b_ids: Tensor | None = None,
+) -> Tensor:
     """BARON's bag-of-regions contrastive loss (symmetric InfoNCE, 0.5 per direction).
 
     Row ``i`` of ``a`` and row ``i`` of ``b`` form the positive pair. With ``s = temperature``
@@ -142,7 +168,9 @@ def symmetric_infonce(a: Tensor, b: Tensor, *, temperature: float = 30.0, queue_
     for name, queue in (("queue_a", queue_a), ("queue_b", queue_b)):
         if queue is not None:
             if queue.dim() != 2 or queue.shape[1] != a.shape[1]:
-                raise ValueError(f"{name} must have shape [Q, {a.shape[1]}], got {tuple(queue.shape)}")
+                raise ValueError(
+                    f"{name} must have shape [Q, {a.shape[1]}], got {tuple(queue.shape)}"
+                )
             _check_finite(name, queue)
     n = a.shape[0]
     if n == 0:
@@ -171,7 +199,9 @@ def pixel_text_logits(pixel_emb: Tensor, text_emb: Tensor, *, temperature: float
     _check_dims("pixel_emb", pixel_emb, 4, "[B, D, H, W]")
     _check_dims("text_emb", text_emb, 2, "[N, D]")
     if pixel_emb.shape[1] != text_emb.shape[1]:
-        raise ValueError(f"pixel_emb has D={pixel_emb.shape[1]} but text_emb has D={text_emb.shape[1]}")
+        raise ValueError(
+            f"pixel_emb has D={pixel_emb.shape[1]} but text_emb has D={text_emb.shape[1]}"
+        )
     _check_finite("pixel_emb", pixel_emb)
     _check_finite("text_emb", text_emb)
     pixel = F.normalize(pixel_emb, dim=1)
@@ -188,17 +218,27 @@ def _masked_mean_ce(logits: Tensor, target: Tensor, keep: Tensor, ignore_index: 
     bad = labelled & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
         value = int(target[bad][0])
-        raise ValueError(f"target contains label {value} outside [0, {num_classes}) "
-                         f"(and not ignore_index={ignore_index})")
+        raise ValueError(
+            f"target contains label {value} outside [0, {num_classes}) "
+            f"(and not ignore_index={ignore_index})"
+        )
     keep = keep & labelled
     if not bool(keep.any()):
         return _zero(logits)
-    per_pixel = F.cross_entropy(logits, target.masked_fill(~keep, 0).long(), reduction="none")  # [B, H, W]
+    per_pixel = F.cross_entropy(
+        logits, target.masked_fill(~keep, 0).long(), reduction="none"
+    )  # [B, H, W]
     return per_pixel[keep].mean()
 
 
-def pixel_text_cross_entropy(pixel_emb: Tensor, text_emb: Tensor, target: Tensor, *, temperature: float = 0.07,
-                             ignore_index: int = 255) -> Tensor:
+def pixel_text_cross_entropy(
+    pixel_emb: Tensor,
+    text_emb: Tensor,
+    target: Tensor,
+    *,
+    temperature: float = 0.07,
+    ignore_index: int = 255,
+) -> Tensor:
     """LSeg's per-pixel cross-entropy over the label set.
 
     Args:
@@ -212,13 +252,21 @@ def pixel_text_cross_entropy(pixel_emb: Tensor, text_emb: Tensor, target: Tensor
     """
     logits = pixel_text_logits(pixel_emb, text_emb, temperature=temperature)
     if target.shape != (logits.shape[0], *logits.shape[2:]):
-        raise ValueError(f"target shape {tuple(target.shape)} does not match pixel_emb "
-                         f"[B, H, W] = {(logits.shape[0], *logits.shape[2:])}")
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match pixel_emb "
+            f"[B, H, W] = {(logits.shape[0], *logits.shape[2:])}"
+        )
     return _masked_mean_ce(logits, target, torch.ones_like(target, dtype=torch.bool), ignore_index)
 
 
-def pseudo_label_cross_entropy(logits: Tensor, pseudo: Tensor, *, confidence: Tensor | None = None,
-                               threshold: float | None = None, ignore_index: int = 255) -> Tensor:
+def pseudo_label_cross_entropy(
+    logits: Tensor,
+    pseudo: Tensor,
+    *,
+    confidence: Tensor | None = None,
+    threshold: float | None = None,
+    ignore_index: int = 255,
+) -> Tensor:
     """Cross-entropy against teacher pseudo-labels (MaskCLIP+ / CLIP-ES confidence-guided loss).
 
     Args:
@@ -235,19 +283,25 @@ def pseudo_label_cross_entropy(logits: Tensor, pseudo: Tensor, *, confidence: Te
     _check_finite("logits", logits)
     spatial = (logits.shape[0], *logits.shape[2:])
     if pseudo.shape != spatial:
-        raise ValueError(f"pseudo shape {tuple(pseudo.shape)} does not match logits [B, H, W] = {spatial}")
+        raise ValueError(
+            f"pseudo shape {tuple(pseudo.shape)} does not match logits [B, H, W] = {spatial}"
+        )
     keep = torch.ones_like(pseudo, dtype=torch.bool)
     if threshold is not None:
         if confidence is None:
             raise ValueError("threshold given without confidence")
         if confidence.shape != spatial:
-            raise ValueError(f"confidence shape {tuple(confidence.shape)} does not match logits [B, H, W] = {spatial}")
+            raise ValueError(
+                f"confidence shape {tuple(confidence.shape)} does not match logits [B, H, W] = {spatial}"
+            )
         _check_finite("confidence", confidence)
         keep = confidence >= threshold
     return _masked_mean_ce(logits, pseudo, keep, ignore_index)
 
 
-def kl_distill(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0, dim: int = 1) -> Tensor:
+def kl_distill(
+    student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0, dim: int = 1
+) -> Tensor:
     """Soft-label distillation ``T^2 * KL(softmax(t / T) || softmax(s / T))``.
 
     The KL is summed over ``dim`` (the class dimension) and averaged over every other position
@@ -260,8 +314,10 @@ def kl_distill(student_logits: Tensor, teacher_logits: Tensor, *, temperature: f
             the caller detaches them).
     """
     if teacher_logits.shape != student_logits.shape:
-        raise ValueError(f"teacher_logits shape {tuple(teacher_logits.shape)} != "
-                         f"student_logits shape {tuple(student_logits.shape)}")
+        raise ValueError(
+            f"teacher_logits shape {tuple(teacher_logits.shape)} != "
+            f"student_logits shape {tuple(student_logits.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     _check_finite("student_logits", student_logits)
@@ -271,4 +327,4 @@ def kl_distill(student_logits: Tensor, teacher_logits: Tensor, *, temperature: f
     log_p_s = F.log_softmax(student_logits / temperature, dim=dim)
     log_p_t = F.log_softmax(teacher_logits.to(log_p_s.dtype) / temperature, dim=dim)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=dim)
-    return kl.mean() * temperature ** 2
+    return kl.mean() * temperature**2

@@ -1,8 +1,9 @@
 """Thin ``nn.Module`` wrappers over :mod:`distill.losses.functional`, a FIFO embedding queue for
 contrastive losses, and a small loss registry (``LOSSES`` / ``build_loss``)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -10,9 +11,15 @@ from torch import Tensor, nn
 from . import functional as LF
 
 __all__ = [
-    "LOSSES", "register_loss", "build_loss",
-    "L1RegionDistillLoss", "SymmetricInfoNCELoss", "PixelTextCrossEntropyLoss",
-    "PseudoLabelCrossEntropyLoss", "KLDistillLoss", "EmbeddingQueue",
+    "LOSSES",
+    "register_loss",
+    "build_loss",
+    "L1RegionDistillLoss",
+    "SymmetricInfoNCELoss",
+    "PixelTextCrossEntropyLoss",
+    "PseudoLabelCrossEntropyLoss",
+    "KLDistillLoss",
+    "EmbeddingQueue",
 ]
 
 LOSSES: dict[str, type[nn.Module]] = {}
@@ -20,11 +27,13 @@ LOSSES: dict[str, type[nn.Module]] = {}
 
 def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator adding a loss module to ``LOSSES`` under ``name``."""
+
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is already registered ({LOSSES[name].__name__})")
         LOSSES[name] = cls
         return cls
+
     return decorator
 
 
@@ -56,42 +65,73 @@ class SymmetricInfoNCELoss(nn.Module):
         self.temperature = temperature
         self.weight = weight
 
-    def forward(self, a: Tensor, b: Tensor, *, queue_a: Tensor | None = None, queue_b: Tensor | None = None,
-                image_ids: Tensor | None = None, query_ids: Tensor | None = None,
-                queue_a_ids: Tensor | None = None, queue_b_ids: Tensor | None = None) -> Tensor:
-        return self.weight * LF.symmetric_infonce(a, b, temperature=self.temperature, queue_a=queue_a,
-                                                  queue_b=queue_b, image_ids=image_ids, query_ids=query_ids,
-                                                  queue_a_ids=queue_a_ids, queue_b_ids=queue_b_ids)
+    def forward(
+        self,
+        a: Tensor,
+        b: Tensor,
+        *,
+        queue_a: Tensor | None = None,
+        queue_b: Tensor | None = None,
+        image_ids: Tensor | None = None,
+        query_ids: Tensor | None = None,
+        queue_a_ids: Tensor | None = None,
+        queue_b_ids: Tensor | None = None,
+    ) -> Tensor:
+        return self.weight * LF.symmetric_infonce(
+            a,
+            b,
+            temperature=self.temperature,
+            queue_a=queue_a,
+            queue_b=queue_b,
+            image_ids=image_ids,
+            query_ids=query_ids,
+            queue_a_ids=queue_a_ids,
+            queue_b_ids=queue_b_ids,
+        )
 
 
 @register_loss("pixel_text_ce")
 class PixelTextCrossEntropyLoss(nn.Module):
     """``weight * pixel_text_cross_entropy(pixel [B,D,H,W], text [N,D], target [B,H,W])`` (LSeg)."""
 
-    def __init__(self, *, temperature: float = 0.07, ignore_index: int = 255, weight: float = 1.0) -> None:
+    def __init__(
+        self, *, temperature: float = 0.07, ignore_index: int = 255, weight: float = 1.0
+    ) -> None:
         super().__init__()
         self.temperature = temperature
         self.ignore_index = ignore_index
         self.weight = weight
 
     def forward(self, pixel_emb: Tensor, text_emb: Tensor, target: Tensor) -> Tensor:
-        return self.weight * LF.pixel_text_cross_entropy(pixel_emb, text_emb, target, temperature=self.temperature,
-                                                         ignore_index=self.ignore_index)
+        return self.weight * LF.pixel_text_cross_entropy(
+            pixel_emb,
+            text_emb,
+            target,
+            temperature=self.temperature,
+            ignore_index=self.ignore_index,
+        )
 
 
 @register_loss("pseudo_label_ce")
 class PseudoLabelCrossEntropyLoss(nn.Module):
     """``weight * pseudo_label_cross_entropy(logits [B,N,H,W], pseudo [B,H,W], confidence=[B,H,W])``."""
 
-    def __init__(self, *, threshold: float | None = None, ignore_index: int = 255, weight: float = 1.0) -> None:
+    def __init__(
+        self, *, threshold: float | None = None, ignore_index: int = 255, weight: float = 1.0
+    ) -> None:
         super().__init__()
         self.threshold = threshold
         self.ignore_index = ignore_index
         self.weight = weight
 
     def forward(self, logits: Tensor, pseudo: Tensor, confidence: Tensor | None = None) -> Tensor:
-        return self.weight * LF.pseudo_label_cross_entropy(logits, pseudo, confidence=confidence,
-                                                           threshold=self.threshold, ignore_index=self.ignore_index)
+        return self.weight * LF.pseudo_label_cross_entropy(
+            logits,
+            pseudo,
+            confidence=confidence,
+            threshold=self.threshold,
+            ignore_index=self.ignore_index,
+        )
 
 
 @register_loss("kl_distill")
@@ -105,7 +145,9 @@ class KLDistillLoss(nn.Module):
         self.weight = weight
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return self.weight * LF.kl_distill(student_logits, teacher_logits, temperature=self.temperature, dim=self.dim)
+        return self.weight * LF.kl_distill(
+            student_logits, teacher_logits, temperature=self.temperature, dim=self.dim
+        )
 
 
 class EmbeddingQueue(nn.Module):
@@ -119,7 +161,9 @@ class EmbeddingQueue(nn.Module):
     def __init__(self, dim: int, *, size: int = 1024) -> None:
         super().__init__()
         if size <= 0 or dim <= 0:
-            raise ValueError(f"EmbeddingQueue needs dim > 0 and size > 0, got dim={dim}, size={size}")
+            raise ValueError(
+                f"EmbeddingQueue needs dim > 0 and size > 0, got dim={dim}, size={size}"
+            )
         self.size = size
         self.register_buffer("data", torch.zeros(size, dim))
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
@@ -129,22 +173,26 @@ class EmbeddingQueue(nn.Module):
     def enqueue(self, x: Tensor, ids: Tensor | None = None) -> None:
         """Append [K, dim] rows (with [K] integer ``ids``); the oldest rows are dropped once full."""
         if x.dim() != 2 or x.shape[1] != self.data.shape[1]:
-            raise ValueError(f"EmbeddingQueue expects [K, {self.data.shape[1]}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"EmbeddingQueue expects [K, {self.data.shape[1]}], got {tuple(x.shape)}"
+            )
         if not bool(torch.isfinite(x).all()):
             raise ValueError("EmbeddingQueue: enqueued embeddings contain NaN or inf values")
         if ids is None:
             ids = torch.full((x.shape[0],), -1, dtype=torch.long)
         if ids.shape != (x.shape[0],):
-            raise ValueError(f"EmbeddingQueue: ids must have shape [{x.shape[0]}], got {tuple(ids.shape)}")
-        x = x.detach().to(self.data)[-self.size:]
-        ids = ids.detach().to(self.ids)[-self.size:]
+            raise ValueError(
+                f"EmbeddingQueue: ids must have shape [{x.shape[0]}], got {tuple(ids.shape)}"
+            )
+        x = x.detach().to(self.data)[-self.size :]
+        ids = ids.detach().to(self.ids)[-self.size :]
         k = x.shape[0]
         start = int(self.count) % self.size
         first = min(k, self.size - start)
-        self.data[start:start + first] = x[:first]
-        self.data[:k - first] = x[first:]
-        self.ids[start:start + first] = ids[:first]
-        self.ids[:k - first] = ids[first:]
+        self.data[start : start + first] = x[:first]
+        self.data[: k - first] = x[first:]
+        self.ids[start : start + first] = ids[:first]
+        self.ids[: k - first] = ids[first:]
         self.count += k
 
     def _order(self, buffer: Tensor) -> Tensor:
@@ -178,7 +226,9 @@ class QueuedInfoNCELoss(nn.Module):
     (BARON: 1024; 0 disables them), loss multiplied by ``weight``.
     """
 
-    def __init__(self, dim: int, *, temperature: float = 30.0, weight: float = 1.0, queue_size: int = 1024) -> None:
+    def __init__(
+        self, dim: int, *, temperature: float = 30.0, weight: float = 1.0, queue_size: int = 1024
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -187,14 +237,26 @@ class QueuedInfoNCELoss(nn.Module):
         self.student_queue = EmbeddingQueue(dim, size=queue_size) if queue_size > 0 else None
         self.teacher_queue = EmbeddingQueue(dim, size=queue_size) if queue_size > 0 else None
 
-    def forward(self, student: Tensor, teacher: Tensor, *, image_ids: Tensor,
-                group_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        student: Tensor,
+        teacher: Tensor,
+        *,
+        image_ids: Tensor,
+        group_ids: Tensor | None = None,
+    ) -> Tensor:
         queues = self.student_queue is not None
         loss = LF.symmetric_infonce(
-            student, teacher, temperature=self.temperature, image_ids=group_ids, query_ids=image_ids,
-            queue_a=self.student_queue.get() if queues else None, queue_b=self.teacher_queue.get() if queues else None,
+            student,
+            teacher,
+            temperature=self.temperature,
+            image_ids=group_ids,
+            query_ids=image_ids,
+            queue_a=self.student_queue.get() if queues else None,
+            queue_b=self.teacher_queue.get() if queues else None,
             queue_a_ids=self.student_queue.get_ids() if queues else None,
-            queue_b_ids=self.teacher_queue.get_ids() if queues else None)
+            queue_b_ids=self.teacher_queue.get_ids() if queues else None,
+        )
         if queues and self.training and student.shape[0]:
             self.student_queue.enqueue(student, image_ids)
             self.teacher_queue.enqueue(teacher, image_ids)

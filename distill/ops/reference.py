@@ -12,6 +12,7 @@ vectorised tensor ops, forms the weight map ``a_y a_x^T`` (``[K, H * W]``) in bo
 contracts it with the features by one matrix product per image, so backward is autograd's
 (``grad_F[b] = map^T @ grad``) and the ``[K, C, S, S]`` RoI-align output never exists.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,16 @@ _SAMPLE_BUDGET = 1 << 22
 _MAP_BUDGET = 1 << 24
 
 
-def axis_weights(lo: Tensor, hi: Tensor, *, length: int, bins: int, spatial_scale: float,
-                 sampling_ratio: int, aligned: bool) -> Tensor:
+def axis_weights(
+    lo: Tensor,
+    hi: Tensor,
+    *,
+    length: int,
+    bins: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
     """Mean 1-D bilinear weights of each RoI's samples along one axis.
 
     Args:
@@ -40,8 +49,14 @@ def axis_weights(lo: Tensor, hi: Tensor, *, length: int, bins: int, spatial_scal
         samples that fall inside ``[-1, length]``. Follows torchvision's arithmetic order so float32
         results match it closely.
     """
-    start, bin_size, grid = _sampling_grid(lo, hi, bins=bins, spatial_scale=spatial_scale,
-                                           sampling_ratio=sampling_ratio, aligned=aligned)
+    start, bin_size, grid = _sampling_grid(
+        lo,
+        hi,
+        bins=bins,
+        spatial_scale=spatial_scale,
+        sampling_ratio=sampling_ratio,
+        aligned=aligned,
+    )
     k = lo.shape[0]
     gmax = int(grid.max()) if k else 0
     if gmax == 0:
@@ -55,23 +70,38 @@ def axis_weights(lo: Tensor, hi: Tensor, *, length: int, bins: int, spatial_scal
     return out
 
 
-def bin_axis_weights(lo: Tensor, hi: Tensor, *, length: int, bins: int, spatial_scale: float,
-                     sampling_ratio: int, aligned: bool) -> Tensor:
+def bin_axis_weights(
+    lo: Tensor,
+    hi: Tensor,
+    *,
+    length: int,
+    bins: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
     """Per-bin mean 1-D bilinear weights: ``[K, bins, length]``, row ``[k, i]`` for bin ``i`` of RoI ``k``.
 
     RoI-align output ``[k, c, i, j]`` is ``sum_{h, w} a_y[k, i, h] * F[c, h, w] * a_x[k, j, w]`` with
     ``a_y`` / ``a_x`` from this function along each axis (same arguments as :func:`axis_weights`, whose
     result is the mean of these rows over the bins). Transient memory is ``K * bins * samples``.
     """
-    start, bin_size, grid = _sampling_grid(lo, hi, bins=bins, spatial_scale=spatial_scale,
-                                           sampling_ratio=sampling_ratio, aligned=aligned)
+    start, bin_size, grid = _sampling_grid(
+        lo,
+        hi,
+        bins=bins,
+        spatial_scale=spatial_scale,
+        sampling_ratio=sampling_ratio,
+        aligned=aligned,
+    )
     if lo.shape[0] == 0 or int(grid.max()) == 0:
         return lo.new_zeros(lo.shape[0], bins, length)
     return _sampled_weights(start, bin_size, grid, bins=bins, length=length, per_bin=True)
 
 
-def _sampling_grid(lo: Tensor, hi: Tensor, *, bins: int, spatial_scale: float, sampling_ratio: int,
-                   aligned: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _sampling_grid(
+    lo: Tensor, hi: Tensor, *, bins: int, spatial_scale: float, sampling_ratio: int, aligned: bool
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(start, bin_size, samples per bin)`` of each RoI along one axis, as torchvision computes them."""
     offset = 0.5 if aligned else 0.0
     start = lo * spatial_scale - offset
@@ -95,12 +125,14 @@ def _budget_chunks(sorted_grid: Tensor, order: Tensor, bins: int) -> list[Tensor
     if n == 1 or n * bins * gmax <= _SAMPLE_BUDGET:
         return [order]
     half = n // 2
-    return (_budget_chunks(sorted_grid[:half], order[:half], bins)
-            + _budget_chunks(sorted_grid[half:], order[half:], bins))
+    return _budget_chunks(sorted_grid[:half], order[:half], bins) + _budget_chunks(
+        sorted_grid[half:], order[half:], bins
+    )
 
 
-def _sampled_weights(start: Tensor, bin_size: Tensor, grid: Tensor, *, bins: int, length: int,
-                     per_bin: bool = False) -> Tensor:
+def _sampled_weights(
+    start: Tensor, bin_size: Tensor, grid: Tensor, *, bins: int, length: int, per_bin: bool = False
+) -> Tensor:
     """``[n, length]`` mean 1-D weights for ``n`` RoIs (``[n, bins, length]`` per bin with ``per_bin``),
     samples padded to the largest grid."""
     n = start.shape[0]
@@ -132,8 +164,15 @@ def _sampled_weights(start: Tensor, bin_size: Tensor, grid: Tensor, *, bins: int
     return out / (bins * grid).clamp(min=1).to(dtype).view(n, 1)
 
 
-def roi_embed_reference_rois(features: Tensor, rois: Tensor, *, output_size: int, spatial_scale: float,
-                             sampling_ratio: int, aligned: bool) -> Tensor:
+def roi_embed_reference_rois(
+    features: Tensor,
+    rois: Tensor,
+    *,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
     """Region embeddings from validated inputs.
 
     Args:
@@ -150,7 +189,12 @@ def roi_embed_reference_rois(features: Tensor, rois: Tensor, *, output_size: int
     coord_dtype = torch.promote_types(features.dtype, torch.float32)
     rois = rois.detach().to(coord_dtype)
     batch = rois[:, 0].long()
-    opts = dict(bins=output_size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, aligned=aligned)
+    opts = dict(
+        bins=output_size,
+        spatial_scale=spatial_scale,
+        sampling_ratio=sampling_ratio,
+        aligned=aligned,
+    )
     a_y = axis_weights(rois[:, 2], rois[:, 4], length=height, **opts).to(features.dtype)
     a_x = axis_weights(rois[:, 1], rois[:, 3], length=width, **opts).to(features.dtype)
 
@@ -163,7 +207,9 @@ def roi_embed_reference_rois(features: Tensor, rois: Tensor, *, output_size: int
             continue
         flat = features[b].reshape(channels, height * width)
         for sub in idx.split(rows_per_chunk):
-            weight_map = (a_y[sub, :, None] * a_x[sub, None, :]).reshape(sub.numel(), height * width)
+            weight_map = (a_y[sub, :, None] * a_x[sub, None, :]).reshape(
+                sub.numel(), height * width
+            )
             pieces.append(weight_map @ flat.T)
     embeddings = torch.cat(pieces)
     inverse = torch.empty_like(order)

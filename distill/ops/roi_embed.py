@@ -10,6 +10,7 @@ than torchvision's roi_align + mean on CPU, see ``benchmarks/roi_embed.py``). Se
 environment variable ``OVDISTILL_ROI_EMBED_IMPL=reference`` forces the PyTorch implementation on
 every device.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,16 @@ MAX_SAMPLES_PER_BIN = 1 << 16
 BoxesLike = Tensor | Sequence[Tensor]
 
 
-def roi_embed(features: Tensor, boxes: BoxesLike, *, output_size: int = 7, spatial_scale: float = 1.0,
-              sampling_ratio: int = 0, aligned: bool = True, normalize: bool = False) -> Tensor:
+def roi_embed(
+    features: Tensor,
+    boxes: BoxesLike,
+    *,
+    output_size: int = 7,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+    normalize: bool = False,
+) -> Tensor:
     """Region embeddings: RoI-align with ``output_size x output_size`` bins, then the mean over bins.
 
     Args:
@@ -55,11 +64,20 @@ def roi_embed(features: Tensor, boxes: BoxesLike, *, output_size: int = 7, spati
         ValueError: malformed shapes/dtypes, non-finite boxes, batch indices out of range, bad options.
         RuntimeError: the CUDA extension could not be built (names the compiler problem).
     """
-    rois = _validate(features, boxes, output_size=output_size, spatial_scale=spatial_scale,
-                     sampling_ratio=sampling_ratio)
+    rois = _validate(
+        features,
+        boxes,
+        output_size=output_size,
+        spatial_scale=spatial_scale,
+        sampling_ratio=sampling_ratio,
+    )
     impl = _impl_choice()
-    opts = dict(output_size=int(output_size), spatial_scale=float(spatial_scale),
-                sampling_ratio=int(sampling_ratio), aligned=bool(aligned))
+    opts = dict(
+        output_size=int(output_size),
+        spatial_scale=float(spatial_scale),
+        sampling_ratio=int(sampling_ratio),
+        aligned=bool(aligned),
+    )
     if impl == "cuda" and not features.is_cuda:
         raise ValueError(f"{IMPL_ENV}=cuda needs CUDA tensors, got features on {features.device}")
     if features.is_cuda and impl != "reference" and rois.shape[0] > 0:
@@ -69,15 +87,32 @@ def roi_embed(features: Tensor, boxes: BoxesLike, *, output_size: int = 7, spati
     return nnf.normalize(out, dim=1) if normalize else out
 
 
-def roi_embed_reference(features: Tensor, boxes: BoxesLike, *, output_size: int = 7,
-                        spatial_scale: float = 1.0, sampling_ratio: int = 0, aligned: bool = True,
-                        normalize: bool = False) -> Tensor:
+def roi_embed_reference(
+    features: Tensor,
+    boxes: BoxesLike,
+    *,
+    output_size: int = 7,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+    normalize: bool = False,
+) -> Tensor:
     """Pure PyTorch ``roi_embed`` (same arguments and result) on any device; the test oracle."""
-    rois = _validate(features, boxes, output_size=output_size, spatial_scale=spatial_scale,
-                     sampling_ratio=sampling_ratio)
-    out = roi_embed_reference_rois(features, rois, output_size=int(output_size),
-                                   spatial_scale=float(spatial_scale), sampling_ratio=int(sampling_ratio),
-                                   aligned=bool(aligned))
+    rois = _validate(
+        features,
+        boxes,
+        output_size=output_size,
+        spatial_scale=spatial_scale,
+        sampling_ratio=sampling_ratio,
+    )
+    out = roi_embed_reference_rois(
+        features,
+        rois,
+        output_size=int(output_size),
+        spatial_scale=float(spatial_scale),
+        sampling_ratio=int(sampling_ratio),
+        aligned=bool(aligned),
+    )
     return nnf.normalize(out, dim=1) if normalize else out
 
 
@@ -85,15 +120,21 @@ def boxes_to_rois(boxes: BoxesLike, *, device: torch.device | None = None) -> Te
     """``[K, 5]`` (batch index, x1, y1, x2, y2) from a ``[K, 5]`` tensor or a list of ``[K_i, 4]``."""
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError(f"boxes: expected a [K, 5] tensor (batch_idx, x1, y1, x2, y2) or a list of "
-                             f"[K_i, 4] tensors, got shape {tuple(boxes.shape)}")
+            raise ValueError(
+                f"boxes: expected a [K, 5] tensor (batch_idx, x1, y1, x2, y2) or a list of "
+                f"[K_i, 4] tensors, got shape {tuple(boxes.shape)}"
+            )
         return boxes
     if not isinstance(boxes, Sequence) or not all(isinstance(b, Tensor) for b in boxes):
-        raise ValueError(f"boxes: expected a Tensor or a sequence of Tensors, got {type(boxes).__name__}")
+        raise ValueError(
+            f"boxes: expected a Tensor or a sequence of Tensors, got {type(boxes).__name__}"
+        )
     parts = []
     for i, b in enumerate(boxes):
         if b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(f"boxes[{i}]: expected a [K_i, 4] tensor (x1, y1, x2, y2), got shape {tuple(b.shape)}")
+            raise ValueError(
+                f"boxes[{i}]: expected a [K_i, 4] tensor (x1, y1, x2, y2), got shape {tuple(b.shape)}"
+            )
         parts.append(torch.cat([torch.full_like(b[:, :1], i), b], dim=1))
     if not parts:
         return torch.zeros(0, 5, device=device)
@@ -112,8 +153,14 @@ def _impl_choice() -> str:
     return impl
 
 
-def _validate(features: Tensor, boxes: BoxesLike, *, output_size: int, spatial_scale: float,
-              sampling_ratio: int) -> Tensor:
+def _validate(
+    features: Tensor,
+    boxes: BoxesLike,
+    *,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+) -> Tensor:
     """Check the inputs; return ``[K, 5]`` rois on ``features.device`` (boxes dtype kept)."""
     if not isinstance(features, Tensor) or features.dim() != 4:
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
@@ -124,13 +171,25 @@ def _validate(features: Tensor, boxes: BoxesLike, *, output_size: int, spatial_s
     if height == 0 or width == 0:
         raise ValueError(f"features: empty spatial size {height}x{width}")
     if isinstance(boxes, Sequence) and not isinstance(boxes, Tensor) and len(boxes) != num_images:
-        raise ValueError(f"boxes: got a list of {len(boxes)} box tensors for a batch of {num_images} images")
+        raise ValueError(
+            f"boxes: got a list of {len(boxes)} box tensors for a batch of {num_images} images"
+        )
     if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
         raise ValueError(f"output_size: expected a positive int, got {output_size!r}")
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int) or sampling_ratio > MAX_SAMPLES_PER_BIN:
-        raise ValueError(f"sampling_ratio: expected an int <= {MAX_SAMPLES_PER_BIN} (<= 0 means adaptive), "
-                         f"got {sampling_ratio!r}")
-    if not (isinstance(spatial_scale, (int, float)) and math.isfinite(spatial_scale) and spatial_scale > 0):
+    if (
+        isinstance(sampling_ratio, bool)
+        or not isinstance(sampling_ratio, int)
+        or sampling_ratio > MAX_SAMPLES_PER_BIN
+    ):
+        raise ValueError(
+            f"sampling_ratio: expected an int <= {MAX_SAMPLES_PER_BIN} (<= 0 means adaptive), "
+            f"got {sampling_ratio!r}"
+        )
+    if not (
+        isinstance(spatial_scale, (int, float))
+        and math.isfinite(spatial_scale)
+        and spatial_scale > 0
+    ):
         raise ValueError(f"spatial_scale: expected a finite positive number, got {spatial_scale!r}")
     rois = boxes_to_rois(boxes, device=features.device)
     if rois.device != features.device:
@@ -145,20 +204,29 @@ def _validate(features: Tensor, boxes: BoxesLike, *, output_size: int, spatial_s
     batch = rois[:, 0]
     bad_batch = finite & ((batch != batch.round()) | (batch < 0) | (batch >= num_images))
     span = ((rois[:, 3:5] - rois[:, 1:3]).abs().amax(dim=1) * spatial_scale) / output_size
-    too_big = finite & (span > MAX_SAMPLES_PER_BIN) if sampling_ratio <= 0 else torch.zeros_like(finite)
+    too_big = (
+        finite & (span > MAX_SAMPLES_PER_BIN) if sampling_ratio <= 0 else torch.zeros_like(finite)
+    )
     n_nonfinite, n_bad_batch, n_too_big = torch.stack(
-        [(~finite).sum(), bad_batch.sum(), too_big.sum()]).tolist()  # one host sync
+        [(~finite).sum(), bad_batch.sum(), too_big.sum()]
+    ).tolist()  # one host sync
     if n_nonfinite:
         k = int(torch.nonzero(~finite)[0, 0])
-        raise ValueError(f"boxes: {n_nonfinite} box(es) have non-finite values, first at row {k}: "
-                         f"{rois[k].tolist()}")
+        raise ValueError(
+            f"boxes: {n_nonfinite} box(es) have non-finite values, first at row {k}: "
+            f"{rois[k].tolist()}"
+        )
     if n_bad_batch:
         k = int(torch.nonzero(bad_batch)[0, 0])
-        raise ValueError(f"boxes: batch index {rois[k, 0].item()} at row {k} is not an integer in "
-                         f"[0, {num_images})")
+        raise ValueError(
+            f"boxes: batch index {rois[k, 0].item()} at row {k} is not an integer in "
+            f"[0, {num_images})"
+        )
     if n_too_big:
         k = int(torch.nonzero(too_big)[0, 0])
-        raise ValueError(f"boxes: box at row {k} ({rois[k, 1:].tolist()}) spans more than "
-                         f"{MAX_SAMPLES_PER_BIN * output_size} feature pixels; adaptive sampling would need more "
-                         f"than {MAX_SAMPLES_PER_BIN} samples per bin")
+        raise ValueError(
+            f"boxes: box at row {k} ({rois[k, 1:].tolist()}) spans more than "
+            f"{MAX_SAMPLES_PER_BIN * output_size} feature pixels; adaptive sampling would need more "
+            f"than {MAX_SAMPLES_PER_BIN} samples per bin"
+        )
     return rois

@@ -5,6 +5,7 @@
 crop / dense region embeddings and MaskCLIP pixel logits. Hosts describe their teacher as a
 ``TeacherSpec`` (``build_teacher_from_spec``) and give students a lazy ``TeacherHandle``.
 """
+
 from distill.teachers.base import TEACHERS, ClassNames, Teacher, build_teacher, register_teacher
 from distill.teachers.boxes import valid_box_mask
 from distill.teachers.clip import ClipTeacher
@@ -17,8 +18,20 @@ from distill.teachers.templates import PROMPT_TEMPLATES
 from distill.teachers.text import read_cached_text_classifier, text_classifier_cache_path
 
 __all__ = [
-    "TEACHERS", "ClassNames", "Teacher", "TextTooLongError", "build_teacher", "register_teacher",
-    "ClipTeacher", "EnsembleTeacher", "DenseOutput", "PROMPT_TEMPLATES", "valid_box_mask",
-    "text_classifier_cache_path", "read_cached_text_classifier", "TeacherSpec",
-    "build_teacher_from_spec", "TeacherHandle",
+    "TEACHERS",
+    "ClassNames",
+    "Teacher",
+    "TextTooLongError",
+    "build_teacher",
+    "register_teacher",
+    "ClipTeacher",
+    "EnsembleTeacher",
+    "DenseOutput",
+    "PROMPT_TEMPLATES",
+    "valid_box_mask",
+    "text_classifier_cache_path",
+    "read_cached_text_classifier",
+    "TeacherSpec",
+    "build_teacher_from_spec",
+    "TeacherHandle",
 ]

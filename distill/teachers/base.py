@@ -4,6 +4,7 @@ A teacher is a frozen ``nn.Module`` that maps text and image regions into one jo
 Subclasses set ``embed_dim`` and ``fingerprint`` and implement ``encode_text``, ``encode_images`` and
 ``region_embeddings``; ``text_classifier`` (prompt ensembles + on-disk cache) comes for free.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -15,7 +16,14 @@ from torch import Tensor, nn
 from distill.teachers.errors import TextTooLongError
 from distill.teachers.text import cached_text_classifier
 
-__all__ = ["Teacher", "TextTooLongError", "TEACHERS", "register_teacher", "build_teacher", "ClassNames"]
+__all__ = [
+    "Teacher",
+    "TextTooLongError",
+    "TEACHERS",
+    "register_teacher",
+    "build_teacher",
+    "ClassNames",
+]
 
 ClassNames = Sequence["str | Sequence[str]"]
 
@@ -33,7 +41,7 @@ class Teacher(nn.Module):
     fingerprint: str
     context_length: int | None = None
 
-    def train(self, mode: bool = True) -> "Teacher":  # noqa: ARG002 - teachers stay frozen
+    def train(self, mode: bool = True) -> Teacher:  # noqa: ARG002 - teachers stay frozen
         """Teachers never leave eval mode (BatchNorm statistics and dropout stay frozen)."""
         return super().train(False)
 
@@ -54,7 +62,9 @@ class Teacher(nn.Module):
         """``[N, D]`` normalized embeddings of uint8 RGB images ``[N, 3, S, S]``."""
         raise NotImplementedError
 
-    def region_embeddings(self, images: Sequence[Tensor], boxes: Sequence[Tensor], **kwargs) -> list[Tensor]:
+    def region_embeddings(
+        self, images: Sequence[Tensor], boxes: Sequence[Tensor], **kwargs
+    ) -> list[Tensor]:
         """Per image ``[K_i, D]`` normalized embeddings of the ``[K_i, 4]`` xyxy boxes."""
         raise NotImplementedError
 
@@ -62,8 +72,15 @@ class Teacher(nn.Module):
         """``[B, D, h, w]`` dense (not normalized) embeddings; only some teachers have them."""
         raise NotImplementedError(f"{type(self).__name__} has no dense embeddings")
 
-    def text_classifier(self, names: ClassNames, *, templates: str | Sequence[str] = "vild", cache: bool = True,
-                        batch_size: int = 1024, progress: bool | None = None) -> Tensor:
+    def text_classifier(
+        self,
+        names: ClassNames,
+        *,
+        templates: str | Sequence[str] = "vild",
+        cache: bool = True,
+        batch_size: int = 1024,
+        progress: bool | None = None,
+    ) -> Tensor:
         """``[N, D]`` normalized class embeddings averaged over prompt templates (and synonyms).
 
         Args:
@@ -73,8 +90,9 @@ class Teacher(nn.Module):
             batch_size: prompts per text-encoder call.
             progress: tqdm bar (default: only for more than 2048 prompts).
         """
-        return cached_text_classifier(self, names, templates=templates, cache=cache, batch_size=batch_size,
-                                      progress=progress)
+        return cached_text_classifier(
+            self, names, templates=templates, cache=cache, batch_size=batch_size, progress=progress
+        )
 
 
 T = TypeVar("T", bound=type)
@@ -88,7 +106,9 @@ def register_teacher(name: str) -> Callable[[T], T]:
     def decorator(cls: T) -> T:
         previous = TEACHERS.get(name)
         if previous is not None and _qualname(previous) != _qualname(cls):
-            raise ValueError(f"teacher name {name!r} is already registered to {_qualname(previous)}")
+            raise ValueError(
+                f"teacher name {name!r} is already registered to {_qualname(previous)}"
+            )
         TEACHERS[name] = cls
         return cls
 

@@ -5,6 +5,7 @@ image (pixel ``i`` covers ``[i, i + 1)``). A box is valid when finite, of positi
 overlapping the image. Boxes (and their enlarged versions) are *clipped* to the image: a crop never
 shows padding, so enlarging a box at the image border changes its aspect ratio instead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,7 +14,13 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
-__all__ = ["valid_box_mask", "check_boxes", "check_image", "scale_and_clip_boxes", "crop_and_resize"]
+__all__ = [
+    "valid_box_mask",
+    "check_boxes",
+    "check_image",
+    "scale_and_clip_boxes",
+    "crop_and_resize",
+]
 
 
 def valid_box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -27,8 +34,17 @@ def valid_box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
 
 def check_image(image: Tensor, *, index: int) -> None:
     """Raise ``ValueError`` unless ``image`` is a uint8 ``[3, H, W]`` tensor."""
-    if not isinstance(image, Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-        desc = f"{tuple(image.shape)} {image.dtype}" if isinstance(image, Tensor) else type(image).__name__
+    if (
+        not isinstance(image, Tensor)
+        or image.dtype != torch.uint8
+        or image.ndim != 3
+        or image.shape[0] != 3
+    ):
+        desc = (
+            f"{tuple(image.shape)} {image.dtype}"
+            if isinstance(image, Tensor)
+            else type(image).__name__
+        )
         raise ValueError(f"image {index}: expected a uint8 RGB tensor [3, H, W], got {desc}")
     if image.shape[1] < 1 or image.shape[2] < 1:
         raise ValueError(f"image {index}: empty image of shape {tuple(image.shape)}")
@@ -55,8 +71,10 @@ def check_boxes(boxes: Tensor, height: int, width: int, *, image_index: int) -> 
             why = "zero or negative area"
         else:
             why = f"lies fully outside the {width}x{height} image"
-        raise ValueError(f"image {image_index}, box {j} {box}: {why} ({bad.numel()} invalid boxes in this image; "
-                         f"filter them with distill.teachers.valid_box_mask)")
+        raise ValueError(
+            f"image {image_index}, box {j} {box}: {why} ({bad.numel()} invalid boxes in this image; "
+            f"filter them with distill.teachers.valid_box_mask)"
+        )
     return boxes
 
 
@@ -69,7 +87,7 @@ def scale_and_clip_boxes(boxes: Tensor, scales: Sequence[float], height: int, wi
     scale = torch.as_tensor(list(scales), dtype=boxes.dtype, device=boxes.device)
     center = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) / 2
-    half = half[:, None, :] * scale[None, :, None]                      # [K, S, 2]
+    half = half[:, None, :] * scale[None, :, None]  # [K, S, 2]
     out = torch.cat([center[:, None] - half, center[:, None] + half], dim=2)
     limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
     out = torch.minimum(out.clamp(min=0), limits)
@@ -90,4 +108,11 @@ def crop_and_resize(image: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tens
         averages when shrinking, i.e. an antialiased bilinear resize.
     """
     feats = image.float()[None]
-    return roi_align(feats, [boxes.to(feats)], output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    return roi_align(
+        feats,
+        [boxes.to(feats)],
+        output_size=size,
+        spatial_scale=1.0,
+        sampling_ratio=0,
+        aligned=True,
+    )

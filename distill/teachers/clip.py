@@ -1,4 +1,5 @@
 """``ClipTeacher``: a frozen open_clip model (ResNet or ViT, built-in or custom config) as a teacher."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,14 @@ from distill.teachers.base import Teacher, register_teacher
 from distill.teachers.boxes import check_boxes, check_image, crop_and_resize, scale_and_clip_boxes
 from distill.teachers.errors import TextTooLongError
 from distill.teachers.loading import load_open_clip
-from distill.teachers.maskclip import (DenseOutput, dense_kind, dense_stride, refine_logits, resnet_dense_forward,
-                                       vit_dense_forward)
+from distill.teachers.maskclip import (
+    DenseOutput,
+    dense_kind,
+    dense_stride,
+    refine_logits,
+    resnet_dense_forward,
+    vit_dense_forward,
+)
 from distill.utils import sha256_json
 from distill.vocab import dense_cosine_logits
 
@@ -49,37 +56,64 @@ class ClipTeacher(Teacher):
         (RGB, for ``[0, 1]`` pixels), context_length, fingerprint, model (the open_clip model).
     """
 
-    def __init__(self, model_name: str, *, pretrained: str | os.PathLike | None = None,
-                 model_config: str | os.PathLike | Mapping | None = None, device: str | torch.device = "cpu",
-                 precision: str = "fp32", allow_random_init: bool = False, dense_output_stride: int | None = None):
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        pretrained: str | os.PathLike | None = None,
+        model_config: str | os.PathLike | Mapping | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        allow_random_init: bool = False,
+        dense_output_stride: int | None = None,
+    ):
         super().__init__()
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         if model_config is None:
             model_name = model_name.replace("/", "-")  # "ViT-B/32" -> open_clip's "ViT-B-32"
-        loaded = load_open_clip(model_name, pretrained=pretrained, model_config=model_config, device=device,
-                                allow_random_init=allow_random_init)
+        loaded = load_open_clip(
+            model_name,
+            pretrained=pretrained,
+            model_config=model_config,
+            device=device,
+            allow_random_init=allow_random_init,
+        )
         self.model = loaded.model
         self.model_name = model_name
         self.precision = precision
         self.embed_dim = int(loaded.config["embed_dim"])
         self.input_size = _pair(loaded.preprocess.get("size", self.model.visual.image_size))
-        self.image_size = self.input_size[0] if self.input_size[0] == self.input_size[1] else self.input_size
+        self.image_size = (
+            self.input_size[0] if self.input_size[0] == self.input_size[1] else self.input_size
+        )
         self.mean = tuple(float(m) for m in loaded.preprocess["mean"])
         self.std = tuple(float(s) for s in loaded.preprocess["std"])
-        self.register_buffer("_mean", torch.tensor(self.mean, device=device).view(3, 1, 1) * 255, persistent=False)
-        self.register_buffer("_std", torch.tensor(self.std, device=device).view(3, 1, 1) * 255, persistent=False)
+        self.register_buffer(
+            "_mean", torch.tensor(self.mean, device=device).view(3, 1, 1) * 255, persistent=False
+        )
+        self.register_buffer(
+            "_std", torch.tensor(self.std, device=device).view(3, 1, 1) * 255, persistent=False
+        )
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.context_length = int(getattr(self.model, "context_length", 0) or self.tokenizer.context_length)
+        self.context_length = int(
+            getattr(self.model, "context_length", 0) or self.tokenizer.context_length
+        )
         if dense_output_stride not in (None, 8, 16, 32):
             raise ValueError(f"resnet output_stride must be 8, 16 or 32, got {dense_output_stride}")
         if dense_output_stride is not None and dense_kind(self.model.visual) != "resnet":
-            raise ValueError(f"dense_output_stride applies to ResNet teachers; {model_name} is a ViT "
-                             f"(its dense stride is the patch size)")
+            raise ValueError(
+                f"dense_output_stride applies to ResNet teachers; {model_name} is a ViT "
+                f"(its dense stride is the patch size)"
+            )
         self.dense_output_stride = dense_output_stride
-        self.fingerprint = sha256_json({"config": loaded.config, "weights": loaded.weights,
-                                        "preprocess": {"size": list(self.input_size), "mean": self.mean,
-                                                       "std": self.std}})
+        self.fingerprint = sha256_json(
+            {
+                "config": loaded.config,
+                "weights": loaded.weights,
+                "preprocess": {"size": list(self.input_size), "mean": self.mean, "std": self.std},
+            }
+        )
         self.eval()
 
     # ------------------------------------------------------------------ helpers
@@ -101,8 +135,17 @@ class ClipTeacher(Teacher):
         return F.normalize(feats.float(), dim=-1)
 
     def _image_batch(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            desc = f"{tuple(images.shape)} {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
+        if (
+            not isinstance(images, Tensor)
+            or images.dtype != torch.uint8
+            or images.ndim != 4
+            or images.shape[1] != 3
+        ):
+            desc = (
+                f"{tuple(images.shape)} {images.dtype}"
+                if isinstance(images, Tensor)
+                else type(images).__name__
+            )
             raise ValueError(f"images must be a uint8 RGB tensor [N, 3, H, W], got {desc}")
         return images.to(self.device).float()
 
@@ -114,13 +157,16 @@ class ClipTeacher(Teacher):
         """
         limit = self.context_length
         tok = self.tokenizer
-        if isinstance(tok, open_clip.SimpleTokenizer) and getattr(tok, "reduction_fn", None) is None:
+        if (
+            isinstance(tok, open_clip.SimpleTokenizer)
+            and getattr(tok, "reduction_fn", None) is None
+        ):
             out = torch.zeros(len(texts), limit, dtype=torch.long)
             for i, text in enumerate(texts):
                 ids = [tok.sot_token_id, *tok.encode(text), tok.eot_token_id]
                 if len(ids) > limit:
                     raise TextTooLongError(text, len(ids), limit)
-                out[i, :len(ids)] = torch.tensor(ids)
+                out[i, : len(ids)] = torch.tensor(ids)
             return out
         hf = getattr(tok, "tokenizer", None)
         if callable(hf):
@@ -138,7 +184,7 @@ class ClipTeacher(Teacher):
         texts = [texts] if isinstance(texts, str) else list(texts)
         out = []
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenize(texts[start:start + batch_size]).to(self.device)
+            tokens = self.tokenize(texts[start : start + batch_size]).to(self.device)
             with self._autocast():
                 feats = self.model.encode_text(tokens)
             out.append(F.normalize(feats.float(), dim=-1))
@@ -153,18 +199,31 @@ class ClipTeacher(Teacher):
         pixels = self._image_batch(images)
         out = []
         for start in range(0, pixels.shape[0], batch_size):
-            chunk = pixels[start:start + batch_size]
+            chunk = pixels[start : start + batch_size]
             if tuple(chunk.shape[-2:]) != self.input_size:
-                chunk = F.interpolate(chunk, size=self.input_size, mode="bilinear", align_corners=False,
-                                      antialias=True)
+                chunk = F.interpolate(
+                    chunk,
+                    size=self.input_size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
             out.append(self._encode_pixels(chunk))
         return torch.cat(out) if out else torch.zeros(0, self.embed_dim, device=self.device)
 
     # ------------------------------------------------------------------ regions
-    def region_embeddings(self, images: Sequence[Tensor], boxes: Sequence[Tensor], *, mode: str = "crop",
-                          scales: Sequence[float] = (1.0, 1.5), batch_size: int = 256,
-                          dense_short_side: int | None = None, dense_output_size: int = 7,
-                          progress: bool = False) -> list[Tensor]:
+    def region_embeddings(
+        self,
+        images: Sequence[Tensor],
+        boxes: Sequence[Tensor],
+        *,
+        mode: str = "crop",
+        scales: Sequence[float] = (1.0, 1.5),
+        batch_size: int = 256,
+        dense_short_side: int | None = None,
+        dense_output_size: int = 7,
+        progress: bool = False,
+    ) -> list[Tensor]:
         """Per image ``[K_i, D]`` normalized embeddings of its ``[K_i, 4]`` xyxy boxes.
 
         Args:
@@ -190,23 +249,37 @@ class ClipTeacher(Teacher):
         if mode == "crop":
             if not scales or any(not (float(s) > 0) for s in scales):
                 raise ValueError(f"scales must be positive numbers, got {scales}")
-            return self._crop_embeddings(images, checked, [float(s) for s in scales], batch_size, progress)
+            return self._crop_embeddings(
+                images, checked, [float(s) for s in scales], batch_size, progress
+            )
         if mode == "dense":
-            return self._dense_region_embeddings(images, checked, dense_short_side, dense_output_size, progress)
+            return self._dense_region_embeddings(
+                images, checked, dense_short_side, dense_output_size, progress
+            )
         raise ValueError(f"mode must be 'crop' or 'dense', got {mode!r}")
 
-    def _crops(self, images: list[Tensor], boxes: list[Tensor], scales: list[float], batch_size: int,
-               progress: bool) -> Iterator[Tensor]:
+    def _crops(
+        self,
+        images: list[Tensor],
+        boxes: list[Tensor],
+        scales: list[float],
+        batch_size: int,
+        progress: bool,
+    ) -> Iterator[Tensor]:
         """Crops of all boxes x scales of all images, in order, in batches of exactly ``batch_size``."""
         pending: list[Tensor] = []
         count = 0
-        for image, bx in tqdm(list(zip(images, boxes)), disable=not progress, desc="region crops", unit="img"):
+        for image, bx in tqdm(
+            list(zip(images, boxes)), disable=not progress, desc="region crops", unit="img"
+        ):
             if bx.shape[0] == 0:
                 continue
             rois = scale_and_clip_boxes(bx.to(self.device), scales, image.shape[1], image.shape[2])
             image = image.to(self.device)
             for start in range(0, rois.shape[0], batch_size):
-                pending.append(crop_and_resize(image, rois[start:start + batch_size], self.input_size))
+                pending.append(
+                    crop_and_resize(image, rois[start : start + batch_size], self.input_size)
+                )
                 count += pending[-1].shape[0]
                 if count >= batch_size:
                     merged = torch.cat(pending)
@@ -218,20 +291,37 @@ class ClipTeacher(Teacher):
             yield torch.cat(pending)
 
     @torch.no_grad()
-    def _crop_embeddings(self, images: list[Tensor], boxes: list[Tensor], scales: list[float], batch_size: int,
-                         progress: bool) -> list[Tensor]:
+    def _crop_embeddings(
+        self,
+        images: list[Tensor],
+        boxes: list[Tensor],
+        scales: list[float],
+        batch_size: int,
+        progress: bool,
+    ) -> list[Tensor]:
         counts = [b.shape[0] for b in boxes]
-        chunks = [self._encode_pixels(crops) for crops in self._crops(images, boxes, scales, batch_size, progress)]
+        chunks = [
+            self._encode_pixels(crops)
+            for crops in self._crops(images, boxes, scales, batch_size, progress)
+        ]
         flat = torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=self.device)
         emb = F.normalize(flat.view(-1, len(scales), self.embed_dim).mean(dim=1), dim=-1)
         return list(emb.split(counts))
 
     @torch.no_grad()
-    def _dense_region_embeddings(self, images: list[Tensor], boxes: list[Tensor], short_side: int | None,
-                                 output_size: int, progress: bool) -> list[Tensor]:
+    def _dense_region_embeddings(
+        self,
+        images: list[Tensor],
+        boxes: list[Tensor],
+        short_side: int | None,
+        output_size: int,
+        progress: bool,
+    ) -> list[Tensor]:
         stride = self.dense_stride
         out = []
-        for image, bx in tqdm(list(zip(images, boxes)), disable=not progress, desc="dense regions", unit="img"):
+        for image, bx in tqdm(
+            list(zip(images, boxes)), disable=not progress, desc="dense regions", unit="img"
+        ):
             if bx.shape[0] == 0:
                 out.append(torch.zeros(0, self.embed_dim, device=self.device))
                 continue
@@ -241,13 +331,29 @@ class ClipTeacher(Teacher):
             new_w = max(stride, round(width * factor / stride) * stride)
             pixels = image.to(self.device).float()[None]
             if (new_h, new_w) != (height, width):
-                pixels = F.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False,
-                                       antialias=True)
+                pixels = F.interpolate(
+                    pixels,
+                    size=(new_h, new_w),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
             feats = self._dense(self._normalize(pixels)).features.float()
             clipped = scale_and_clip_boxes(bx.to(self.device), [1.0], height, width)
-            clipped = clipped * torch.tensor([new_w / width, new_h / height] * 2, device=self.device)
-            out.append(roi_embed(feats, [clipped], output_size=output_size, spatial_scale=feats.shape[-1] / new_w,
-                                 sampling_ratio=0, aligned=True, normalize=True))
+            clipped = clipped * torch.tensor(
+                [new_w / width, new_h / height] * 2, device=self.device
+            )
+            out.append(
+                roi_embed(
+                    feats,
+                    [clipped],
+                    output_size=output_size,
+                    spatial_scale=feats.shape[-1] / new_w,
+                    sampling_ratio=0,
+                    aligned=True,
+                    normalize=True,
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ dense (MaskCLIP)
@@ -257,24 +363,35 @@ class ClipTeacher(Teacher):
         ``dense_output_stride`` was given)."""
         return self.dense_output_stride or dense_stride(self.model.visual)
 
-    def _dense(self, x: Tensor, *, return_keys: bool = False, record_attention: int = 0) -> DenseOutput:
+    def _dense(
+        self, x: Tensor, *, return_keys: bool = False, record_attention: int = 0
+    ) -> DenseOutput:
         visual = self.model.visual
         with self._autocast():
             if dense_kind(visual) == "resnet":
                 if record_attention:
                     raise ValueError("record_attention needs a ViT teacher")
-                return resnet_dense_forward(visual, x, return_keys=return_keys, output_stride=self.dense_stride)
-            return vit_dense_forward(visual, x, return_keys=return_keys, record_attention=record_attention)
+                return resnet_dense_forward(
+                    visual, x, return_keys=return_keys, output_stride=self.dense_stride
+                )
+            return vit_dense_forward(
+                visual, x, return_keys=return_keys, record_attention=record_attention
+            )
 
     @torch.no_grad()
-    def dense_forward(self, images: Tensor, *, return_keys: bool = False, record_attention: int = 0) -> DenseOutput:
+    def dense_forward(
+        self, images: Tensor, *, return_keys: bool = False, record_attention: int = 0
+    ) -> DenseOutput:
         """MaskCLIP dense pass on uint8 RGB ``[B, 3, H, W]`` images at their given size.
 
         Returns a ``DenseOutput`` (features ``[B, D, h, w]`` float32, optional keys, recorded attentions).
         For gradients (e.g. CLIP-ES Grad-CAM), call ``distill.teachers.maskclip.vit_dense_forward`` directly.
         """
-        result = self._dense(self._normalize(self._image_batch(images)), return_keys=return_keys,
-                             record_attention=record_attention)
+        result = self._dense(
+            self._normalize(self._image_batch(images)),
+            return_keys=return_keys,
+            record_attention=record_attention,
+        )
         result.features = result.features.float()
         result.keys = result.keys.float() if result.keys is not None else None
         return result
@@ -284,8 +401,15 @@ class ClipTeacher(Teacher):
         return self.dense_forward(images).features
 
     @torch.no_grad()
-    def pixel_logits(self, images: Tensor, classifier: Tensor, *, key_smoothing: float | None = None,
-                     prompt_denoise: float | None = None, key_norm: str = "channel") -> Tensor:
+    def pixel_logits(
+        self,
+        images: Tensor,
+        classifier: Tensor,
+        *,
+        key_smoothing: float | None = None,
+        prompt_denoise: float | None = None,
+        key_norm: str = "channel",
+    ) -> Tensor:
         """MaskCLIP per-pixel class scores ``[B, N, h, w]`` at the dense-feature resolution.
 
         Args:
@@ -299,9 +423,18 @@ class ClipTeacher(Teacher):
             Cosine logits (denoised classes at -100); with key smoothing, the smoothed softmax scores.
         """
         if classifier.ndim != 2 or classifier.shape[1] != self.embed_dim:
-            raise ValueError(f"classifier must be [N, {self.embed_dim}], got {tuple(classifier.shape)}")
+            raise ValueError(
+                f"classifier must be [N, {self.embed_dim}], got {tuple(classifier.shape)}"
+            )
         dense = self.dense_forward(images, return_keys=key_smoothing is not None)
         feats = F.normalize(dense.features, dim=1)
-        logits = dense_cosine_logits(feats, F.normalize(classifier.to(feats), dim=1), temperature=1.0)
-        return refine_logits(logits, dense.keys, key_smoothing_thresh=key_smoothing,
-                             prompt_denoise_thresh=prompt_denoise, key_norm=key_norm)
+        logits = dense_cosine_logits(
+            feats, F.normalize(classifier.to(feats), dim=1), temperature=1.0
+        )
+        return refine_logits(
+            logits,
+            dense.keys,
+            key_smoothing_thresh=key_smoothing,
+            prompt_denoise_thresh=prompt_denoise,
+            key_norm=key_norm,
+        )

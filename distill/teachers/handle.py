@@ -9,6 +9,7 @@ that is already built (e.g. a test's stub); copies then share that frozen teache
 With ``expected_fingerprint`` every teacher the handle serves is checked with
 :func:`distill.vocab.check_teacher_fingerprint` (e.g. against the student's text classifier).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,12 +35,19 @@ class TeacherHandle:
             messages.
     """
 
-    def __init__(self, spec: TeacherSpec, *, expected_fingerprint: str | None = None,
-                 expected_from: str = "the text classifier") -> None:
+    def __init__(
+        self,
+        spec: TeacherSpec,
+        *,
+        expected_fingerprint: str | None = None,
+        expected_from: str = "the text classifier",
+    ) -> None:
         if not isinstance(spec, TeacherSpec):
-            raise TypeError(f"TeacherHandle needs a TeacherSpec, got {type(spec).__name__} (use "
-                            f"TeacherSpec.from_mapping for a config dict, TeacherHandle.wrap for a "
-                            f"built teacher)")
+            raise TypeError(
+                f"TeacherHandle needs a TeacherSpec, got {type(spec).__name__} (use "
+                f"TeacherSpec.from_mapping for a config dict, TeacherHandle.wrap for a "
+                f"built teacher)"
+            )
         self.spec: TeacherSpec | None = spec
         self.expected_fingerprint = expected_fingerprint
         self.expected_from = expected_from
@@ -47,8 +55,13 @@ class TeacherHandle:
         self._wrapped: Any = None
 
     @classmethod
-    def wrap(cls, teacher: Any, *, expected_fingerprint: str | None = None,
-             expected_from: str = "the text classifier") -> TeacherHandle:
+    def wrap(
+        cls,
+        teacher: Any,
+        *,
+        expected_fingerprint: str | None = None,
+        expected_from: str = "the text classifier",
+    ) -> TeacherHandle:
         """A handle serving ``teacher`` (anything with ``fingerprint``) on every device; its
         fingerprint is checked now."""
         handle = cls.__new__(cls)
@@ -75,16 +88,26 @@ class TeacherHandle:
         return self._teachers[key]
 
     def _check(self, teacher: Any, *, what: str) -> None:
-        check_teacher_fingerprint(self.expected_fingerprint, str(teacher.fingerprint), what=what,
-                                  source=self.expected_from, fix=_FIX)
+        check_teacher_fingerprint(
+            self.expected_fingerprint,
+            str(teacher.fingerprint),
+            what=what,
+            source=self.expected_from,
+            fix=_FIX,
+        )
 
     def __deepcopy__(self, memo: dict) -> TeacherHandle:
-        if self._wrapped is not None:   # nothing to rebuild from: copies share the frozen teacher
-            return TeacherHandle.wrap(self._wrapped, expected_fingerprint=self.expected_fingerprint,
-                                      expected_from=self.expected_from)
-        return TeacherHandle(copy.deepcopy(self.spec, memo),
-                             expected_fingerprint=self.expected_fingerprint,
-                             expected_from=self.expected_from)
+        if self._wrapped is not None:  # nothing to rebuild from: copies share the frozen teacher
+            return TeacherHandle.wrap(
+                self._wrapped,
+                expected_fingerprint=self.expected_fingerprint,
+                expected_from=self.expected_from,
+            )
+        return TeacherHandle(
+            copy.deepcopy(self.spec, memo),
+            expected_fingerprint=self.expected_fingerprint,
+            expected_from=self.expected_from,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles leave built teachers out (a wrapped one is kept: it cannot be rebuilt)."""

@@ -1,4 +1,5 @@
 """Building open_clip models for teachers: custom model configs, strict checkpoint loading, fingerprints."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,13 @@ from torch import nn
 
 from distill.utils import atomic_path, cache_dir, sha256_file, sha256_json, write_json_atomic
 
-__all__ = ["LoadedModel", "register_model_config", "load_open_clip", "checkpoint_sha256", "state_dict_sha256"]
+__all__ = [
+    "LoadedModel",
+    "register_model_config",
+    "load_open_clip",
+    "checkpoint_sha256",
+    "state_dict_sha256",
+]
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 _REQUIRED_CFG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
@@ -28,12 +35,16 @@ class LoadedModel:
     """An open_clip model plus what identifies it."""
 
     model: nn.Module
-    config: dict[str, Any]          # open_clip model config (embed_dim, vision_cfg, text_cfg, ...)
-    weights: dict[str, str]         # {"checkpoint_sha256": ...} | {"pretrained_tag": ...} | {"random_init_sha256": ...}
+    config: dict[str, Any]  # open_clip model config (embed_dim, vision_cfg, text_cfg, ...)
+    weights: dict[
+        str, str
+    ]  # {"checkpoint_sha256": ...} | {"pretrained_tag": ...} | {"random_init_sha256": ...}
     preprocess: dict[str, Any] = field(default_factory=dict)
 
 
-def register_model_config(model_name: str, model_config: str | os.PathLike | Mapping) -> tuple[dict, dict | None]:
+def register_model_config(
+    model_name: str, model_config: str | os.PathLike | Mapping
+) -> tuple[dict, dict | None]:
     """Make ``model_name`` known to open_clip with the given config (a JSON path or a dict).
 
     The JSON may be a bare open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) or an
@@ -47,7 +58,9 @@ def register_model_config(model_name: str, model_config: str | os.PathLike | Map
             different open_clip config.
     """
     if "/" in model_name or os.sep in model_name or not model_name:
-        raise ValueError(f"model_name {model_name!r} for a custom model config must be a plain name")
+        raise ValueError(
+            f"model_name {model_name!r} for a custom model config must be a plain name"
+        )
     source = "<dict>"
     if isinstance(model_config, Mapping):
         data = json.loads(json.dumps(dict(model_config)))
@@ -66,18 +79,24 @@ def register_model_config(model_name: str, model_config: str | os.PathLike | Map
     cfg = data["model_cfg"] if "model_cfg" in data else data
     missing = [k for k in _REQUIRED_CFG_KEYS if k not in cfg]
     if missing:
-        raise ValueError(f"model config {source} lacks required keys {missing} (needs {list(_REQUIRED_CFG_KEYS)})")
+        raise ValueError(
+            f"model config {source} lacks required keys {missing} (needs {list(_REQUIRED_CFG_KEYS)})"
+        )
     existing = open_clip.get_model_config(model_name)
     if existing is not None:
         if existing == cfg:
             return cfg, preprocess
-        raise ValueError(f"model_name {model_name!r} already names a different open_clip model config; "
-                         f"choose another name for {source}")
+        raise ValueError(
+            f"model_name {model_name!r} already names a different open_clip model config; "
+            f"choose another name for {source}"
+        )
     target = cache_dir("model_configs", sha256_json(cfg)[:16]) / f"{model_name}.json"
     if not target.is_file():
         write_json_atomic(target, cfg, indent=2)
     open_clip.add_model_config(target)
-    if open_clip.get_model_config(model_name) != cfg:  # pragma: no cover - open_clip registry semantics changed
+    if (
+        open_clip.get_model_config(model_name) != cfg
+    ):  # pragma: no cover - open_clip registry semantics changed
         raise RuntimeError(f"open_clip did not register model config {target} as {model_name!r}")
     return cfg, preprocess
 
@@ -126,14 +145,23 @@ def _checkpoint_mismatch(model_name: str, path: Path, kwargs: dict, err: Excepti
     missing = sorted(incompatible.missing_keys)
     unexpected = sorted(incompatible.unexpected_keys)
     if missing or unexpected:
-        return ValueError(f"checkpoint {path} does not fit open_clip model {model_name!r}: "
-                          f"missing keys {missing}; unexpected keys {unexpected}")
-    return ValueError(f"checkpoint {path} could not be loaded into open_clip model {model_name!r}: {err}")
+        return ValueError(
+            f"checkpoint {path} does not fit open_clip model {model_name!r}: "
+            f"missing keys {missing}; unexpected keys {unexpected}"
+        )
+    return ValueError(
+        f"checkpoint {path} could not be loaded into open_clip model {model_name!r}: {err}"
+    )
 
 
-def load_open_clip(model_name: str, *, pretrained: str | os.PathLike | None = None,
-                   model_config: str | os.PathLike | Mapping | None = None, device: str | torch.device = "cpu",
-                   allow_random_init: bool = False) -> LoadedModel:
+def load_open_clip(
+    model_name: str,
+    *,
+    pretrained: str | os.PathLike | None = None,
+    model_config: str | os.PathLike | Mapping | None = None,
+    device: str | torch.device = "cpu",
+    allow_random_init: bool = False,
+) -> LoadedModel:
     """Create an open_clip model and load its weights.
 
     Args:
@@ -154,16 +182,20 @@ def load_open_clip(model_name: str, *, pretrained: str | os.PathLike | None = No
     else:
         cfg = open_clip.get_model_config(model_name.replace("/", "-"))
         if cfg is None:
-            raise ValueError(f"unknown open_clip model {model_name!r}; pass model_config=<json> for a custom "
-                             f"architecture (known: {len(open_clip.list_models())} models, e.g. ViT-B-32, RN50)")
+            raise ValueError(
+                f"unknown open_clip model {model_name!r}; pass model_config=<json> for a custom "
+                f"architecture (known: {len(open_clip.list_models())} models, e.g. ViT-B-32, RN50)"
+            )
     kwargs: dict[str, Any] = {"device": device, "precision": "fp32"}
     if preprocess:
         kwargs["force_preprocess_cfg"] = preprocess
     pretrained = os.fspath(pretrained) if pretrained is not None else None
     if pretrained is None:
         if not allow_random_init:
-            raise ValueError(f"no weights for teacher {model_name!r}: pass pretrained=<open_clip tag or checkpoint "
-                             f"path> (allow_random_init=True builds random weights, for tests only)")
+            raise ValueError(
+                f"no weights for teacher {model_name!r}: pass pretrained=<open_clip tag or checkpoint "
+                f"path> (allow_random_init=True builds random weights, for tests only)"
+            )
         model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         weights = {"random_init_sha256": state_dict_sha256(model)}
     elif Path(pretrained).is_file():
@@ -173,14 +205,22 @@ def load_open_clip(model_name: str, *, pretrained: str | os.PathLike | None = No
             raise _checkpoint_mismatch(model_name, Path(pretrained), kwargs, err) from err
         weights = {"checkpoint_sha256": checkpoint_sha256(pretrained)}
     elif _looks_like_path(pretrained) or Path(pretrained).exists():
-        raise FileNotFoundError(f"checkpoint file not found for teacher {model_name!r}: {pretrained}")
+        raise FileNotFoundError(
+            f"checkpoint file not found for teacher {model_name!r}: {pretrained}"
+        )
     else:
         if not open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained):
             tags = open_clip.list_pretrained_tags_by_model(model_name.replace("/", "-"))
-            raise ValueError(f"{pretrained!r} is neither a checkpoint file nor an open_clip pretrained tag of "
-                             f"{model_name!r} (tags: {tags})")
+            raise ValueError(
+                f"{pretrained!r} is neither a checkpoint file nor an open_clip pretrained tag of "
+                f"{model_name!r} (tags: {tags})"
+            )
         model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
         weights = {"pretrained_tag": pretrained}
     model.eval().requires_grad_(False)
-    return LoadedModel(model=model, config=cfg, weights=weights,
-                       preprocess=dict(open_clip.get_model_preprocess_cfg(model)))
+    return LoadedModel(
+        model=model,
+        config=cfg,
+        weights=weights,
+        preprocess=dict(open_clip.get_model_preprocess_cfg(model)),
+    )

@@ -13,6 +13,7 @@ Follows chongzhou96/MaskCLIP (``mmseg/models/backbones/vit.py``, ``decode_heads/
 The ViT pass can record the attention maps of its last blocks (``record_attention``), the hook CLIP-ES's
 class-aware attention refinement needs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,8 +24,17 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
-__all__ = ["DenseOutput", "dense_kind", "dense_stride", "vit_dense_forward", "resnet_dense_forward",
-           "interpolate_pos_embed", "prompt_denoise", "key_smoothing", "refine_logits"]
+__all__ = [
+    "DenseOutput",
+    "dense_kind",
+    "dense_stride",
+    "vit_dense_forward",
+    "resnet_dense_forward",
+    "interpolate_pos_embed",
+    "prompt_denoise",
+    "key_smoothing",
+    "refine_logits",
+]
 
 
 @dataclass
@@ -42,16 +52,22 @@ class DenseOutput:
 
 
 def dense_kind(visual: nn.Module) -> str:
-    """"vit" or "resnet"; ``NotImplementedError`` for image towers without a MaskCLIP dense path."""
+    """ "vit" or "resnet"; ``NotImplementedError`` for image towers without a MaskCLIP dense path."""
     if isinstance(visual, ModifiedResNet):
         return "resnet"
     if isinstance(visual, VisionTransformer):
         blocks = visual.transformer.resblocks
-        if visual.attn_pool is not None or not all(isinstance(b, ResidualAttentionBlock) for b in blocks):
-            raise NotImplementedError("dense (MaskCLIP) features need a plain open_clip ViT (no attentional "
-                                      "pooler, default residual attention blocks)")
+        if visual.attn_pool is not None or not all(
+            isinstance(b, ResidualAttentionBlock) for b in blocks
+        ):
+            raise NotImplementedError(
+                "dense (MaskCLIP) features need a plain open_clip ViT (no attentional "
+                "pooler, default residual attention blocks)"
+            )
         return "vit"
-    raise NotImplementedError(f"dense (MaskCLIP) features are not implemented for {type(visual).__name__}")
+    raise NotImplementedError(
+        f"dense (MaskCLIP) features are not implemented for {type(visual).__name__}"
+    )
 
 
 def dense_stride(visual: nn.Module) -> int:
@@ -81,7 +97,9 @@ def _qkv_weights(attn: nn.MultiheadAttention) -> tuple[list[Tensor], list[Tensor
         weights = list(attn.in_proj_weight.split(c))
     else:
         weights = [attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight]
-    biases = list(attn.in_proj_bias.split(c)) if attn.in_proj_bias is not None else [None, None, None]
+    biases = (
+        list(attn.in_proj_bias.split(c)) if attn.in_proj_bias is not None else [None, None, None]
+    )
     return weights, biases
 
 
@@ -107,8 +125,9 @@ def _to_block_layout(x: Tensor, batch_first: bool) -> Tensor:
     return x if batch_first else x.transpose(0, 1)
 
 
-def vit_dense_forward(visual: VisionTransformer, x: Tensor, *, return_keys: bool = False,
-                      record_attention: int = 0) -> DenseOutput:
+def vit_dense_forward(
+    visual: VisionTransformer, x: Tensor, *, return_keys: bool = False, record_attention: int = 0
+) -> DenseOutput:
     """MaskCLIP dense pass of an open_clip ViT.
 
     Args:
@@ -120,13 +139,15 @@ def vit_dense_forward(visual: VisionTransformer, x: Tensor, *, return_keys: bool
             attention it would have computed; its output still takes the value path).
     """
     dense_kind(visual)
-    tokens = visual.conv1(x)                                        # [B, C, h, w]
+    tokens = visual.conv1(x)  # [B, C, h, w]
     b, c, h, w = tokens.shape
     tokens = tokens.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(tokens.dtype).view(1, 1, -1).expand(b, -1, -1)
     tokens = torch.cat([cls, tokens], dim=1)
-    tokens = tokens + interpolate_pos_embed(visual.positional_embedding, visual.grid_size, (h, w)).to(tokens.dtype)
-    tokens = visual.ln_pre(tokens)                                  # patch dropout is inactive in eval
+    tokens = tokens + interpolate_pos_embed(
+        visual.positional_embedding, visual.grid_size, (h, w)
+    ).to(tokens.dtype)
+    tokens = visual.ln_pre(tokens)  # patch dropout is inactive in eval
 
     blocks = visual.transformer.resblocks
     batch_first = getattr(visual.transformer, "batch_first", True)
@@ -142,7 +163,7 @@ def vit_dense_forward(visual: VisionTransformer, x: Tensor, *, return_keys: bool
     last = blocks[-1]
     if record_attention > 0:
         attentions.append(_block_with_attention(last, tokens)[1])
-    tokens = _to_block_layout(tokens, batch_first)                  # NLD (layout-agnostic below)
+    tokens = _to_block_layout(tokens, batch_first)  # NLD (layout-agnostic below)
     out, keys = _value_path(last, tokens)
     out = visual.ln_post(out[:, 1:])
     if visual.proj is not None:
@@ -155,11 +176,15 @@ def vit_dense_forward(visual: VisionTransformer, x: Tensor, *, return_keys: bool
 def _dilated_average(x: Tensor, size: int, dilation: int) -> Tensor:
     """``AvgPool2d(size)`` evaluated at every location (stride 1, taps ``dilation`` apart), same-size output."""
     pad = (size - 1) * dilation
-    weight = x.new_full((x.shape[1], 1, size, size), 1.0 / size ** 2)
-    return F.conv2d(F.pad(x, (0, pad, 0, pad), mode="replicate"), weight, dilation=dilation, groups=x.shape[1])
+    weight = x.new_full((x.shape[1], 1, size, size), 1.0 / size**2)
+    return F.conv2d(
+        F.pad(x, (0, pad, 0, pad), mode="replicate"), weight, dilation=dilation, groups=x.shape[1]
+    )
 
 
-def _bottleneck_dense(block: nn.Module, x: Tensor, *, dilation: int, keep_resolution: bool) -> tuple[Tensor, int]:
+def _bottleneck_dense(
+    block: nn.Module, x: Tensor, *, dilation: int, keep_resolution: bool
+) -> tuple[Tensor, int]:
     """One open_clip ``Bottleneck`` whose 3x3 conv runs at ``dilation``; with ``keep_resolution`` its
     stride turns into dilation of everything after it (the a-trous / shift-and-stitch identity: the
     result sampled every ``stride`` pixels equals the strided block). Returns (output, next dilation)."""
@@ -172,21 +197,25 @@ def _bottleneck_dense(block: nn.Module, x: Tensor, *, dilation: int, keep_resolu
         return _dilated_average(t, stride, dilation) if dense else F.avg_pool2d(t, stride)
 
     out = block.act1(block.bn1(block.conv1(x)))
-    out = block.act2(block.bn2(F.conv2d(out, block.conv2.weight, block.conv2.bias, padding=dilation,
-                                        dilation=dilation)))
+    out = block.act2(
+        block.bn2(
+            F.conv2d(out, block.conv2.weight, block.conv2.bias, padding=dilation, dilation=dilation)
+        )
+    )
     out = block.bn3(block.conv3(pool(out)))
     if block.downsample is not None:
         identity = pool(x)
         for name, layer in block.downsample.named_children():
-            if name != "-1":                                     # "-1" is the strided AvgPool2d, done above
+            if name != "-1":  # "-1" is the strided AvgPool2d, done above
                 identity = layer(identity)
     else:
         identity = x
     return block.act3(out + identity), dilation * stride if dense else dilation
 
 
-def resnet_dense_forward(visual: ModifiedResNet, x: Tensor, *, return_keys: bool = False,
-                         output_stride: int = 32) -> DenseOutput:
+def resnet_dense_forward(
+    visual: ModifiedResNet, x: Tensor, *, return_keys: bool = False, output_stride: int = 32
+) -> DenseOutput:
     """MaskCLIP dense pass of an open_clip ModifiedResNet: ``c_proj(v_proj(res5))`` per location.
 
     ``output_stride`` 32 is the plain network (MaskCLIP's R50 configs); 16 and 8 keep res5 (and res4) at
@@ -197,12 +226,15 @@ def resnet_dense_forward(visual: ModifiedResNet, x: Tensor, *, return_keys: bool
         raise ValueError(f"resnet output_stride must be 8, 16 or 32, got {output_stride}")
     feats, dilation = visual.stem(x), 1
     dense_layers = {32: (), 16: (4,), 8: (3, 4)}[output_stride]
-    for index, layer in enumerate((visual.layer1, visual.layer2, visual.layer3, visual.layer4), start=1):
+    for index, layer in enumerate(
+        (visual.layer1, visual.layer2, visual.layer3, visual.layer4), start=1
+    ):
         for block in layer:
-            feats, dilation = _bottleneck_dense(block, feats, dilation=dilation,
-                                                keep_resolution=index in dense_layers)
+            feats, dilation = _bottleneck_dense(
+                block, feats, dilation=dilation, keep_resolution=index in dense_layers
+            )
     pool = visual.attnpool
-    per_loc = feats.permute(0, 2, 3, 1)                                                  # [B, h, w, C]
+    per_loc = feats.permute(0, 2, 3, 1)  # [B, h, w, C]
     features = pool.c_proj(pool.v_proj(per_loc)).permute(0, 3, 1, 2)
     keys = pool.k_proj(per_loc).permute(0, 3, 1, 2) if return_keys else None
     return DenseOutput(features=features, keys=keys)
@@ -212,12 +244,18 @@ def prompt_denoise(logits: Tensor, *, threshold: float, temperature: float = 100
     """MaskCLIP prompt denoising: classes whose image-wide max ``softmax(temperature * logits)`` is below
     ``threshold`` get logit -100. ``logits``: ``[B, N, h, w]`` cosine logits; returns a new tensor."""
     probs = F.softmax(logits * temperature, dim=1)
-    weak = probs.flatten(2).amax(dim=2) < threshold                                      # [B, N]
+    weak = probs.flatten(2).amax(dim=2) < threshold  # [B, N]
     return logits.masked_fill(weak[:, :, None, None], -100.0)
 
 
-def key_smoothing(logits: Tensor, keys: Tensor, *, threshold: float, temperature: float = 100.0,
-                  key_norm: str = "channel") -> Tensor:
+def key_smoothing(
+    logits: Tensor,
+    keys: Tensor,
+    *,
+    threshold: float,
+    temperature: float = 100.0,
+    key_norm: str = "channel",
+) -> Tensor:
     """MaskCLIP key smoothing.
 
     ``p = softmax(temperature * logits)`` per pixel; at pixels whose max probability is below
@@ -234,8 +272,8 @@ def key_smoothing(logits: Tensor, keys: Tensor, *, threshold: float, temperature
         ``[B, N, h, w]`` smoothed class scores (probability-like, not logits).
     """
     b, n, h, w = logits.shape
-    probs = F.softmax(logits * temperature, dim=1).flatten(2).transpose(1, 2)           # [B, hw, N]
-    k = keys.flatten(2).transpose(1, 2).float()                                         # [B, hw, C]
+    probs = F.softmax(logits * temperature, dim=1).flatten(2).transpose(1, 2)  # [B, hw, N]
+    k = keys.flatten(2).transpose(1, 2).float()  # [B, hw, C]
     if key_norm == "channel":
         k = F.normalize(k, dim=2)
     elif key_norm == "spatial":
@@ -248,8 +286,14 @@ def key_smoothing(logits: Tensor, keys: Tensor, *, threshold: float, temperature
     return out.transpose(1, 2).reshape(b, n, h, w)
 
 
-def refine_logits(logits: Tensor, keys: Tensor | None, *, key_smoothing_thresh: float | None,
-                  prompt_denoise_thresh: float | None, key_norm: str = "channel") -> Tensor:
+def refine_logits(
+    logits: Tensor,
+    keys: Tensor | None,
+    *,
+    key_smoothing_thresh: float | None,
+    prompt_denoise_thresh: float | None,
+    key_norm: str = "channel",
+) -> Tensor:
     """MaskCLIP's order: prompt denoising on the logits, then key smoothing."""
     if prompt_denoise_thresh is not None:
         logits = prompt_denoise(logits, threshold=prompt_denoise_thresh)

@@ -4,6 +4,7 @@ Hosts turn their config into a spec (Detectron2: ``MODEL.VILD.TEACHER``; MMSeg: 
 dict) and build it with :func:`build_teacher_from_spec`, or hand it to a lazy
 :class:`distill.teachers.handle.TeacherHandle`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,9 @@ class TeacherSpec:
     origin: str = "teacher"
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any], *, origin: str = "teacher",
-                     device: str | torch.device = "cpu") -> TeacherSpec:
+    def from_mapping(
+        cls, cfg: Mapping[str, Any], *, origin: str = "teacher", device: str | torch.device = "cpu"
+    ) -> TeacherSpec:
         """A spec from an MMEngine-style dict: ``type`` (default ``"clip"``) + keyword arguments.
 
         A ``device`` entry is ignored (the host chooses the device); ``"clip"`` needs
@@ -74,11 +76,14 @@ class TeacherSpec:
         return " ".join(p for p in parts if p)
 
 
-def build_teacher_from_spec(spec: TeacherSpec, *,
-                            device: str | torch.device | None = None) -> Teacher:
+def build_teacher_from_spec(
+    spec: TeacherSpec, *, device: str | torch.device | None = None
+) -> Teacher:
     """Build ``spec`` on ``device`` (default: ``spec.device``)."""
     if spec.name == "clip" and not spec.model_name:
-        raise ValueError(f"{spec.origin}: the clip teacher needs a model_name (an open_clip "
-                         f"architecture, e.g. ViT-B-32)")
+        raise ValueError(
+            f"{spec.origin}: the clip teacher needs a model_name (an open_clip "
+            f"architecture, e.g. ViT-B-32)"
+        )
     where = str(device) if device is not None else spec.device
     return build_teacher(spec.name, device=where, **spec.kwargs())

@@ -5,6 +5,7 @@ prompt embedding is L2-normalized, the class embedding is their mean, renormaliz
 zero-shot recipe). Results are cached under ``cache_dir("text_classifiers")`` keyed by the teacher
 fingerprint, the templates and the names, so a 1203-class LVIS vocabulary is encoded once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,14 @@ from distill.utils import atomic_path, cache_dir, sha256_json
 if TYPE_CHECKING:
     from distill.teachers.base import ClassNames, Teacher
 
-__all__ = ["normalize_class_names", "class_prompts", "compute_text_classifier", "text_classifier_cache_path",
-           "read_cached_text_classifier", "cached_text_classifier"]
+__all__ = [
+    "normalize_class_names",
+    "class_prompts",
+    "compute_text_classifier",
+    "text_classifier_cache_path",
+    "read_cached_text_classifier",
+    "cached_text_classifier",
+]
 
 _CACHE_VERSION = 1
 _log = logging.getLogger(__name__)
@@ -40,14 +47,18 @@ def normalize_class_names(names: ClassNames) -> list[list[str]]:
     for i, entry in enumerate(names):
         synonyms = [entry] if isinstance(entry, str) else list(entry)
         if not synonyms or not all(isinstance(s, str) and s.strip() for s in synonyms):
-            raise ValueError(f"class {i}: expected a non-empty name or list of non-empty synonyms, got {entry!r}")
+            raise ValueError(
+                f"class {i}: expected a non-empty name or list of non-empty synonyms, got {entry!r}"
+            )
         out.append(synonyms)
     if not out:
         raise ValueError("empty class-name list")
     return out
 
 
-def class_prompts(names: list[list[str]], templates: list[str]) -> tuple[list[str], list[int], list[str]]:
+def class_prompts(
+    names: list[list[str]], templates: list[str]
+) -> tuple[list[str], list[int], list[str]]:
     """All prompts, the class index of each, and the raw synonym each was made from."""
     prompts, owners, sources = [], [], []
     for i, synonyms in enumerate(names):
@@ -61,22 +72,32 @@ def class_prompts(names: list[list[str]], templates: list[str]) -> tuple[list[st
 
 
 @torch.no_grad()
-def compute_text_classifier(teacher: Teacher, names: list[list[str]], templates: list[str], *,
-                            batch_size: int = 1024, progress: bool | None = None) -> Tensor:
+def compute_text_classifier(
+    teacher: Teacher,
+    names: list[list[str]],
+    templates: list[str],
+    *,
+    batch_size: int = 1024,
+    progress: bool | None = None,
+) -> Tensor:
     """``[N, D]`` float32 normalized class embeddings on ``teacher.device`` (no cache)."""
     prompts, owners, sources = class_prompts(names, templates)
     unique = list(dict.fromkeys(prompts))
     index = {p: j for j, p in enumerate(unique)}
     show = len(unique) > 2048 if progress is None else progress
     chunks = []
-    for start in tqdm(range(0, len(unique), batch_size), disable=not show, desc="text classifier", unit="batch"):
+    for start in tqdm(
+        range(0, len(unique), batch_size), disable=not show, desc="text classifier", unit="batch"
+    ):
         try:
-            emb = teacher.encode_text(unique[start:start + batch_size])
+            emb = teacher.encode_text(unique[start : start + batch_size])
         except TextTooLongError as err:
             j = prompts.index(err.text)
-            raise ValueError(f"class name {sources[j]!r} (class {owners[j]}) is too long for the text encoder: "
-                             f"prompt {err.text!r} takes {err.tokens} tokens > context length {err.limit}; "
-                             f"shorten the name (names are never truncated silently)") from err
+            raise ValueError(
+                f"class name {sources[j]!r} (class {owners[j]}) is too long for the text encoder: "
+                f"prompt {err.text!r} takes {err.tokens} tokens > context length {err.limit}; "
+                f"shorten the name (names are never truncated silently)"
+            ) from err
         chunks.append(F.normalize(emb.float(), dim=-1))
     unique_emb = torch.cat(chunks)
     device = unique_emb.device
@@ -86,9 +107,13 @@ def compute_text_classifier(teacher: Teacher, names: list[list[str]], templates:
     return F.normalize(sums, dim=-1)
 
 
-def text_classifier_cache_path(fingerprint: str, names: list[list[str]], templates: list[str]) -> Path:
+def text_classifier_cache_path(
+    fingerprint: str, names: list[list[str]], templates: list[str]
+) -> Path:
     """Cache file of a (teacher, templates, names) triple."""
-    key = sha256_json({"version": _CACHE_VERSION, "teacher": fingerprint, "templates": templates, "names": names})
+    key = sha256_json(
+        {"version": _CACHE_VERSION, "teacher": fingerprint, "templates": templates, "names": names}
+    )
     return cache_dir("text_classifiers") / f"{key}.pt"
 
 
@@ -105,8 +130,9 @@ def _read_cache(path: Path, expected_rows: int) -> Tensor | None:
     return emb
 
 
-def read_cached_text_classifier(fingerprint: str, names: ClassNames, *,
-                                templates: str | Sequence[str] = "vild") -> Tensor | None:
+def read_cached_text_classifier(
+    fingerprint: str, names: ClassNames, *, templates: str | Sequence[str] = "vild"
+) -> Tensor | None:
     """The cached ``[N, D]`` float32 CPU classifier of the teacher with ``fingerprint``, or None.
 
     No teacher is needed: callers that know the fingerprint (e.g. from a classifier file) skip
@@ -120,8 +146,15 @@ def read_cached_text_classifier(fingerprint: str, names: ClassNames, *,
     return None if emb is None else emb.float()
 
 
-def cached_text_classifier(teacher: Teacher, names: ClassNames, *, templates: str | Sequence[str] = "vild",
-                           cache: bool = True, batch_size: int = 1024, progress: bool | None = None) -> Tensor:
+def cached_text_classifier(
+    teacher: Teacher,
+    names: ClassNames,
+    *,
+    templates: str | Sequence[str] = "vild",
+    cache: bool = True,
+    batch_size: int = 1024,
+    progress: bool | None = None,
+) -> Tensor:
     """``teacher.text_classifier``: ``[N, D]`` normalized, read from / written to the disk cache."""
     name_lists = normalize_class_names(names)
     template_list = resolve_templates(templates)
@@ -129,11 +162,23 @@ def cached_text_classifier(teacher: Teacher, names: ClassNames, *, templates: st
         emb = read_cached_text_classifier(teacher.fingerprint, name_lists, templates=template_list)
         if emb is not None:
             return emb.to(teacher.device, torch.float32)
-    path = (text_classifier_cache_path(teacher.fingerprint, name_lists, template_list) if cache
-            else None)
-    emb = compute_text_classifier(teacher, name_lists, template_list, batch_size=batch_size, progress=progress)
+    path = (
+        text_classifier_cache_path(teacher.fingerprint, name_lists, template_list)
+        if cache
+        else None
+    )
+    emb = compute_text_classifier(
+        teacher, name_lists, template_list, batch_size=batch_size, progress=progress
+    )
     if path is not None:
         with atomic_path(path) as tmp:
-            torch.save({"embeddings": emb.cpu(), "teacher": teacher.fingerprint, "templates": template_list,
-                        "names": name_lists}, tmp)
+            torch.save(
+                {
+                    "embeddings": emb.cpu(),
+                    "teacher": teacher.fingerprint,
+                    "templates": template_list,
+                    "names": name_lists,
+                },
+                tmp,
+            )
     return emb

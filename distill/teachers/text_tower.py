@@ -3,6 +3,7 @@
 Only open_clip's standard CLIP text tower is supported (causal mask, argmax/eot pooling, plain
 residual blocks); anything else raises ``ValueError`` naming the unsupported part.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,14 +16,24 @@ __all__ = ["export_text_encoder"]
 
 def _text_model(teacher):
     model = getattr(teacher, "model", None)
-    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+    needed = (
+        "token_embedding",
+        "positional_embedding",
+        "transformer",
+        "ln_final",
+        "text_projection",
+    )
     if model is None or any(not hasattr(model, k) for k in needed):
-        raise ValueError(f"{type(teacher).__name__}: only open_clip CLIP models with a built-in text tower can be "
-                         f"exported as a pseudo-word text encoder (needs model.{', model.'.join(needed)})")
+        raise ValueError(
+            f"{type(teacher).__name__}: only open_clip CLIP models with a built-in text tower can be "
+            f"exported as a pseudo-word text encoder (needs model.{', model.'.join(needed)})"
+        )
     pool = getattr(model, "text_pool_type", "argmax")
     if pool != "argmax" or getattr(model, "attn_mask", None) is None:
-        raise ValueError(f"text tower with pool type {pool!r} / no causal mask is not supported (CLIP's is argmax, "
-                         f"causal)")
+        raise ValueError(
+            f"text tower with pool type {pool!r} / no causal mask is not supported (CLIP's is argmax, "
+            f"causal)"
+        )
     if not isinstance(model.text_projection, Tensor):
         raise ValueError("text tower with a Linear text projection is not supported")
     return model
@@ -39,18 +50,28 @@ def export_text_encoder(teacher) -> PseudoTextEncoder:
             raise ValueError(f"text transformer blocks with {name} are not supported")
     width = int(model.positional_embedding.shape[1])
     config = TextEncoderConfig(
-        width=width, layers=len(blocks), heads=int(first.attn.num_heads),
-        context_length=int(model.positional_embedding.shape[0]), embed_dim=int(model.text_projection.shape[1]),
-        mlp_ratio=first.mlp.c_fc.out_features / width, quick_gelu=type(first.mlp.gelu).__name__ == "QuickGELU",
-        layer_scale=hasattr(first.ls_1, "gamma"))
+        width=width,
+        layers=len(blocks),
+        heads=int(first.attn.num_heads),
+        context_length=int(model.positional_embedding.shape[0]),
+        embed_dim=int(model.text_projection.shape[1]),
+        mlp_ratio=first.mlp.c_fc.out_features / width,
+        quick_gelu=type(first.mlp.gelu).__name__ == "QuickGELU",
+        layer_scale=hasattr(first.ls_1, "gamma"),
+    )
     encoder = PseudoTextEncoder(config)
-    state = {f"blocks.{k[len('transformer.resblocks.'):]}": v for k, v in model.state_dict().items()
-             if k.startswith("transformer.resblocks.")}
+    state = {
+        f"blocks.{k[len('transformer.resblocks.') :]}": v
+        for k, v in model.state_dict().items()
+        if k.startswith("transformer.resblocks.")
+    }
     state.update({f"ln_final.{k}": v for k, v in model.ln_final.state_dict().items()})
     state["positional_embedding"] = model.positional_embedding
     state["text_projection"] = model.text_projection
     tokenizer = teacher.tokenizer
-    ids = torch.tensor([tokenizer.sot_token_id, tokenizer.eot_token_id], device=model.token_embedding.weight.device)
+    ids = torch.tensor(
+        [tokenizer.sot_token_id, tokenizer.eot_token_id], device=model.token_embedding.weight.device
+    )
     sot, eot = model.token_embedding(ids)
     state["sot_embedding"], state["eot_embedding"] = sot, eot
     encoder.load_state_dict({k: v.detach().float().cpu() for k, v in state.items()}, strict=True)

@@ -5,16 +5,18 @@ for every file) exists and every listed file still has that checksum. Builds run
 ``<name>.partial`` directory under an exclusive file lock and are renamed into place when done; a
 missing marker, a changed or truncated file, or a missing file makes the entry rebuild.
 """
+
 from __future__ import annotations
 
 import fcntl
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..utils import cache_dir, sha256_file, sha256_json, write_json_atomic
 from .teacher import TEACHER_VERSION, ToyTeacherConfig, load_toy_clip, train_toy_teacher
@@ -26,7 +28,11 @@ COMPLETE = "COMPLETE"
 
 def write_complete(root: Path, **extra: Any) -> None:
     """Write ``root/COMPLETE`` listing the sha256 of every other file under ``root`` (call it last)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != COMPLETE and not p.name.endswith(".part"))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.name != COMPLETE and not p.name.endswith(".part")
+    )
     marker = {"files": {p.relative_to(root).as_posix(): sha256_file(p) for p in files}, **extra}
     write_json_atomic(root / COMPLETE, marker)
 
@@ -60,8 +66,14 @@ def _locked(final: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_cached(final: Path, build: Callable[[Path], dict[str, Any]], *, force: bool = False,
-                 resume: bool = False, accept: Callable[[Path], bool] = lambda _: True) -> Path:
+def build_cached(
+    final: Path,
+    build: Callable[[Path], dict[str, Any]],
+    *,
+    force: bool = False,
+    resume: bool = False,
+    accept: Callable[[Path], bool] = lambda _: True,
+) -> Path:
     """Return ``final`` once it is complete, building it with ``build(partial_dir)`` if needed.
 
     ``build`` returns extra fields for the ``COMPLETE`` marker. ``resume`` keeps an interrupted
@@ -93,8 +105,14 @@ def toy_world_dir(*, seed: int = 0, config: ToyWorldConfig | None = None) -> Pat
     return cache_dir("toy", f"world-v{GENERATOR_VERSION}-seed{seed}-{config.key}")
 
 
-def ensure_toy_world(*, seed: int = 0, root: str | Path | None = None, force: bool = False, progress: bool = True,
-                     **size_overrides: Any) -> ToyWorld:
+def ensure_toy_world(
+    *,
+    seed: int = 0,
+    root: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    **size_overrides: Any,
+) -> ToyWorld:
     """The toy world for ``seed`` and sizes (see :class:`ToyWorldConfig`), generated once and cached.
 
     ``root`` overrides the cache location (a world there with another seed/config is rebuilt).
@@ -104,8 +122,11 @@ def ensure_toy_world(*, seed: int = 0, root: str | Path | None = None, force: bo
 
     def accept(path: Path) -> bool:
         manifest = ToyWorld.load(path).manifest
-        return (manifest.get("generator_version") == GENERATOR_VERSION and manifest.get("seed") == seed
-                and sha256_json(manifest.get("config")) == sha256_json(asdict(config)))
+        return (
+            manifest.get("generator_version") == GENERATOR_VERSION
+            and manifest.get("seed") == seed
+            and sha256_json(manifest.get("config")) == sha256_json(asdict(config))
+        )
 
     def build(tmp: Path) -> dict[str, Any]:
         generate_toy_world(tmp, seed=seed, config=config, progress=progress)
@@ -118,8 +139,8 @@ def ensure_toy_world(*, seed: int = 0, root: str | Path | None = None, force: bo
 class ToyTeacherFiles:
     """A trained toy teacher on disk, in the form real CLIP weights take for open_clip."""
 
-    model_config: Path     # open_clip model config JSON; its stem is ``model_name``
-    checkpoint: Path       # state dict for open_clip.create_model(model_name, pretrained=checkpoint)
+    model_config: Path  # open_clip model config JSON; its stem is ``model_name``
+    checkpoint: Path  # state dict for open_clip.create_model(model_name, pretrained=checkpoint)
     model_name: str
     root: Path
 
@@ -134,8 +155,16 @@ class ToyTeacherFiles:
         return model, tokenizer
 
 
-def ensure_toy_teacher(world: ToyWorld, *, arch: str = "resnet", root: str | Path | None = None, force: bool = False,
-                       evaluate: bool = True, progress: bool = True, **overrides: Any) -> ToyTeacherFiles:
+def ensure_toy_teacher(
+    world: ToyWorld,
+    *,
+    arch: str = "resnet",
+    root: str | Path | None = None,
+    force: bool = False,
+    evaluate: bool = True,
+    progress: bool = True,
+    **overrides: Any,
+) -> ToyTeacherFiles:
     """The tiny CLIP teacher trained on ``world``'s captions, trained once and cached.
 
     ``arch``: "resnet" (best crop accuracy) or "vit" (patch tokens for MaskCLIP / CLIP-ES; its image tower is
@@ -151,31 +180,65 @@ def ensure_toy_teacher(world: ToyWorld, *, arch: str = "resnet", root: str | Pat
     if config.lock_text:
         text = config.text_source()
         source_root = None if root is None else final.with_name(final.name + "-text")
-        source = ensure_toy_teacher(world, root=source_root, force=force, evaluate=evaluate, progress=progress,
-                                    **{k: v for k, v in asdict(text).items() if k not in ("arch", "lock_text", "lr")})
+        source = ensure_toy_teacher(
+            world,
+            root=source_root,
+            force=force,
+            evaluate=evaluate,
+            progress=progress,
+            **{k: v for k, v in asdict(text).items() if k not in ("arch", "lock_text", "lr")},
+        )
 
     def accept(path: Path) -> bool:
         info = json.loads((path / "teacher.json").read_text(encoding="utf-8"))
-        return (info.get("world") == world.fingerprint and sha256_json(info.get("config")) == sha256_json(asdict(config))
-                and info.get("text_source") == (None if source is None else sha256_file(source.checkpoint))
-                and (not evaluate or "metrics" in info))
+        return (
+            info.get("world") == world.fingerprint
+            and sha256_json(info.get("config")) == sha256_json(asdict(config))
+            and info.get("text_source")
+            == (None if source is None else sha256_file(source.checkpoint))
+            and (not evaluate or "metrics" in info)
+        )
 
     def build(tmp: Path) -> dict[str, Any]:
-        log = train_toy_teacher(world, tmp, config=config, progress=progress,
-                                text_checkpoint=None if source is None else source.checkpoint)
-        info: dict[str, Any] = {"model_name": config.model_name, "version": TEACHER_VERSION,
-                                "world": world.fingerprint, "config": asdict(config), "train": log,
-                                "text_source": None if source is None else sha256_file(source.checkpoint)}
+        log = train_toy_teacher(
+            world,
+            tmp,
+            config=config,
+            progress=progress,
+            text_checkpoint=None if source is None else source.checkpoint,
+        )
+        info: dict[str, Any] = {
+            "model_name": config.model_name,
+            "version": TEACHER_VERSION,
+            "world": world.fingerprint,
+            "config": asdict(config),
+            "train": log,
+            "text_source": None if source is None else sha256_file(source.checkpoint),
+        }
         if evaluate:
-            model, tokenizer, _ = load_toy_clip(tmp / f"{config.model_name}.json", tmp / "checkpoint.pt")
+            model, tokenizer, _ = load_toy_clip(
+                tmp / f"{config.model_name}.json", tmp / "checkpoint.pt"
+            )
             info["metrics"] = evaluate_toy_teacher(model, tokenizer, world)
         write_json_atomic(tmp / "teacher.json", info, indent=1)
         return {"kind": "toy-teacher", "model_name": config.model_name}
 
     final = build_cached(final, build, force=force, resume=True, accept=accept)
-    return ToyTeacherFiles(model_config=final / f"{config.model_name}.json", checkpoint=final / "checkpoint.pt",
-                           model_name=config.model_name, root=final)
+    return ToyTeacherFiles(
+        model_config=final / f"{config.model_name}.json",
+        checkpoint=final / "checkpoint.pt",
+        model_name=config.model_name,
+        root=final,
+    )
 
 
-__all__ = ["COMPLETE", "ToyTeacherFiles", "build_cached", "ensure_toy_teacher", "ensure_toy_world",
-           "toy_world_dir", "verify_complete", "write_complete"]
+__all__ = [
+    "COMPLETE",
+    "ToyTeacherFiles",
+    "build_cached",
+    "ensure_toy_teacher",
+    "ensure_toy_world",
+    "toy_world_dir",
+    "verify_complete",
+    "write_complete",
+]

@@ -2,6 +2,7 @@
 
 All randomness comes from the ``numpy.random.Generator`` passed in, so a scene is a pure function of it.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -45,7 +46,9 @@ def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
     texture = rng.integers(0, 3)
     if texture == 1:  # stripes
         theta, period = rng.uniform(0, math.pi), rng.uniform(5, 14)
-        img += (10 * np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period))[..., None]
+        img += (10 * np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period))[
+            ..., None
+        ]
     elif texture == 2:  # checker
         period = int(rng.integers(6, 16))
         img += (((xx // period + yy // period) % 2) * 16 - 8)[..., None]
@@ -90,10 +93,17 @@ def _paint(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, color
     region[sub] = field[sub]
 
 
-def sample_scene(rng: np.random.Generator, *, size: int, min_objects: int = 1, max_objects: int = 6,
-                 radius_range: tuple[float, float] = (0.07, 0.19), min_visible: float = 0.6,
-                 max_rotation: float = 30.0, categories: tuple[Category, ...] = CATEGORIES
-                 ) -> tuple[np.ndarray, list[SceneObject]]:
+def sample_scene(
+    rng: np.random.Generator,
+    *,
+    size: int,
+    min_objects: int = 1,
+    max_objects: int = 6,
+    radius_range: tuple[float, float] = (0.07, 0.19),
+    min_visible: float = 0.6,
+    max_rotation: float = 30.0,
+    categories: tuple[Category, ...] = CATEGORIES,
+) -> tuple[np.ndarray, list[SceneObject]]:
     """Sample and render a scene.
 
     Returns the image (uint8 [size, size, 3]) and its objects in drawing order, each with its visible mask.
@@ -108,15 +118,29 @@ def sample_scene(rng: np.random.Generator, *, size: int, min_objects: int = 1, m
     for _ in range(target):
         category = categories[int(rng.integers(len(categories)))]
         color = _COLOR_NAMES[int(rng.integers(len(_COLOR_NAMES)))]
-        angle, aspect = math.radians(rng.uniform(-max_rotation, max_rotation)), rng.uniform(0.85, 1.15)
+        angle, aspect = (
+            math.radians(rng.uniform(-max_rotation, max_rotation)),
+            rng.uniform(0.85, 1.15),
+        )
         for _attempt in range(12):
             radius = rng.uniform(*radius_range) * size
             cx, cy = rng.uniform(0.75 * radius, size - 0.75 * radius, 2)
-            full = shape_mask(category.name, height=size, width=size, cx=float(cx), cy=float(cy),
-                              radius=float(radius), angle=float(angle), aspect=float(aspect))
+            full = shape_mask(
+                category.name,
+                height=size,
+                width=size,
+                cx=float(cx),
+                cy=float(cy),
+                radius=float(radius),
+                angle=float(angle),
+                aspect=float(aspect),
+            )
             if full.sum() < 30:
                 continue
-            if all((vis & ~full).sum() >= min_visible * prev.sum() for (_, _, prev), vis in zip(placed, visible)):
+            if all(
+                (vis & ~full).sum() >= min_visible * prev.sum()
+                for (_, _, prev), vis in zip(placed, visible)
+            ):
                 break
         else:
             continue
@@ -125,5 +149,8 @@ def sample_scene(rng: np.random.Generator, *, size: int, min_objects: int = 1, m
         _paint(rng, canvas, full, color)
     canvas += rng.normal(0, 3.0, canvas.shape)
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    objects = [SceneObject(cat, color, vis, int(full.sum())) for (cat, color, full), vis in zip(placed, visible)]
+    objects = [
+        SceneObject(cat, color, vis, int(full.sum()))
+        for (cat, color, full), vis in zip(placed, visible)
+    ]
     return image, objects

@@ -3,6 +3,7 @@
 Every category is a union of filled polygons minus a few "holes" in a unit frame ([-1, 1]^2, y down).
 Colour is an attribute drawn independently of the category, never the category itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,13 @@ class Category:
 
 
 def _regular(n: int, radius: float = 1.0, phase: float = -math.pi / 2) -> Polygon:
-    return [(radius * math.cos(phase + 2 * math.pi * k / n), radius * math.sin(phase + 2 * math.pi * k / n))
-            for k in range(n)]
+    return [
+        (
+            radius * math.cos(phase + 2 * math.pi * k / n),
+            radius * math.sin(phase + 2 * math.pi * k / n),
+        )
+        for k in range(n)
+    ]
 
 
 def _star(points: int = 5, inner: float = 0.42) -> Polygon:
@@ -58,15 +64,61 @@ _GEOMETRY: dict[str, tuple[list[Polygon], list[Polygon]]] = {
     "triangle": ([_shift(_regular(3), 0.0, 0.2, 1.05)], []),
     "star": ([_star()], []),
     "ring": ([_regular(40)], [_regular(40, 0.55)]),
-    "cross": ([[(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1), (-0.3, 1),
-                (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)]], []),
+    "cross": (
+        [
+            [
+                (-0.3, -1),
+                (0.3, -1),
+                (0.3, -0.3),
+                (1, -0.3),
+                (1, 0.3),
+                (0.3, 0.3),
+                (0.3, 1),
+                (-0.3, 1),
+                (-0.3, 0.3),
+                (-1, 0.3),
+                (-1, -0.3),
+                (-0.3, -0.3),
+            ]
+        ],
+        [],
+    ),
     "heart": ([_heart()], []),
-    "arrow": ([[(-1, -0.2), (0.15, -0.2), (0.15, -0.65), (1, 0), (0.15, 0.65), (0.15, 0.2), (-1, 0.2)]], []),
+    "arrow": (
+        [[(-1, -0.2), (0.15, -0.2), (0.15, -0.65), (1, 0), (0.15, 0.65), (0.15, 0.2), (-1, 0.2)]],
+        [],
+    ),
     "crescent": ([_regular(40)], [_shift(_regular(40), 0.42, -0.1, 0.86)]),
-    "bolt": ([[(0.2, -1), (0.75, -1), (0.25, -0.15), (0.7, -0.15), (-0.45, 1), (-0.1, 0.1), (-0.55, 0.1)]], []),
+    "bolt": (
+        [
+            [
+                (0.2, -1),
+                (0.75, -1),
+                (0.25, -0.15),
+                (0.7, -0.15),
+                (-0.45, 1),
+                (-0.1, 0.1),
+                (-0.55, 0.1),
+            ]
+        ],
+        [],
+    ),
     "hourglass": ([[(-0.8, -1), (0.8, -1), (0.12, 0), (0.8, 1), (-0.8, 1), (-0.12, 0)]], []),
-    "tee": ([[(-1, -0.95), (1, -0.95), (1, -0.4), (0.28, -0.4), (0.28, 1), (-0.28, 1), (-0.28, -0.4),
-              (-1, -0.4)]], []),
+    "tee": (
+        [
+            [
+                (-1, -0.95),
+                (1, -0.95),
+                (1, -0.4),
+                (0.28, -0.4),
+                (0.28, 1),
+                (-0.28, 1),
+                (-0.28, -0.4),
+                (-1, -0.4),
+            ]
+        ],
+        [],
+    ),
 }
 
 BASE_NAMES = ("circle", "square", "triangle", "star", "ring", "cross", "heart", "arrow")
@@ -92,7 +144,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def _transform(poly: Polygon, *, cx: float, cy: float, radius: float, angle: float, aspect: float) -> Polygon:
+def _transform(
+    poly: Polygon, *, cx: float, cy: float, radius: float, angle: float, aspect: float
+) -> Polygon:
     ca, sa = math.cos(angle), math.sin(angle)
     out = []
     for x, y in poly:
@@ -101,8 +155,17 @@ def _transform(poly: Polygon, *, cx: float, cy: float, radius: float, angle: flo
     return out
 
 
-def shape_mask(name: str, *, height: int, width: int, cx: float, cy: float, radius: float, angle: float = 0.0,
-               aspect: float = 1.0) -> np.ndarray:
+def shape_mask(
+    name: str,
+    *,
+    height: int,
+    width: int,
+    cx: float,
+    cy: float,
+    radius: float,
+    angle: float = 0.0,
+    aspect: float = 1.0,
+) -> np.ndarray:
     """Rasterize category ``name`` into a bool mask [height, width].
 
     ``(cx, cy)`` is the centre in pixels, ``radius`` the half-extent of the unit frame in pixels, ``angle``
@@ -114,7 +177,11 @@ def shape_mask(name: str, *, height: int, width: int, cx: float, cy: float, radi
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     for poly in filled:
-        draw.polygon(_transform(poly, cx=cx, cy=cy, radius=radius, angle=angle, aspect=aspect), fill=255)
+        draw.polygon(
+            _transform(poly, cx=cx, cy=cy, radius=radius, angle=angle, aspect=aspect), fill=255
+        )
     for poly in holes:
-        draw.polygon(_transform(poly, cx=cx, cy=cy, radius=radius, angle=angle, aspect=aspect), fill=0)
+        draw.polygon(
+            _transform(poly, cx=cx, cy=cy, radius=radius, angle=angle, aspect=aspect), fill=0
+        )
     return np.asarray(canvas) > 0

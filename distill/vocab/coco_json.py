@@ -1,11 +1,13 @@
 """Loading and validating COCO-format (and LVIS-format) annotation json."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["load_coco_json", "read_json_source"]
 
@@ -38,14 +40,18 @@ def _check_ids(items: list, kind: str, label: str, required: tuple[str, ...]) ->
             raise ValueError(f"{label}: {kind}s[{index}] is not an object")
         for key in required:
             if key not in item:
-                raise ValueError(f"{label}: {kind}s[{index}] (id {item.get('id', '?')}) lacks field {key!r}")
+                raise ValueError(
+                    f"{label}: {kind}s[{index}] (id {item.get('id', '?')}) lacks field {key!r}"
+                )
         if item["id"] in ids:
             raise ValueError(f"{label}: duplicate {kind} id {item['id']}")
         ids.add(item["id"])
     return ids
 
 
-def load_coco_json(source: str | os.PathLike | Mapping[str, Any], *, require_annotations: bool = True) -> dict:
+def load_coco_json(
+    source: str | os.PathLike | Mapping[str, Any], *, require_annotations: bool = True
+) -> dict:
     """Load a COCO/LVIS-format dataset and validate it.
 
     Checks: top-level ``images``/``categories`` (and ``annotations`` unless
@@ -62,7 +68,9 @@ def load_coco_json(source: str | os.PathLike | Mapping[str, Any], *, require_ann
         ValueError: naming the file, the annotation id and the offending field.
     """
     data, label = read_json_source(source)
-    required = ("images", "categories", "annotations") if require_annotations else ("images", "categories")
+    required = (
+        ("images", "categories", "annotations") if require_annotations else ("images", "categories")
+    )
     for key in required:
         if key not in data:
             raise ValueError(f"{label}: missing top-level key {key!r}")
@@ -76,15 +84,29 @@ def load_coco_json(source: str | os.PathLike | Mapping[str, Any], *, require_ann
     for ann in data["annotations"]:
         where = f"{label}: annotation id {ann['id']}"
         if ann["image_id"] not in image_ids:
-            raise ValueError(f"{where}: field 'image_id' references unknown image {ann['image_id']}")
+            raise ValueError(
+                f"{where}: field 'image_id' references unknown image {ann['image_id']}"
+            )
         if ann["category_id"] not in category_ids:
-            raise ValueError(f"{where}: field 'category_id' references unknown category {ann['category_id']}")
+            raise ValueError(
+                f"{where}: field 'category_id' references unknown category {ann['category_id']}"
+            )
         bbox = ann["bbox"]
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_finite_number(v) for v in bbox):
-            raise ValueError(f"{where}: field 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if (
+            not isinstance(bbox, (list, tuple))
+            or len(bbox) != 4
+            or not all(_finite_number(v) for v in bbox)
+        ):
+            raise ValueError(
+                f"{where}: field 'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+            )
         if bbox[2] <= 0 or bbox[3] <= 0:
-            raise ValueError(f"{where}: field 'bbox' is degenerate (w={bbox[2]}, h={bbox[3]}; both must be > 0)")
+            raise ValueError(
+                f"{where}: field 'bbox' is degenerate (w={bbox[2]}, h={bbox[3]}; both must be > 0)"
+            )
         for key in ("area", "score"):
             if key in ann and not _finite_number(ann[key]):
-                raise ValueError(f"{where}: field {key!r} must be a finite number, got {ann[key]!r}")
+                raise ValueError(
+                    f"{where}: field {key!r} must be a finite number, got {ann[key]!r}"
+                )
     return data

@@ -1,4 +1,5 @@
 """The one check that two artefacts come from the same teacher (their ``teacher_fingerprint``s)."""
+
 from __future__ import annotations
 
 __all__ = ["check_teacher_fingerprint"]
@@ -6,8 +7,9 @@ __all__ = ["check_teacher_fingerprint"]
 DEFAULT_FIX = "recompute it with the same teacher, or configure the teacher it was made with"
 
 
-def check_teacher_fingerprint(expected: str | None, actual: str, *, what: str, source: str,
-                              fix: str = DEFAULT_FIX) -> None:
+def check_teacher_fingerprint(
+    expected: str | None, actual: str, *, what: str, source: str, fix: str = DEFAULT_FIX
+) -> None:
     """Raise unless ``actual == expected`` (compared as strings); nothing to check if ``expected``
     is None or empty.
 
@@ -25,5 +27,7 @@ def check_teacher_fingerprint(expected: str | None, actual: str, *, what: str, s
     """
     if not expected or str(actual) == str(expected):
         return
-    raise ValueError(f"teacher fingerprint mismatch: {what} has fingerprint {str(actual)!r}, "
-                     f"{source} has {str(expected)!r} (a different teacher); {fix}")
+    raise ValueError(
+        f"teacher fingerprint mismatch: {what} has fingerprint {str(actual)!r}, "
+        f"{source} has {str(expected)!r} (a different teacher); {fix}"
+    )

@@ -4,6 +4,7 @@ Both layouts compute ``embedding . class_embedding / temperature`` with inputs L
 caller: :func:`cosine_logits` for rows (detectors' regions), :func:`dense_cosine_logits` for
 feature maps (segmentors' pixels, channel dimension 1).
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,9 @@ from torch import Tensor
 __all__ = ["cosine_logits", "dense_cosine_logits"]
 
 
-def cosine_logits(embeddings: Tensor, classifier: Tensor, *, temperature: float,
-                  background: Tensor | None = None) -> Tensor:
+def cosine_logits(
+    embeddings: Tensor, classifier: Tensor, *, temperature: float, background: Tensor | None = None
+) -> Tensor:
     """``embeddings [R, D] . classifier [C, D]^T / temperature`` (both L2-normalized by the caller).
 
     With ``background [D]`` the result is ``[R, C + 1]``, the background logit last (Detectron2's

@@ -1,11 +1,16 @@
 """Class names: the normalized key they are matched by, and the one validator of name lists."""
+
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
 
-__all__ = ["normalize_name", "validate_class_names", "canonical_class_entries",
-           "names_and_synonyms"]
+__all__ = [
+    "normalize_name",
+    "validate_class_names",
+    "canonical_class_entries",
+    "names_and_synonyms",
+]
 
 
 def normalize_name(name: str) -> str:
@@ -13,8 +18,9 @@ def normalize_name(name: str) -> str:
     return " ".join(name.lower().split())
 
 
-def validate_class_names(names: Sequence[str], *, field: str,
-                         ids: Sequence[int] | None = None) -> list[str]:
+def validate_class_names(
+    names: Sequence[str], *, field: str, ids: Sequence[int] | None = None
+) -> list[str]:
     """``names`` as a list, after checking it is a usable vocabulary.
 
     Args:
@@ -30,8 +36,9 @@ def validate_class_names(names: Sequence[str], *, field: str,
         raise ValueError(f"{field}: expected a list of class names, got the string {names!r}")
     names = list(names)
     if not names:
-        raise ValueError(f"{field}: the vocabulary is empty; give at least one class name "
-                         f"(e.g. 'cat,dog')")
+        raise ValueError(
+            f"{field}: the vocabulary is empty; give at least one class name (e.g. 'cat,dog')"
+        )
     empty = [i for i, name in enumerate(names) if not isinstance(name, str) or not name.strip()]
     if empty:
         where = f" (category ids {[ids[i] for i in empty]})" if ids is not None else ""
@@ -45,8 +52,9 @@ def validate_class_names(names: Sequence[str], *, field: str,
     return names
 
 
-def canonical_class_entries(entries: Sequence[str | Sequence[str]], *,
-                            field: str = "class names") -> list[str | list[str]]:
+def canonical_class_entries(
+    entries: Sequence[str | Sequence[str]], *, field: str = "class names"
+) -> list[str | list[str]]:
     """Per class a name or a list of synonyms, as plain JSON-like values (tuples -> lists).
 
     Raises ``ValueError`` naming ``field`` when ``entries`` is a single string.
@@ -56,8 +64,9 @@ def canonical_class_entries(entries: Sequence[str | Sequence[str]], *,
     return [entry if isinstance(entry, str) else [str(s) for s in entry] for entry in entries]
 
 
-def names_and_synonyms(entries: Sequence[str | Sequence[str]], *,
-                       field: str = "class names") -> tuple[list[str], list[list[str]]]:
+def names_and_synonyms(
+    entries: Sequence[str | Sequence[str]], *, field: str = "class names"
+) -> tuple[list[str], list[list[str]]]:
     """Split class entries (a name, or synonyms with the name first) into ``(names, synonyms)``.
 
     ``["cat", ("dog", "puppy")]`` -> ``(["cat", "dog"], [["cat"], ["dog", "puppy"]])``. Raises

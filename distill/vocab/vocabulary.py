@@ -1,10 +1,12 @@
 """``Vocabulary``: the class names a detector/segmenter is trained or evaluated on, with roles."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -45,7 +47,11 @@ class Vocabulary:
         self.roles = list(self.roles)
         self.synonyms = [list(s) for s in self.synonyms]
         n = len(self.names)
-        lengths = {"category_ids": len(self.category_ids), "roles": len(self.roles), "synonyms": len(self.synonyms)}
+        lengths = {
+            "category_ids": len(self.category_ids),
+            "roles": len(self.roles),
+            "synonyms": len(self.synonyms),
+        }
         bad_lengths = {k: v for k, v in lengths.items() if v != n}
         if bad_lengths:
             raise ValueError(f"vocabulary has {n} names but {bad_lengths}")
@@ -61,7 +67,9 @@ class Vocabulary:
             raise ValueError(f"unknown roles {bad_roles}; expected one of {ROLES}")
         for name, syns in zip(self.names, self.synonyms):
             if not syns or any(not isinstance(s, str) or not s.strip() for s in syns):
-                raise ValueError(f"class {name!r}: synonyms must be a non-empty list of non-empty strings, got {syns!r}")
+                raise ValueError(
+                    f"class {name!r}: synonyms must be a non-empty list of non-empty strings, got {syns!r}"
+                )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -86,7 +94,7 @@ class Vocabulary:
         """Category ids whose role is in ``roles``."""
         return [c for c, r in zip(self.category_ids, self.roles) if r in roles]
 
-    def subset(self, roles: Iterable[str]) -> "Vocabulary":
+    def subset(self, roles: Iterable[str]) -> Vocabulary:
         """A new vocabulary with the classes whose role is in ``roles`` (order kept)."""
         roles = set([roles] if isinstance(roles, str) else roles)
         unknown = roles - set(ROLES)
@@ -94,16 +102,22 @@ class Vocabulary:
             raise ValueError(f"unknown roles {sorted(unknown)}; expected a subset of {ROLES}")
         keep = [i for i, r in enumerate(self.roles) if r in roles]
         if not keep:
-            raise ValueError(f"no class has a role in {sorted(roles)} (roles present: {sorted(set(self.roles))})")
-        return Vocabulary([self.names[i] for i in keep], [self.category_ids[i] for i in keep],
-                          [self.roles[i] for i in keep], [list(self.synonyms[i]) for i in keep])
+            raise ValueError(
+                f"no class has a role in {sorted(roles)} (roles present: {sorted(set(self.roles))})"
+            )
+        return Vocabulary(
+            [self.names[i] for i in keep],
+            [self.category_ids[i] for i in keep],
+            [self.roles[i] for i in keep],
+            [list(self.synonyms[i]) for i in keep],
+        )
 
     def text_inputs(self, *, use_synonyms: bool = True) -> list[list[str]]:
         """Per class, the prompt-ready names (``_`` -> space, de-duplicated, name first)."""
         out = []
         for name, syns in zip(self.names, self.synonyms):
             cleaned: list[str] = []
-            for s in ([name, *syns] if use_synonyms else [name]):
+            for s in [name, *syns] if use_synonyms else [name]:
                 s = " ".join(s.replace("_", " ").split())
                 if s not in cleaned:
                     cleaned.append(s)
@@ -115,14 +129,14 @@ class Vocabulary:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Vocabulary":
+    def from_dict(cls, data: Mapping[str, Any]) -> Vocabulary:
         missing = [k for k in ("names", "category_ids", "roles", "synonyms") if k not in data]
         if missing:
             raise ValueError(f"vocabulary dict lacks keys {missing}")
         return cls(data["names"], data["category_ids"], data["roles"], data["synonyms"])
 
     @classmethod
-    def from_names(cls, names: str | Sequence[str], *, role: str = "novel") -> "Vocabulary":
+    def from_names(cls, names: str | Sequence[str], *, role: str = "novel") -> Vocabulary:
         """A custom vocabulary, e.g. ``"cat,dog,red star"`` or ``["sofa|couch", "tv"]``.
 
         Entries are comma separated (when a string); ``|`` separates synonyms, the first being the
@@ -135,11 +149,22 @@ class Vocabulary:
         if empty:
             raise ValueError(f"empty class name at position(s) {empty} in {names!r}")
         syn_lists = [[s for s in syns if s] for syns in parsed]
-        return cls([s[0] for s in syn_lists], list(range(1, len(syn_lists) + 1)), [role] * len(syn_lists), syn_lists)
+        return cls(
+            [s[0] for s in syn_lists],
+            list(range(1, len(syn_lists) + 1)),
+            [role] * len(syn_lists),
+            syn_lists,
+        )
 
     @classmethod
-    def from_coco_json(cls, source: str | os.PathLike | Mapping[str, Any], *, novel_ids: Iterable[int] | None = None,
-                       base_ids: Iterable[int] | None = None, keep_excluded: bool = False) -> "Vocabulary":
+    def from_coco_json(
+        cls,
+        source: str | os.PathLike | Mapping[str, Any],
+        *,
+        novel_ids: Iterable[int] | None = None,
+        base_ids: Iterable[int] | None = None,
+        keep_excluded: bool = False,
+    ) -> Vocabulary:
         """Vocabulary from a COCO/LVIS-format dataset's ``categories`` (in file order).
 
         Role of each category, first rule that applies:
@@ -164,7 +189,9 @@ class Vocabulary:
         base = None if base_ids is None else {int(i) for i in base_ids}
         for arg, ids in (("novel_ids", novel), ("base_ids", base)):
             if ids is not None and ids - known:
-                raise ValueError(f"{label}: {arg} lists ids {sorted(ids - known)} that are not categories of this file")
+                raise ValueError(
+                    f"{label}: {arg} lists ids {sorted(ids - known)} that are not categories of this file"
+                )
         if novel is not None and base is not None and novel & base:
             raise ValueError(f"novel_ids and base_ids overlap: {sorted(novel & base)}")
         names, ids, roles, synonyms = [], [], [], []
@@ -182,7 +209,9 @@ class Vocabulary:
         return cls(names, ids, roles, synonyms)
 
 
-def _category_role(cat: Mapping[str, Any], novel: set[int] | None, base: set[int] | None, label: str) -> str:
+def _category_role(
+    cat: Mapping[str, Any], novel: set[int] | None, base: set[int] | None, label: str
+) -> str:
     where = f"{label}: category id {cat['id']} ({cat['name']!r})"
     if "split" in cat:
         if cat["split"] not in ROLES:
@@ -194,13 +223,19 @@ def _category_role(cat: Mapping[str, Any], novel: set[int] | None, base: set[int
         return "base" if base is None or cat["id"] in base else "excluded"
     if "frequency" in cat:
         if cat["frequency"] not in LVIS_FREQUENCIES:
-            raise ValueError(f"{where}: field 'frequency' is {cat['frequency']!r}; expected one of {LVIS_FREQUENCIES}")
+            raise ValueError(
+                f"{where}: field 'frequency' is {cat['frequency']!r}; expected one of {LVIS_FREQUENCIES}"
+            )
         return "rare" if cat["frequency"] == "r" else "base"
-    raise ValueError(f"{where}: no 'split' or 'frequency' field and no novel_ids given; pass novel_ids "
-                     f"(novel_ids=() makes every class base)")
+    raise ValueError(
+        f"{where}: no 'split' or 'frequency' field and no novel_ids given; pass novel_ids "
+        f"(novel_ids=() makes every class base)"
+    )
 
 
-def lvis_frequency_groups(categories: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> dict[str, list[int]]:
+def lvis_frequency_groups(
+    categories: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+) -> dict[str, list[int]]:
     """``{"r": [ids], "c": [ids], "f": [ids]}`` (sorted) from LVIS categories' ``frequency`` field.
 
     ``categories`` is the category list or a whole dataset dict. Raises ``ValueError`` naming a
@@ -212,7 +247,9 @@ def lvis_frequency_groups(categories: Sequence[Mapping[str, Any]] | Mapping[str,
     for cat in categories:
         freq = cat.get("frequency")
         if freq not in groups:
-            raise ValueError(f"category id {cat.get('id')} ({cat.get('name')!r}) has frequency {freq!r}; "
-                             f"expected one of {LVIS_FREQUENCIES}")
+            raise ValueError(
+                f"category id {cat.get('id')} ({cat.get('name')!r}) has frequency {freq!r}; "
+                f"expected one of {LVIS_FREQUENCIES}"
+            )
         groups[freq].append(int(cat["id"]))
     return {f: sorted(ids) for f, ids in groups.items()}

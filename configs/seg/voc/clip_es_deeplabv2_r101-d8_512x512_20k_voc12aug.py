@@ -11,31 +11,71 @@
 #        --out work_dirs/clip_es_deeplabv2_r101-d8_512x512_20k_voc12aug/pseudo_masks
 #    (VOC train pseudo-masks, paper: 70.8 mIoU CAM / 75.0 with CRF; add --gt .../SegmentationClassAug to score)
 # 2. python tools/train_seg.py configs/seg/voc/clip_es_deeplabv2_r101-d8_512x512_20k_voc12aug.py
-_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/voc12aug_ov.py', '../_base_/schedules/schedule_20k.py']
+_base_ = [
+    "../_base_/default_runtime.py",
+    "../_base_/datasets/voc12aug_ov.py",
+    "../_base_/schedules/schedule_20k.py",
+]
 
-custom_imports = dict(imports=['segmentors', 'segmentors.clip_es'], allow_failed_imports=False)
-pseudo_masks = '<work_dir>/pseudo_masks'   # output of tools/make_pseudo_masks.py (step 1)
+custom_imports = dict(imports=["segmentors", "segmentors.clip_es"], allow_failed_imports=False)
+pseudo_masks = "<work_dir>/pseudo_masks"  # output of tools/make_pseudo_masks.py (step 1)
 
-norm_cfg = dict(type='SyncBN', requires_grad=True)
-data_preprocessor = dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-                         bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(512, 512))
+norm_cfg = dict(type="SyncBN", requires_grad=True)
+data_preprocessor = dict(
+    type="SegDataPreProcessor",
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size=(512, 512),
+)
 model = dict(
-    type='EncoderDecoder',
+    type="EncoderDecoder",
     data_preprocessor=data_preprocessor,
-    pretrained='open-mmlab://resnet101_v1c',
+    pretrained="open-mmlab://resnet101_v1c",
     backbone=dict(
-        type='ResNetV1c', depth=101, num_stages=4, out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4),
-        strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False, style='pytorch', contract_dilation=True),
+        type="ResNetV1c",
+        depth=101,
+        num_stages=4,
+        out_indices=(0, 1, 2, 3),
+        dilations=(1, 1, 2, 4),
+        strides=(1, 2, 1, 1),
+        norm_cfg=norm_cfg,
+        norm_eval=False,
+        style="pytorch",
+        contract_dilation=True,
+    ),
     decode_head=dict(
-        type='DeepLabV2Head', in_channels=2048, in_index=3, channels=512, dilations=(6, 12, 18, 24), num_classes=21,
-        dropout_ratio=0.1, norm_cfg=None, act_cfg=None, align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True)),
+        type="DeepLabV2Head",
+        in_channels=2048,
+        in_index=3,
+        channels=512,
+        dilations=(6, 12, 18, 24),
+        num_classes=21,
+        dropout_ratio=0.1,
+        norm_cfg=None,
+        act_cfg=None,
+        align_corners=False,
+        loss_decode=dict(
+            type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True
+        ),
+    ),
     train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    test_cfg=dict(mode="whole"),
+)
 
 train_dataloader = dict(
-    dataset=dict(_delete_=True, type='PseudoMaskDataset', pseudo_masks=pseudo_masks, data_root={{_base_.data_root}},
-                 img_path='JPEGImages', img_suffix='.jpg', pipeline={{_base_.train_pipeline}}))
+    dataset=dict(
+        _delete_=True,
+        type="PseudoMaskDataset",
+        pseudo_masks=pseudo_masks,
+        data_root={{_base_.data_root}},
+        img_path="JPEGImages",
+        img_suffix=".jpg",
+        pipeline={{_base_.train_pipeline}},
+    )
+)
 # Weakly supervised: every class is trained (no unseen split); plain mIoU over the 21 classes.
-val_evaluator = dict(_delete_=True, type='IoUMetric', iou_metrics=['mIoU'])
+val_evaluator = dict(_delete_=True, type="IoUMetric", iou_metrics=["mIoU"])
 test_evaluator = val_evaluator

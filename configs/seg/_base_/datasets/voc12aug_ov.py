@@ -1,51 +1,91 @@
 # PASCAL VOC 2012 + SBD aug (MMSeg's PascalVOCDataset) with the ZS3Net / MaskCLIP+ zero-shot split:
 # unseen = potted plant, sheep, sofa, train, tv monitor (labels 16-20); background counts as seen.
-dataset_type = 'PascalVOCDataset'
-data_root = 'data/VOCdevkit/VOC2012'
+dataset_type = "PascalVOCDataset"
+data_root = "data/VOCdevkit/VOC2012"
 num_classes = 21
 crop_size = (512, 512)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='ValidateSegMap', num_classes=num_classes),
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations"),
+    dict(type="ValidateSegMap", num_classes=num_classes),
+    dict(type="RandomResize", scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="PhotoMetricDistortion"),
+    dict(type="PackSegInputs"),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),          # after Resize: metrics are computed at the original size
-    dict(type='ValidateSegMap', num_classes=num_classes),
-    dict(type='PackSegInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="Resize", scale=(2048, 512), keep_ratio=True),
+    dict(type="LoadAnnotations"),  # after Resize: metrics are computed at the original size
+    dict(type="ValidateSegMap", num_classes=num_classes),
+    dict(type="PackSegInputs"),
 ]
 train_dataloader = dict(
     batch_size=4,
     num_workers=4,
     persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='ConcatDataset', datasets=[
-        dict(type=dataset_type, data_root=data_root, ann_file='ImageSets/Segmentation/train.txt',
-             data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'), pipeline=train_pipeline),
-        dict(type=dataset_type, data_root=data_root, ann_file='ImageSets/Segmentation/aug.txt',
-             data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'), pipeline=train_pipeline),
-    ]))
+    sampler=dict(type="InfiniteSampler", shuffle=True),
+    dataset=dict(
+        type="ConcatDataset",
+        datasets=[
+            dict(
+                type=dataset_type,
+                data_root=data_root,
+                ann_file="ImageSets/Segmentation/train.txt",
+                data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
+                pipeline=train_pipeline,
+            ),
+            dict(
+                type=dataset_type,
+                data_root=data_root,
+                ann_file="ImageSets/Segmentation/aug.txt",
+                data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClassAug"),
+                pipeline=train_pipeline,
+            ),
+        ],
+    ),
+)
 val_dataloader = dict(
     batch_size=1,
     num_workers=4,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, ann_file='ImageSets/Segmentation/val.txt',
-                 data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'), pipeline=test_pipeline))
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file="ImageSets/Segmentation/val.txt",
+        data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
+        pipeline=test_pipeline,
+    ),
+)
 test_dataloader = val_dataloader
 
-voc_text_names = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
-                  'cow', 'dining table', 'dog', 'horse', 'motorbike', 'person', 'potted plant', 'sheep', 'sofa',
-                  'train', 'tv monitor']
-voc_text_names_fg = voc_text_names[1:]   # for a learned-background head
-unseen_classes = ['pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor']   # dataset class names
+voc_text_names = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "dining table",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "potted plant",
+    "sheep",
+    "sofa",
+    "train",
+    "tv monitor",
+]
+voc_text_names_fg = voc_text_names[1:]  # for a learned-background head
+unseen_classes = ["pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # dataset class names
 unseen_ids = [16, 17, 18, 19, 20]
-val_evaluator = dict(type='OVSegMetric', unseen_classes=unseen_classes)
+val_evaluator = dict(type="OVSegMetric", unseen_classes=unseen_classes)
 test_evaluator = val_evaluator
