@@ -1,7 +1,7 @@
 # MaskCLIP+ on the toy world (transductive): a tiny ResNet-18-d8 (16 base channels) + DeepLabV2
-# text-classifier head, trained on
-# ground truth for seen pixels and on the toy teacher's argmax over the unseen classes for unseen pixels, then
-# on its own predictions (self-training). Dilations are scaled to the 16x16 feature map (real configs: 6/12/18/24).
+# text-classifier head, trained on ground truth for seen pixels and on the toy teacher's argmax
+# over the unseen classes for unseen pixels, then on its own predictions (self-training).
+# Dilations are scaled to the 16x16 feature map (real configs: 6/12/18/24).
 _base_ = [
     "../_base_/default_runtime.py",
     "../_base_/datasets/toy_world.py",
