@@ -282,3 +282,32 @@ def test_heads_forward_has_no_ignored_arguments_and_shares_the_cosine_classifier
         background=background,
     )
     assert torch.equal(predictor.class_logits(regions), expected)
+
+
+def test_baron_predictor_initialises_only_the_parameters_it_keeps():
+    """The pseudo-word projection is built once, at its final size: building BARON's predictor
+    draws exactly the random numbers of its own parameters (projection, then background
+    embedding), as ViLD's does (it used to build and discard a ViLD-sized projection first)."""
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.box_regression import Box2BoxTransform
+
+    from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig
+
+    encoder = PseudoTextEncoder(
+        TextEncoderConfig(width=16, layers=1, heads=2, context_length=12, embed_dim=8)
+    )
+    classes = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    torch.manual_seed(0)
+    predictor = BaronOutputLayers(
+        ShapeSpec(channels=32),
+        box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+        class_embeddings=classes,
+        class_names=["a", "b", "c"],
+        text_encoder=encoder,
+        num_words=4,
+    )
+    assert predictor.projection.out_features == 4 * 16
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(32, 4 * 16)
+    assert torch.equal(predictor.projection.weight, expected.weight)
+    assert torch.equal(predictor.bg_embedding.data, torch.randn(8) * 0.01)

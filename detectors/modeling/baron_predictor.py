@@ -92,12 +92,6 @@ class BaronOutputLayers(ViLDOutputLayers):
         word_dropout: float = 0.5,
         **kwargs,
     ) -> None:
-        super().__init__(input_shape, **kwargs)
-        if text_encoder.config.embed_dim != self.embed_dim:
-            raise ValueError(
-                f"text encoder output size {text_encoder.config.embed_dim} != text embeddings size "
-                f"{self.embed_dim} (MODEL.BARON.TEXT_ENCODER vs MODEL.VILD.TEXT_EMBEDDINGS)"
-            )
         if not 1 <= num_words <= text_encoder.max_words:
             raise ValueError(
                 f"MODEL.BARON.NUM_WORDS must be in [1, {text_encoder.max_words}] for this text "
@@ -105,8 +99,13 @@ class BaronOutputLayers(ViLDOutputLayers):
             )
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"MODEL.BARON.WORD_DROPOUT must be in [0, 1), got {word_dropout}")
+        super().__init__(input_shape, projection_dim=num_words * text_encoder.width, **kwargs)
+        if text_encoder.config.embed_dim != self.embed_dim:
+            raise ValueError(
+                f"text encoder output size {text_encoder.config.embed_dim} != text embeddings size "
+                f"{self.embed_dim} (MODEL.BARON.TEXT_ENCODER vs MODEL.VILD.TEXT_EMBEDDINGS)"
+            )
         self.num_words, self.word_dim = int(num_words), text_encoder.width
-        self.projection = nn.Linear(self.projection.in_features, self.num_words * self.word_dim)
         self.text_encoder = text_encoder
         self.word_dropout = float(word_dropout)
 

@@ -70,7 +70,10 @@ class ViLDOutputLayers(nn.Module):
         ensemble_weight: float = 2.0 / 3.0,
         background_weight: float = 1.0,
         test_temperature: float | None = None,
+        projection_dim: int | None = None,
     ) -> None:
+        """``projection_dim``: output size of :attr:`projection` (default: the embedding size
+        ``D``; subclasses whose :meth:`embed` maps projected features further set it)."""
         super().__init__()
         in_features = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         embed_dim = int(class_embeddings.shape[1])
@@ -79,7 +82,7 @@ class ViLDOutputLayers(nn.Module):
         if test_temperature is not None and test_temperature <= 0:
             raise ValueError(f"test temperature must be > 0, got {test_temperature}")
         self.embed_dim = embed_dim
-        self.projection = nn.Linear(in_features, embed_dim)
+        self.projection = nn.Linear(in_features, projection_dim or embed_dim)
         self.bg_embedding = nn.Parameter(torch.randn(embed_dim) * 0.01)
         self.bbox_pred = nn.Linear(in_features, len(box2box_transform.weights))
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
