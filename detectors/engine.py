@@ -29,7 +29,7 @@ from .data import (
 )
 from .evaluation import METRICS_FILE, OVDetectionEvaluator
 from .host import inner_trainer, last_eval_results
-from .teacher import build_online_teacher, online_teacher_handle
+from .teacher import online_teacher_handle
 
 __all__ = ["OVTrainer", "StepSeedHook", "seed_everything", "build_region_targets", "unwrap_model"]
 
@@ -91,8 +91,8 @@ def build_region_targets(cfg, dataset_dicts: list[dict]) -> RegionTargetProvider
         )
     classifier = read_classifier(vild.TEXT_EMBEDDINGS)
     if vild.DISTILL.ONLINE:
-        teacher = build_online_teacher(cfg, expect_fingerprint=classifier.teacher_fingerprint)
-        return online_region_targets(cfg, teacher)
+        handle = online_teacher_handle(cfg, expect_fingerprint=classifier.teacher_fingerprint)
+        return online_region_targets(cfg, handle.get())
     return cached_region_targets(cfg, dataset_dicts, classifier=classifier)
 
 

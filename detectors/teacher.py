@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from detectron2.config import CfgNode
 
-from distill.vocab import check_teacher_fingerprint
-
 from .config import parse_overrides
 from .data.toy import toy_world
 
@@ -25,8 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "teacher_spec_from_cfg",
     "build_teacher_from_cfg",
-    "check_teacher",
-    "build_online_teacher",
     "online_teacher_handle",
 ]
 
@@ -87,28 +83,11 @@ def build_teacher_from_cfg(cfg: CfgNode, *, world: Any = None) -> Any:
     return _teachers().build_teacher_from_spec(teacher_spec_from_cfg(cfg, world=world))
 
 
-def check_teacher(cfg: CfgNode, teacher: Any, *, expect_fingerprint: str | None) -> Any:
-    """``teacher``, after checking that it made the text classifier (``expect_fingerprint``, the
-    classifier file's; nothing to check when None) with
-    :func:`distill.vocab.check_teacher_fingerprint`: ``ValueError`` naming both otherwise."""
-    check_teacher_fingerprint(
-        expect_fingerprint,
-        str(teacher.fingerprint),
-        what=f"the configured teacher ({ORIGIN})",
-        source=f"text classifier {cfg.MODEL.VILD.TEXT_EMBEDDINGS}",
-    )
-    return teacher
-
-
-def build_online_teacher(cfg: CfgNode, *, expect_fingerprint: str | None) -> Any:
-    """The teacher that runs during training (BARON's bag targets, ViLD's ``DISTILL.ONLINE``
-    targets), checked against the text classifier's fingerprint."""
-    return check_teacher(cfg, build_teacher_from_cfg(cfg), expect_fingerprint=expect_fingerprint)
-
-
 def online_teacher_handle(cfg: CfgNode, *, expect_fingerprint: str | None) -> TeacherHandle:
     """A lazy :class:`distill.teachers.TeacherHandle` of :func:`teacher_spec_from_cfg` whose
-    teachers must have ``expect_fingerprint`` (the text classifier's; BARON's online teacher)."""
+    teachers must have ``expect_fingerprint`` (the text classifier's; nothing is checked when
+    None): the teacher that runs during training (BARON's bag targets, ViLD's ``DISTILL.ONLINE``
+    targets)."""
     return _teachers().TeacherHandle(
         teacher_spec_from_cfg(cfg),
         expected_fingerprint=expect_fingerprint,

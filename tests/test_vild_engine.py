@@ -13,11 +13,13 @@ from detectors.host import check_detectron2_version, require_pinned_detectron2  
 from detectors.prepare import prepare_resources  # noqa: E402
 from detectors.testing import (  # noqa: E402
     TINY_CLASSES,
+    StubTeacher,
     tiny_vild_config,
     write_random_text_embeddings,
     write_tiny_dataset,
 )
 from distill.cache import EmbeddingStoreWriter  # noqa: E402
+from distill.teachers import TEACHERS, register_teacher  # noqa: E402
 
 
 def _store(root, image_ids, *, fingerprint, dim=16):
@@ -180,3 +182,38 @@ def test_toy_demo_reuses_only_runs_of_the_current_config(tmp_path, monkeypatch):
     (run_dir / "ov_metrics.json").unlink()  # interrupted: resumed only with the same config
     demo["run_method"]("vild_text", tmp_path, retrain=False)
     assert len(commands) == 2 and "--resume" not in commands[1]
+
+
+class _FingerprintStubTeacher(StubTeacher):
+    """A registered stub whose ``MODEL_NAME`` is its fingerprint."""
+
+    def __init__(self, *, model_name: str, precision: str, device: str = "cpu") -> None:
+        super().__init__(fingerprint=model_name)
+        self.precision, self.device = precision, device
+
+
+def test_online_targets_use_the_checked_configured_teacher(setup):
+    """``DISTILL.ONLINE``: the targets come from ``MODEL.VILD.TEACHER``, which must have made the
+    text classifier (fingerprint checked before training, the error names both sides)."""
+    cfg, dicts, _ = setup
+    cfg.merge_from_list(
+        [
+            "MODEL.VILD.DISTILL.ONLINE",
+            "True",
+            "MODEL.VILD.DISTILL.SOURCE",
+            "gt",
+            "MODEL.VILD.TEACHER.NAME",
+            "ovd-test-online-stub",
+            "MODEL.VILD.TEACHER.MODEL_NAME",
+            "another",
+        ]
+    )
+    register_teacher("ovd-test-online-stub")(_FingerprintStubTeacher)
+    try:
+        with pytest.raises(ValueError, match=r"has fingerprint 'another'.*'random-test-teacher'"):
+            build_region_targets(cfg, dicts)
+        cfg.MODEL.VILD.TEACHER.MODEL_NAME = "random-test-teacher"
+        targets = build_region_targets(cfg, dicts)
+        assert targets.fingerprint == "random-test-teacher"
+    finally:
+        del TEACHERS["ovd-test-online-stub"]
