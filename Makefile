@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: setup demo export test test-fast lint bench clean-env help
 
 help:
-	@echo "make demo   - set up if needed, then run the toy-world ViLD distillation demo"
+	@echo "make demo   - set up if needed, then run the toy-world ViLD distillation demo (seed 0, next to the 3-seed range)"
 	@echo "make export - export make demo's ViLD model (TorchScript, ONNX, model card) and draw a custom vocabulary"
 	@echo "make test   - set up if needed, then run the whole test suite (slow tests included)"
 	@echo "make test-fast - unit tests only (-m 'not slow')"
@@ -22,10 +22,10 @@ setup:
 	@$(PYTHON) env/bootstrap.py
 
 demo: setup
-	@$(PY) tools/toy_demo.py
+	@$(PY) tools/toy_tables.py --seeds 0 --methods vild_text vild
 
 # After `make demo`: export its ViLD model and draw one toy validation image with a vocabulary it never saw.
-VILD_RUN ?= output/toy/vild
+VILD_RUN ?= output/toy/vild/seed0
 VOCABULARY ?= circle,star,red heart
 export: setup
 	@test -f $(VILD_RUN)/model_final.pth || { echo "$(VILD_RUN)/model_final.pth missing: run make demo first"; exit 1; }

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 def cache_dir(*parts: str) -> Path:
@@ -38,6 +41,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically, with bytes that depend only on ``obj``.
+
+    ``torch.save`` names the zip archive's root folder after the file it writes, so saving straight
+    to :func:`atomic_path`'s pid-stamped temporary file made the bytes (and every fingerprint taken
+    of them, e.g. the toy teacher's) differ between two builds of the same weights.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> None:

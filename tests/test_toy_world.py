@@ -401,3 +401,23 @@ def test_vit_teacher_zero_shot_floor(default_teacher) -> None:
     for key in ("crop", "crop_vild"):
         assert metrics[key]["base_top1"] >= 0.55, metrics[key]
         assert metrics[key]["novel_top1"] >= 0.55, metrics[key]
+
+
+def test_saved_checkpoints_do_not_depend_on_the_writer_process(tmp_path, monkeypatch):
+    """Two builds of the same weights give the same file bytes (and so the same teacher fingerprint):
+    ``torch.save`` to the pid-stamped temporary file put the pid into the zip's folder names."""
+    import os
+
+    import torch
+
+    from distill.utils import torch_save_atomic
+
+    state = {"weight": torch.arange(6.0).reshape(2, 3)}
+    files = []
+    for pid in (111, 222):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        path = tmp_path / str(pid) / "checkpoint.pt"
+        torch_save_atomic(state, path)
+        files.append(path.read_bytes())
+    assert files[0] == files[1]
+    assert torch.equal(torch.load(path, weights_only=True)["weight"], state["weight"])

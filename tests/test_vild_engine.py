@@ -147,43 +147,6 @@ def test_ground_truth_regions_never_include_novel_objects(tmp_path, monkeypatch)
     MetadataCatalog.remove(name)
 
 
-def test_toy_demo_reuses_only_runs_of_the_current_config(tmp_path, monkeypatch):
-    """`make demo` must not report a finished run of an older config: it trains again from scratch."""
-    import json
-    import runpy
-    import subprocess
-    from pathlib import Path
-
-    demo = runpy.run_path(str(Path(__file__).resolve().parent.parent / "tools" / "toy_demo.py"))
-    run_dir = tmp_path / "vild_text"
-    run_dir.mkdir()
-    (run_dir / "model_final.pth").write_bytes(b"")
-    (run_dir / "last_checkpoint").write_text("model_final.pth")
-    (run_dir / "ov_metrics.json").write_text(json.dumps({"novel_ap50": 1.0}))
-    commands = []
-
-    def fake_train(
-        command, **kwargs
-    ):  # stands in for tools/train_net.py: records, writes new metrics
-        commands.append(command)
-        (run_dir / "ov_metrics.json").write_text(json.dumps({"novel_ap50": 2.0}))
-
-    monkeypatch.setattr(subprocess, "run", fake_train)
-    assert demo["run_method"]("vild_text", tmp_path, retrain=False) == {
-        "novel_ap50": 2.0
-    }  # no stamp: retrained
-    assert len(commands) == 1 and "--resume" not in commands[0]
-    assert (run_dir / "demo_config.sha256").read_text().strip() == demo["config_hash"]("vild_text")
-    assert demo["run_method"]("vild_text", tmp_path, retrain=False) == {
-        "novel_ap50": 2.0
-    }  # same config: reused
-    assert len(commands) == 1
-    (run_dir / "demo_config.sha256").write_text("0" * 64)  # the config changed since
-    (run_dir / "ov_metrics.json").unlink()  # interrupted: resumed only with the same config
-    demo["run_method"]("vild_text", tmp_path, retrain=False)
-    assert len(commands) == 2 and "--resume" not in commands[1]
-
-
 class _FingerprintStubTeacher(StubTeacher):
     """A registered stub whose ``MODEL_NAME`` is its fingerprint."""
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..teachers.loading import load_open_clip
 from ..teachers.loading import register_model_config as register_open_clip_config
-from ..utils import atomic_path, sha256_file, sha256_json
+from ..utils import atomic_path, sha256_file, sha256_json, torch_save_atomic
 from .world import ToyWorld
 
 TEACHER_VERSION = 3  # 3: dense zero-shot of ResNet teachers at output stride 16
@@ -425,8 +425,7 @@ def _train(
                 },
                 tmp,
             )
-    with atomic_path(out_dir / "checkpoint.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
+    torch_save_atomic(model.state_dict(), out_dir / "checkpoint.pt")
     state_path.unlink(missing_ok=True)
     log.update(
         model_name=name,

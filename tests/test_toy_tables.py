@@ -1,0 +1,70 @@
+"""tools/toy_tables.py: seeds reach the run, finished runs of the current config are reused,
+interrupted ones resumed, other configs' runs trained again; mean / min / max over seeds."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "toy_tables.py"
+
+
+@pytest.fixture()
+def tables():
+    return runpy.run_path(str(TOOL))
+
+
+def test_summary_is_mean_min_max_per_metric(tables):
+    runs = [{"novel_ap50": 10.0, "base_ap50": 50.0}, {"novel_ap50": 20.0, "base_ap50": 53.0}]
+    assert tables["summarize"](runs, ("novel_ap50", "base_ap50")) == {
+        "novel_ap50": {"mean": 15.0, "min": 10.0, "max": 20.0},
+        "base_ap50": {"mean": 51.5, "min": 50.0, "max": 53.0},
+    }
+
+
+def test_detection_runs_are_seeded_reused_resumed_and_restarted(tables, tmp_path, monkeypatch):
+    """A finished run of an older config is never reported: it is trained again from scratch."""
+    commands = []
+
+    def fake_train(command, **kwargs):  # stands in for tools/train_net.py
+        commands.append(command)
+        run_dir = Path(command[command.index("OUTPUT_DIR") + 1])
+        metrics = {"novel_ap50": 2.0, "base_ap50": 3.0, "all_ap50": 4.0}
+        (run_dir / "ov_metrics.json").write_text(json.dumps(metrics))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_train)
+    method = tables["METHODS"]["vild_text"]
+    run_dir = tmp_path / "vild_text" / "seed1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps({"metrics": {"novel_ap50": 1.0}}))
+    assert tables["run_once"](method, 1, tmp_path)["novel_ap50"] == 2.0  # no identity: retrained
+    assert len(commands) == 1 and "--resume" not in commands[0]
+    assert commands[0][commands[0].index("SEED") + 1] == "1"
+    assert tables["run_once"](method, 1, tmp_path)["novel_ap50"] == 2.0  # same config: reused
+    assert len(commands) == 1
+    (run_dir / "result.json").unlink()  # interrupted after a checkpoint: resumed
+    (run_dir / "last_checkpoint").write_text("model_0000299.pth")
+    tables["run_once"](method, 1, tmp_path)
+    assert len(commands) == 2 and "--resume" in commands[1]
+    identity = json.loads((run_dir / "identity.json").read_text())
+    (run_dir / "identity.json").write_text(json.dumps({**identity, "config": "0" * 64}))
+    (run_dir / "result.json").unlink()  # a run of another config: not resumed, started over
+    tables["run_once"](method, 1, tmp_path)
+    assert len(commands) == 3 and "--resume" not in commands[2]
+    assert not (run_dir / "last_checkpoint").exists()
+
+
+def test_expected_ranges_cover_every_method_and_metric(tables):
+    """configs/toy/expected.json (what `make demo` compares with) names real methods and metrics."""
+    expected = json.loads(Path(tables["EXPECTED"]).read_text())
+    assert {"vild_text", "vild"} <= set(expected)
+    for name, stats in expected.items():
+        method = tables["METHODS"][name]
+        assert set(stats) == set(method.keys), name
+        for key, s in stats.items():
+            assert s["min"] <= s["mean"] <= s["max"], (name, key)
