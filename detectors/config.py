@@ -16,6 +16,7 @@ __all__ = [
     "add_vild_config",
     "add_baron_config",
     "add_ovdistill_config",
+    "classifier_text_space",
     "CONFIG_ROOT",
     "resolve_config_file",
     "load_config",
@@ -78,10 +79,23 @@ def add_vild_config(cfg: CN) -> CN:
             catalog by ``detectors.data.resolve_training_classes`` (``tools/train_net.py`` and
             ``OVPredictor`` call it), so the model itself reads only this config and the
             classifier file.
+        MODEL.VILD.CLASSES.TEST_EXTRA_NAMES: class names appended to every test dataset's classes
+            at evaluation (``OVTrainer.test``): the softmax, score threshold, NMS and top-k run over
+            dataset + extra classes, then ``OVDetectionEvaluator`` drops the extra classes'
+            detections. BARON's OV-COCO test scores all 80 COCO classes while the metrics cover the
+            65 of OV-COCO (wusize/ovdet@d74a20c ``coco_clip_hand_craft_attn12.npy``, 80 rows).
+            The names must be in the classifier file (the preparation step encodes them).
+            Default ``[]``.
         MODEL.VILD.TEMPERATURE: logits = cosine / TEMPERATURE (ViLD: 0.01).
         MODEL.VILD.ENSEMBLE: ViLD-ensemble: a second, distillation-only branch (own box head and
             projection); base classes score ``p_text^w * p_img^(1-w)``, novel ``p_text^(1-w) * p_img^w``.
         MODEL.VILD.ENSEMBLE_WEIGHT: ``w`` above (ViLD: 2/3).
+        MODEL.VILD.UNSEEN_TRAIN_LOGITS: training logits of classes outside the training vocabulary:
+            ``"remove"`` (-inf, out of the softmax; default) or ``"zero"`` (multiplied by 0, kept in
+            the softmax: ViLD's LVIS code, ``vild_losses.py``).
+        MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_NORMALIZER: the ViLD / BARON box loss is summed over
+            foreground RoIs and divided by the sampled RoIs (``"sampled"``, Detectron2 / mmdet;
+            default) or by 4 x the foreground RoIs (``"foreground_x4"``, ViLD's ``losses.py``).
         MODEL.VILD.TEACHER.*: the teacher used by the tool for the text classifier and the region cache
             (``NAME`` ``"clip"`` = ``distill.teachers.ClipTeacher``; ``"toy"`` = the toy world's teacher,
             ``MODEL_NAME`` its arch "vit"/"resnet" or empty for the default, ``TOY_OVERRIDES``
@@ -111,10 +125,13 @@ def add_vild_config(cfg: CN) -> CN:
     cfg.MODEL.VILD.TEMPERATURE = 0.01
     cfg.MODEL.VILD.ENSEMBLE = False
     cfg.MODEL.VILD.ENSEMBLE_WEIGHT = 2.0 / 3.0
+    cfg.MODEL.VILD.UNSEEN_TRAIN_LOGITS = "remove"
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_NORMALIZER = "sampled"
 
     cfg.MODEL.VILD.CLASSES = CN()
     cfg.MODEL.VILD.CLASSES.NAMES = []
     cfg.MODEL.VILD.CLASSES.SEEN = []
+    cfg.MODEL.VILD.CLASSES.TEST_EXTRA_NAMES = []
 
     cfg.MODEL.VILD.TEACHER = CN()
     cfg.MODEL.VILD.TEACHER.NAME = "clip"
@@ -153,12 +170,20 @@ def add_baron_config(cfg: CN) -> CN:
     Keys:
         MODEL.BARON.TEXT_ENCODER: ``.pt`` file of the teacher's frozen text tower reading word embeddings
             (``distill.text_encoder``); empty: ``tools/train_net.py`` exports it from MODEL.VILD.TEACHER.
+        MODEL.BARON.TEXT_SPACE: space of the classifier (class embeddings and region embeddings):
+            ``"projected"`` (CLIP's joint space; default, ovdet's OV-LVIS) or ``"attn12"`` (the eot
+            token after the last text block, no final layer norm, no projection: ovdet's OV-COCO
+            ``use_attn12_output=True``). The bag / single-region losses stay in the projected space
+            (as in ovdet). The classifier file records its space; a mismatch is an error.
         MODEL.BARON.NUM_WORDS: pseudo words per region (BARON: 6 for FPN, 4 for C4).
         MODEL.BARON.WORD_DROPOUT: probability to drop each pseudo word in training (0.5); a region keeps
             at least one word.
         MODEL.BARON.POS_EMBED_FEATS: sine features per box coordinate of the in-bag positional embedding (128).
         MODEL.BARON.BG_WEIGHT: weight of background RoIs in the classification CE (0.7 FPN, 1.0 C4).
         MODEL.BARON.TEST_TEMPERATURE: temperature at inference; 0 = MODEL.VILD.TEMPERATURE (LVIS: 0.007).
+        MODEL.BARON.ENSEMBLE_BACKGROUND: BARON-ensemble scoring (with MODEL.VILD.ENSEMBLE): the
+            distillation branch's softmax includes the background and the background column is
+            weighted like a seen class (ovdet's ensemble_bbox_head.py). False: ViLD's rule.
         MODEL.BARON.QUEUE_SIZE: embeddings kept per queue (student / teacher, bag / single region): 1024.
         MODEL.BARON.BAG.WEIGHT / TEMPERATURE: bag InfoNCE weight (1.0) and logit scale (30 COCO, 20 LVIS).
         MODEL.BARON.SINGLE.WEIGHT / TEMPERATURE: single-region InfoNCE weight (0.1) and scale (50 / 30);
@@ -166,16 +191,19 @@ def add_baron_config(cfg: CN) -> CN:
         MODEL.BARON.SINGLE.POOLER_RESOLUTION: bins of the RoI-align pooling of the teacher's dense tokens.
         MODEL.BARON.SAMPLING.*: neighbourhood sampling (``detectors.modeling.baron_sampler``): TOPK
             proposals (300 COCO, 500 LVIS), USE_GT, OBJECTNESS_THRESH (0.85), ASPECT_THRESH (0.25: w/h in
-            (0.25, 4)), NMS_THRESH (0.1), ALPHA (3), BASE_PROBABILITY (0.3), CUTOFF_THRESH (0.3),
+            (0.25, 4)), AREA_RATIO_THRESH (share of the image area a centre must exceed: 0.01;
+            0 = no filter), NMS_THRESH (0.1), ALPHA (3), BASE_PROBABILITY (0.3), CUTOFF_THRESH (0.3),
             INTERVAL (-0.1), MAX_GROUPS per box (3 COCO, 6 LVIS), MAX_PERMUTATIONS per group (2).
     """
     cfg.MODEL.BARON = CN()
     cfg.MODEL.BARON.TEXT_ENCODER = ""
+    cfg.MODEL.BARON.TEXT_SPACE = "projected"
     cfg.MODEL.BARON.NUM_WORDS = 6
     cfg.MODEL.BARON.WORD_DROPOUT = 0.5
     cfg.MODEL.BARON.POS_EMBED_FEATS = 128
     cfg.MODEL.BARON.BG_WEIGHT = 0.7
     cfg.MODEL.BARON.TEST_TEMPERATURE = 0.0
+    cfg.MODEL.BARON.ENSEMBLE_BACKGROUND = True
     cfg.MODEL.BARON.QUEUE_SIZE = 1024
     cfg.MODEL.BARON.BAG = CN()
     cfg.MODEL.BARON.BAG.WEIGHT = 1.0
@@ -189,6 +217,7 @@ def add_baron_config(cfg: CN) -> CN:
     cfg.MODEL.BARON.SAMPLING.USE_GT = True
     cfg.MODEL.BARON.SAMPLING.OBJECTNESS_THRESH = 0.85
     cfg.MODEL.BARON.SAMPLING.ASPECT_THRESH = 0.25
+    cfg.MODEL.BARON.SAMPLING.AREA_RATIO_THRESH = 0.01
     cfg.MODEL.BARON.SAMPLING.NMS_THRESH = 0.1
     cfg.MODEL.BARON.SAMPLING.ALPHA = 3.0
     cfg.MODEL.BARON.SAMPLING.BASE_PROBABILITY = 0.3
@@ -197,6 +226,14 @@ def add_baron_config(cfg: CN) -> CN:
     cfg.MODEL.BARON.SAMPLING.MAX_GROUPS = 3
     cfg.MODEL.BARON.SAMPLING.MAX_PERMUTATIONS = 2
     return cfg
+
+
+def classifier_text_space(cfg: CN) -> str:
+    """The text space the model's classifier lives in: MODEL.BARON.TEXT_SPACE for BARON models
+    (MODEL.META_ARCHITECTURE ``BaronRCNN``), ``"projected"`` for every other model."""
+    if cfg.MODEL.META_ARCHITECTURE == "BaronRCNN":
+        return str(cfg.MODEL.BARON.TEXT_SPACE)
+    return "projected"
 
 
 def add_ovdistill_config(cfg: CN) -> CN:
@@ -214,6 +251,12 @@ def add_ovdistill_config(cfg: CN) -> CN:
             gradient of small CPU feature maps by matrix products (``detectors.modeling.poolers``; same
             forward, same gradient up to float summation order, several times faster than torchvision's
             single-threaded CPU kernel). No effect on GPU, at inference or on maps over 64 x 64 cells.
+        MODEL.ROI_BOX_HEAD.FC_NORM: norm of ``ViLDConvFCHead``'s fully connected layers: ``"conv"``
+            (default: MODEL.ROI_BOX_HEAD.NORM, ViLD's head), ``""`` (none: mmdet's Shared4Conv1FC,
+            BARON) or a norm name (BN, SyncBN, GN, LN).
+        MODEL.ROI_BOX_HEAD.REG_HIDDEN_DIMS: hidden sizes of the ViLD / BARON box regressor: ``[]``
+            (default: one Linear) or e.g. ``[1024]`` (Linear -> ReLU -> Linear, ovdet's
+            ``reg_predictor_cfg``).
         DATALOADER.CHECK_IMAGES: verify that every training image file exists before training.
         TEST.IMS_PER_BATCH: images per inference batch (evaluation, proposal dumping); >1 is much faster
             on CPU.
@@ -237,6 +280,8 @@ def add_ovdistill_config(cfg: CN) -> CN:
     cfg.INPUT.LSJ.MAX_SCALE = 2.0
     cfg.INPUT.LSJ.SIZE = 1024
     cfg.MODEL.ROI_BOX_HEAD.SEPARABLE_CPU_BACKWARD = True
+    cfg.MODEL.ROI_BOX_HEAD.FC_NORM = "conv"
+    cfg.MODEL.ROI_BOX_HEAD.REG_HIDDEN_DIMS = []
     cfg.DATALOADER.CHECK_IMAGES = True
     cfg.TEST.IMS_PER_BATCH = 1
     cfg.SOLVER.DETERMINISTIC_STEPS = True

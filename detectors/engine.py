@@ -12,6 +12,7 @@ import torch
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
@@ -26,12 +27,20 @@ from .data import (
     dataset_vocabulary,
     online_region_targets,
     read_classifier,
+    resumable_repeats,
 )
 from .evaluation import METRICS_FILE, OVDetectionEvaluator
 from .host import inner_trainer, last_eval_results
 from .teacher import online_teacher_handle
 
-__all__ = ["OVTrainer", "StepSeedHook", "seed_everything", "build_region_targets", "unwrap_model"]
+__all__ = [
+    "OVTrainer",
+    "StepSeedHook",
+    "seed_everything",
+    "build_region_targets",
+    "unwrap_model",
+    "maybe_add_full_model_gradient_clipping",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +105,47 @@ def build_region_targets(cfg, dataset_dicts: list[dict]) -> RegionTargetProvider
     return cached_region_targets(cfg, dataset_dicts, classifier=classifier)
 
 
+def maybe_add_full_model_gradient_clipping(
+    cfg, optimizer_type: type[torch.optim.Optimizer]
+) -> type[torch.optim.Optimizer]:
+    """``optimizer_type``, or with ``SOLVER.CLIP_GRADIENTS.ENABLED`` and ``CLIP_TYPE
+    "full_model"`` a subclass whose ``step`` first clips the ``NORM_TYPE`` norm of ALL gradients
+    together to ``CLIP_VALUE`` (``torch.nn.utils.clip_grad_norm_`` over every parameter group).
+
+    That is mmengine's ``clip_grad=dict(max_norm=..., norm_type=...)`` (wusize/ovdet@d74a20c OV-LVIS
+    configs) and Detic's / ViTDet's "full_model" clip type; Detectron2 0.6 knows only "value" and
+    "norm", which clip each parameter tensor separately. Under AMP, ``GradScaler.step`` unscales
+    the gradients before calling ``step``, so the clip sees true gradients (as mmengine's
+    AmpOptimWrapper).
+    """
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
+        return optimizer_type
+    max_norm, norm_type = float(clip.CLIP_VALUE), float(clip.NORM_TYPE)
+    if max_norm <= 0:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be > 0, got {max_norm}")
+
+    class FullModelGradientClipping(optimizer_type):
+        def step(self, closure=None):
+            params = [p for group in self.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+            return super().step(closure)
+
+    FullModelGradientClipping.__name__ = f"{optimizer_type.__name__}WithFullModelGradientClip"
+    return FullModelGradientClipping
+
+
 class OVTrainer(DefaultTrainer):
     """DefaultTrainer for ovdistill's detectors.
 
     * training data: :class:`OVDatasetMapper` with the region targets of :func:`build_region_targets`;
       with ``SOLVER.DETERMINISTIC_STEPS`` a :class:`ResumableTrainLoader` and a :class:`StepSeedHook`
-      make ``--resume`` reproduce an uninterrupted run (use ``DATALOADER.NUM_WORKERS 0``);
+      make ``--resume`` reproduce an uninterrupted run (use ``DATALOADER.NUM_WORKERS 0``); there,
+      ``DATALOADER.SAMPLER_TRAIN`` ``RepeatFactorTrainingSampler`` repeats each image ``ceil(r)``
+      times per epoch (mmdet's ClassBalancedDataset; ``detectors.data.resumable_repeats``);
     * evaluation: :class:`OVDetectionEvaluator`, after switching the model's vocabulary to each test
-      dataset's classes (restored afterwards);
+      dataset's classes plus ``MODEL.VILD.CLASSES.TEST_EXTRA_NAMES`` (restored afterwards; the
+      evaluator drops the extra classes' detections);
     * checkpoints include the optimizer state;
     * no PreciseBN hook;
     * RoI heads with ``set_teacher`` (BARON) get a lazy handle of ``MODEL.VILD.TEACHER``'s teacher,
@@ -140,6 +182,7 @@ class OVTrainer(DefaultTrainer):
                 seed=max(cfg.SEED, 0),
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
                 aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+                repeats=resumable_repeats(cfg, dataset),
             )
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
@@ -165,6 +208,7 @@ class OVTrainer(DefaultTrainer):
             iou_types=("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",),
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
             metrics_file=METRICS_FILE if first else f"ov_metrics.{dataset_name}.json",
+            extra_class_names=tuple(cfg.MODEL.VILD.CLASSES.TEST_EXTRA_NAMES),
         )
 
     @classmethod
@@ -197,6 +241,31 @@ class OVTrainer(DefaultTrainer):
                 embeddings, names, seen = saved
                 vocab_heads.set_vocabulary(embeddings, names, seen=seen)
         return next(iter(results.values())) if len(results) == 1 else results
+
+    @classmethod
+    def build_optimizer(cls, cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Detectron2 0.6's SGD (``detectron2.solver.build_optimizer``: same parameter groups and
+        options), plus ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model"``
+        (:func:`maybe_add_full_model_gradient_clipping`); "value" / "norm" are Detectron2's."""
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+            optimizer_type = maybe_add_full_model_gradient_clipping(cfg, torch.optim.SGD)
+        else:
+            optimizer_type = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+        return optimizer_type(
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            momentum=cfg.SOLVER.MOMENTUM,
+            nesterov=cfg.SOLVER.NESTEROV,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        )
 
     def build_hooks(self) -> list:
         ret = [h for h in super().build_hooks() if not isinstance(h, hooks.PreciseBN)]

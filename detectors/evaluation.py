@@ -46,7 +46,11 @@ class OVDetectionEvaluator(DatasetEvaluator):
     ``evaluator_type`` "ov_coco": AP50 over novel / base / all classes (``novel_ap50``, ``base_ap50``,
     ``all_ap50``, plus ``per_class``); "ov_lvis": ``ap, ap50, ap75, apr, apc, apf`` (LVIS federated).
     Predictions' ``pred_classes`` must index the dataset's ``thing_classes`` (the trainer sets the
-    model's vocabulary to them). The table is logged and the metrics are written to
+    model's vocabulary to them) followed by ``extra_class_names`` (``MODEL.VILD.CLASSES.
+    TEST_EXTRA_NAMES``): detections of an extra class (index ``C + e``) are dropped, as COCO
+    evaluation on the dataset's categories ignores categories without ground truth
+    (wusize/ovdet@d74a20c scores the 80 COCO classes and evaluates OV-COCO's 65 with mmdet's
+    ``CocoMetric``); ``num_dropped`` counts them. The table is logged and the metrics are written to
     ``output_dir/ov_metrics.json`` (``{"dataset": name, "iou_type": ..., <metrics>}``; with several
     IoU types, the keys of ``segm`` get a ``mask_`` prefix).
     """
@@ -60,6 +64,7 @@ class OVDetectionEvaluator(DatasetEvaluator):
         max_dets_per_image: int = 300,
         metrics_file: str = METRICS_FILE,
         distributed: bool = True,
+        extra_class_names: Sequence[str] = (),
     ) -> None:
         self.dataset_name = dataset_name
         self.meta = get_ov_metadata(dataset_name)
@@ -73,28 +78,46 @@ class OVDetectionEvaluator(DatasetEvaluator):
         self.metrics_file = metrics_file
         self.distributed = distributed
         self._to_dataset_id = {v: k for k, v in self.meta.thing_dataset_id_to_contiguous_id.items()}
+        self.extra_class_names = tuple(str(n) for n in extra_class_names)
+        num_classes = len(self.meta.thing_classes)
+        self._extra_indices = range(num_classes, num_classes + len(self.extra_class_names))
         self._predictions: list[dict] = []
+        self.num_dropped = 0
 
     def reset(self) -> None:
         self._predictions = []
+        self.num_dropped = 0
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for inp, out in zip(inputs, outputs):
             instances = out["instances"].to("cpu")
             results = instances_to_coco_json(instances, inp["image_id"])
+            kept = []
             for det in results:
                 contiguous = det["category_id"]
+                if contiguous in self._extra_indices:
+                    self.num_dropped += 1
+                    continue
                 if contiguous not in self._to_dataset_id:
                     raise ValueError(
-                        f"prediction class index {contiguous} is outside dataset {self.dataset_name!r}'s "
-                        f"{len(self._to_dataset_id)} classes: set the model's vocabulary to the "
-                        f"dataset's classes before evaluating"
+                        f"prediction class index {contiguous} is outside dataset "
+                        f"{self.dataset_name!r}'s {len(self._to_dataset_id)} classes and its "
+                        f"{len(self.extra_class_names)} extra test classes: set the model's "
+                        f"vocabulary to the dataset's classes before evaluating"
                     )
                 det["category_id"] = self._to_dataset_id[contiguous]
-            self._predictions.extend(results)
+                kept.append(det)
+            self._predictions.extend(kept)
 
     def evaluate(self) -> OrderedDict:
         predictions = self._predictions
+        if self.extra_class_names:
+            logger.info(
+                "dropped %d detections of the %d extra test classes %s",
+                self.num_dropped,
+                len(self.extra_class_names),
+                list(self.extra_class_names),
+            )
         if self.distributed:
             comm.synchronize()
             predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))

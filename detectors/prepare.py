@@ -8,7 +8,8 @@ clone of the config whose empty keys are filled with cache locations
 2. ``MODEL.VILD.CLASSES``: the training vocabulary, from the metadata of DATASETS.TRAIN
    (``detectors.data.resolve_training_classes``);
 3. ``MODEL.VILD.TEXT_EMBEDDINGS``: ``teacher.text_classifier(synonyms of every train/test
-   class)``; for training an existing file must cover them (read here, once, by
+   class, and the names of MODEL.VILD.CLASSES.TEST_EXTRA_NAMES)`` (``detectors.data.class_table``);
+   for training an existing file must cover them (read here, once, by
    ``detectors.data.read_classifier``);
 4. BARON: ``MODEL.BARON.TEXT_ENCODER``, the teacher's text tower as a pseudo-word encoder
    (``distill.teachers.text_tower``); its teacher runs online in training (``detectors.teacher``);
@@ -35,12 +36,15 @@ from typing import Any
 from detectron2.config import CfgNode
 
 from distill.cache import EmbeddingStore, precompute_region_embeddings
+from distill.teachers.text import text_classifier_in_space
 from distill.teachers.text_tower import export_text_encoder
 from distill.text_encoder import save_text_encoder
 from distill.utils import cache_dir, file_key, sha256_json
 from distill.vocab import ClassifierFile
+from distill.vocab.classifier import TEXT_SPACE_KEY
 
 from .comm import main_process_first
+from .config import classifier_text_space
 from .data import (
     class_table,
     get_ov_metadata,
@@ -73,10 +77,13 @@ Teacher = Callable[[], Any]
 
 def text_classifier_file(cfg: CfgNode, teacher: Teacher, *, check_coverage: bool = True) -> str:
     """``MODEL.VILD.TEXT_EMBEDDINGS`` when it exists (with ``check_coverage``: it must cover every
-    train/test class, ``KeyError`` naming the missing ones), else computed with ``teacher()``
+    train/test class and every ``MODEL.VILD.CLASSES.TEST_EXTRA_NAMES`` name, ``KeyError`` naming the
+    missing ones), else computed with ``teacher()``
     (prompt ensemble ``MODEL.VILD.TEACHER.TEMPLATES``) into the given path or a cache path keyed by
-    teacher fingerprint, templates and classes."""
+    teacher fingerprint, templates, classes and the model's text space
+    (``detectors.config.classifier_text_space``, recorded in the file)."""
     path = cfg.MODEL.VILD.TEXT_EMBEDDINGS
+    space = classifier_text_space(cfg)
     if path and Path(path).is_file():
         if check_coverage:
             read_classifier(path).select(class_table(cfg)[0])
@@ -85,13 +92,20 @@ def text_classifier_file(cfg: CfgNode, teacher: Teacher, *, check_coverage: bool
 
     def compute() -> str:
         model = teacher()
-        key = sha256_json([cfg.MODEL.VILD.TEACHER.TEMPLATES, names, synonyms])[:12]
+        fields = [cfg.MODEL.VILD.TEACHER.TEMPLATES, names, synonyms]
+        key = sha256_json(fields if space == "projected" else [*fields, space])[:12]
         name = f"{str(model.fingerprint)[:16]}-{key}.pt"
         target = path or str(cache_dir("vild", "text_embeddings", name))
         if not Path(target).is_file():
-            embeddings = model.text_classifier(synonyms, templates=cfg.MODEL.VILD.TEACHER.TEMPLATES)
+            embeddings = text_classifier_in_space(
+                model, synonyms, templates=cfg.MODEL.VILD.TEACHER.TEMPLATES, space=space
+            )
             table = ClassifierFile.from_embeddings(
-                names, embeddings, teacher_fingerprint=model.fingerprint, source=target
+                names,
+                embeddings,
+                teacher_fingerprint=model.fingerprint,
+                provenance={TEXT_SPACE_KEY: space},
+                source=target,
             )
             table.save(target)
             logger.info("text classifier of %d classes -> %s", len(names), target)

@@ -7,6 +7,13 @@ Sequence layout (CLIP's): ``[sot, w_1 .. w_L, eot, pad ...]`` with the learned p
 added, a causal transformer, the final layer norm, the features at the ``eot`` position, the text
 projection, L2 normalization. Feeding the token embeddings of a tokenized prompt reproduces the
 teacher's ``encode_text`` (tested).
+
+Output spaces (``TEXT_SPACES``): ``"projected"`` is the above (CLIP's joint space,
+``embed_dim``); ``"attn12"`` is the residual stream at the ``eot`` position after the last
+transformer block, WITHOUT the final layer norm and WITHOUT the text projection, L2-normalized
+(``width``): BARON's OV-COCO classifier space (wusize/ovdet@d74a20c ``use_attn12_output=True``:
+``encode_pseudo_text_endk(stepk=12)`` in ``ovdet/models/vlms/clip/text_encoder.py``, the 12 blocks
+of CLIP's text tower, i.e. all of them).
 """
 
 from __future__ import annotations
@@ -21,7 +28,24 @@ from torch.nn import functional as F
 
 from distill.utils import atomic_path
 
-__all__ = ["TextEncoderConfig", "PseudoTextEncoder", "save_text_encoder", "load_text_encoder"]
+__all__ = [
+    "TEXT_SPACES",
+    "TextEncoderConfig",
+    "PseudoTextEncoder",
+    "check_text_space",
+    "save_text_encoder",
+    "load_text_encoder",
+]
+
+TEXT_SPACES = ("projected", "attn12")
+"""Output spaces of :class:`PseudoTextEncoder` (see the module docstring)."""
+
+
+def check_text_space(space: str, *, field: str = "text space") -> str:
+    """``space`` if it is one of :data:`TEXT_SPACES`, else ``ValueError`` naming ``field``."""
+    if space not in TEXT_SPACES:
+        raise ValueError(f"{field} must be one of {list(TEXT_SPACES)}, got {space!r}")
+    return space
 
 
 @dataclass(frozen=True)
@@ -78,9 +102,10 @@ class _Block(nn.Module):
 class PseudoTextEncoder(nn.Module):
     """Frozen CLIP text tower over word embeddings.
 
-    ``forward(words [B, L, width], *, valid [B, L] bool | None) -> [B, embed_dim]`` normalized text
-    embeddings. Row ``b``'s sequence is ``[sot, words[b][valid[b]], eot]``: dropped (invalid) words are
-    removed and the rest packed in order, so ``valid`` implements word dropout and variable lengths.
+    ``forward(words [B, L, width], *, valid [B, L] bool | None, space) -> [B, output_dim(space)]``
+    normalized text embeddings (``space`` one of :data:`TEXT_SPACES`, default ``"projected"``).
+    Row ``b``'s sequence is ``[sot, words[b][valid[b]], eot]``: dropped (invalid) words are removed
+    and the rest packed in order, so ``valid`` implements word dropout and variable lengths.
     ``forward_tokens`` also returns the projected, normalized output tokens of the words.
 
     Parameters never require gradients and the module stays in eval mode; gradients flow to ``words``.
@@ -158,20 +183,29 @@ class PseudoTextEncoder(nn.Module):
         seq[torch.arange(b, device=seq.device), eot] = self.eot_embedding.to(seq)
         return seq, eot
 
-    def forward_tokens(
-        self, words: Tensor, *, valid: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(text [B, E], word_tokens [B, T, E], positions [B, L])``.
+    def output_dim(self, space: str = "projected") -> int:
+        """Size of the embeddings of ``space``: ``embed_dim`` (projected) or ``width`` (attn12)."""
+        return self.config.embed_dim if check_text_space(space) == "projected" else self.width
 
-        ``word_tokens`` are the normalized, projected output tokens of the whole packed sequence;
-        ``positions[b, l]`` is the index in it of word ``l`` (valid words only; -1 for dropped ones).
-        """
+    def _residual_stream(self, words: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(``[B, T, width]`` output of the last block, before ``ln_final``; eot index ``[B]``)."""
         seq, eot = self._pack(words, valid)
         total = seq.shape[1]
         x = seq + self.positional_embedding[:total].to(seq)
         mask = torch.full((total, total), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
         for block in self.blocks:
             x = block(x, mask)
+        return x, eot
+
+    def forward_tokens(
+        self, words: Tensor, *, valid: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(text [B, E], word_tokens [B, T, E], positions [B, L])``, all in the projected space.
+
+        ``word_tokens`` are the normalized, projected output tokens of the whole packed sequence;
+        ``positions[b, l]`` is the index in it of word ``l`` (valid words only; -1 for dropped ones).
+        """
+        x, eot = self._residual_stream(words, valid)
         x = self.ln_final(x) @ self.text_projection.to(x)
         text = F.normalize(x[torch.arange(x.shape[0], device=x.device), eot], dim=-1)
         kept = (
@@ -184,8 +218,13 @@ class PseudoTextEncoder(nn.Module):
         )
         return text, F.normalize(x, dim=-1), positions
 
-    def forward(self, words: Tensor, *, valid: Tensor | None = None) -> Tensor:
-        return self.forward_tokens(words, valid=valid)[0]
+    def forward(
+        self, words: Tensor, *, valid: Tensor | None = None, space: str = "projected"
+    ) -> Tensor:
+        if check_text_space(space) == "projected":
+            return self.forward_tokens(words, valid=valid)[0]
+        x, eot = self._residual_stream(words, valid)
+        return F.normalize(x[torch.arange(x.shape[0], device=x.device), eot], dim=-1)
 
 
 def save_text_encoder(

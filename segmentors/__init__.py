@@ -4,12 +4,13 @@ Importing this package registers, in MMSeg's registries (``mmseg.registry``):
 
 * MODELS: ``MaskCLIPSegmentor`` (zero-shot teacher), ``MaskCLIPPlusSegmentor`` (pseudo-label student),
   text-classifier heads ``TextFCNHead``, ``TextDeepLabV2Head``, ``TextDepthwiseSeparableASPPHead``, ``LSegHead``;
-* DATASETS: ``ToySegDataset``;  TRANSFORMS: ``ValidateSegMap``;  METRICS: ``OVSegMetric``.
+* DATASETS: ``ToySegDataset``, ``PascalVOCDataset20`` (VOC, background ignored);
+* TRANSFORMS: ``ValidateSegMap``;  METRICS: ``OVSegMetric``.
 
 Configs load it with ``custom_imports = dict(imports=['segmentors'], allow_failed_imports=False)``.
 """
 
-from .datasets import ToySegDataset
+from .datasets import PascalVOCDataset20, ToySegDataset
 from .heads import (
     LSegHead,
     TextClassifierMixin,
@@ -24,6 +25,7 @@ from .transforms import ValidateSegMap
 
 __all__ = [
     "ToySegDataset",
+    "PascalVOCDataset20",
     "LSegHead",
     "TextClassifierMixin",
     "TextDeepLabV2Head",

@@ -7,7 +7,8 @@ Layout (written by ``distill.toy``)::
     <root>/seg/classes.json              {"classes": [...], "palette": [[r, g, b], ...], "unseen": [...],
                                           "ignore_index": 255}
 
-Real datasets (VOC, Pascal Context, COCO-Stuff) use MMSeg's own dataset classes; see ``configs/seg``.
+Real datasets (VOC, Pascal Context, COCO-Stuff) use MMSeg's own dataset classes (see ``configs/seg``),
+plus ``PascalVOCDataset20``: VOC without its background class, MaskCLIP's "VOC w/o background" protocol.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmseg.datasets import BaseSegDataset
+from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
 from distill.vocab import validate_class_names
 
-__all__ = ["ToySegDataset", "read_seg_classes", "PLACEHOLDER_PREFIX"]
+__all__ = ["ToySegDataset", "PascalVOCDataset20", "read_seg_classes", "PLACEHOLDER_PREFIX"]
 
 PLACEHOLDER_PREFIX = "<toy_"
 
@@ -143,3 +144,32 @@ class ToySegDataset(BaseSegDataset):
             )
             for name in images
         ]
+
+
+@DATASETS.register_module()
+class PascalVOCDataset20(PascalVOCDataset):
+    """PASCAL VOC 2012 with the background class ignored: 20 classes (aeroplane = 0 ... tvmonitor = 19),
+    VOC label 0 (background) -> 255, VOC label ``k`` -> ``k - 1``, 255 stays 255.
+
+    MaskCLIP's ``PascalVOCDataset20`` (chongzhou96/MaskCLIP@245d31f ``mmseg/datasets/voc.py``): the
+    VOC ``CLASSES`` without 'background' and ``reduce_zero_label=True``, the protocol of its "Pascal VOC
+    2012 + Aug (w/o Background)" results (MaskCLIP ViT-B/16 49.5, MaskCLIP+ zero-shot 87.8). MMSeg's
+    ``LoadAnnotations`` applies the reduction it reads from each sample (``reduce_zero_label``).
+
+    Args:
+        ann_file: split file (``ImageSets/Segmentation/val.txt``), as for ``PascalVOCDataset``.
+        **kwargs: ``PascalVOCDataset`` arguments; ``reduce_zero_label`` may only be True.
+    """
+
+    METAINFO = dict(
+        classes=PascalVOCDataset.METAINFO["classes"][1:],
+        palette=PascalVOCDataset.METAINFO["palette"][1:],
+    )
+
+    def __init__(self, ann_file: str, **kwargs) -> None:
+        if not kwargs.pop("reduce_zero_label", True):
+            raise ValueError(
+                "PascalVOCDataset20 ignores the background class: reduce_zero_label must be True "
+                "(use PascalVOCDataset for 21 classes)"
+            )
+        super().__init__(ann_file=ann_file, reduce_zero_label=True, **kwargs)

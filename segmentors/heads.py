@@ -1,16 +1,25 @@
 """Decode heads whose classifier is a fixed text-embedding matrix (MaskCLIP+ students, LSeg).
 
-``TextClassifierMixin`` turns any MMSeg decode head into an open-vocabulary one: its ``conv_seg``
-becomes a 1x1 projection ``channels -> D`` (so the head's usual ``conv_seg`` init still applies), the
-projected pixels are L2-normalized and scored against fixed, L2-normalized text embeddings read from a
-classifier file (``distill.vocab.ClassifierFile``; ``distill.vocab.dense_cosine_logits``)::
+``TextClassifierMixin`` turns any MMSeg decode head into an open-vocabulary one whose classifier is a
+fixed, L2-normalized text-embedding matrix read from a classifier file
+(``distill.vocab.ClassifierFile``). Two ways of scoring the head's features ``feat [B, channels, h, w]``
+(``logits=``):
 
-    logits[b, n, y, x] = (1 / temperature) * normalize(proj(feat))[b, :, y, x] . text[n]
+* ``"dot"`` (MaskCLIP+, chongzhou96/MaskCLIP@245d31f ``mmseg/models/decode_heads/maskclip_plus_head.py``,
+  ``norm_feat=False``): the head's features ARE the pixel embeddings (``channels`` must equal the text
+  dimension, no projection) and the logits are the unnormalized dot product, no temperature::
 
-With ``learned_background=True`` a learnable, normalized background embedding is prepended (label 0),
-as in MaskCLIP+ on Context-60. ``train_excluded_classes`` drops classes from the training label set
-(their logits are masked out of the softmax and their pixels ignored), the inductive zero-shot setting
-for LSeg.
+      logits[b, n, y, x] = feat[b, :, y, x] . text[n]
+
+* ``"cosine"`` (LSeg, ``modules/models/lseg_net.py``; ovdistill's former MaskCLIP+ head): a 1x1
+  projection ``conv_seg: channels -> D``, L2-normalized pixels, divided by ``temperature``::
+
+      logits[b, n, y, x] = (1 / temperature) * normalize(conv_seg(feat))[b, :, y, x] . text[n]
+
+With ``learned_background=True`` a learnable background embedding (normalized when used, as the
+official ``bg_embeddings``) is prepended (label 0), as in MaskCLIP+ on Context-60 and 21-class VOC.
+``train_excluded_classes`` drops classes from the training label set (their logits are masked out of
+the softmax and their pixels ignored), the inductive zero-shot setting for LSeg.
 
 The text embeddings and a hash of their class names are saved with checkpoints. When a checkpoint is
 loaded, the head keeps the embeddings of its file (so a checkpoint can be evaluated on another
@@ -43,9 +52,11 @@ __all__ = [
     "TextDeepLabV2Head",
     "TextDepthwiseSeparableASPPHead",
     "LSegHead",
+    "LOGIT_MODES",
 ]
 
 _MASKED_LOGIT = -1e4
+LOGIT_MODES = ("dot", "cosine")
 
 
 class TextClassifierMixin:
@@ -55,7 +66,10 @@ class TextClassifierMixin:
         text_embeddings: path of the classifier file (``distill.vocab.ClassifierFile``).
         class_names: expected names in the file (checked; the tools also use them to create the file).
         learned_background: prepend a learned background embedding as label 0.
-        temperature: logits are cosine similarities divided by this (LSeg: 0.07).
+        logits: "dot" (MaskCLIP+: ``feat . text``; ``channels`` defaults to, and must equal, the
+            text dimension) or "cosine" (``normalize(conv_seg(feat)) . text / temperature``); see the
+            module docstring.
+        temperature: "cosine" only (default 0.07, LSeg's fixed ``logit_scale``); "dot" has none.
         train_excluded_classes: labels left out of training (masked logits, ignored pixels).
         **kwargs: the decode head's own arguments; ``num_classes`` defaults to the file's classes
             (+1 with the learned background) and must equal that when given.
@@ -67,7 +81,8 @@ class TextClassifierMixin:
         text_embeddings: str,
         class_names: Sequence[str | Sequence[str]] | None = None,
         learned_background: bool = False,
-        temperature: float = 0.07,
+        logits: str = "cosine",
+        temperature: float | None = None,
         train_excluded_classes: Sequence[int] = (),
         **kwargs,
     ) -> None:
@@ -81,22 +96,45 @@ class TextClassifierMixin:
                 f"num_classes={given} but text-embedding file {text_embeddings} holds "
                 f"{loaded.embeddings.shape[0]} classes (+{int(learned_background)} learned background)"
             )
+        if logits not in LOGIT_MODES:
+            raise ValueError(f"logits must be one of {LOGIT_MODES}, got {logits!r}")
+        if logits == "dot" and temperature is not None:
+            raise ValueError(
+                "logits='dot' (MaskCLIP+'s unnormalized dot product) has no temperature; "
+                "remove temperature or use logits='cosine'"
+            )
+        temperature = 0.07 if temperature is None else float(temperature)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        embed_dim = loaded.embeddings.shape[1]
+        if logits == "dot":
+            kwargs.setdefault("channels", embed_dim)  # official: channels = text_channels
         super().__init__(**kwargs)
         bad = [c for c in train_excluded_classes if not 0 <= int(c) < num_classes]
         if bad:
             raise ValueError(f"train_excluded_classes {bad} outside [0, {num_classes})")
-        embed_dim = loaded.embeddings.shape[1]
         self.text_embeddings_path = str(text_embeddings)
-        self.temperature = float(temperature)
+        self.logits = logits
+        self.temperature = temperature if logits == "cosine" else None
         self.train_excluded_classes = tuple(int(c) for c in train_excluded_classes)
-        self.conv_seg = nn.Conv2d(self.channels, embed_dim, kernel_size=1)
+        if logits == "dot":
+            if self.channels != embed_dim:
+                raise ValueError(
+                    f"logits='dot': the head's channels ({self.channels}) must equal the text "
+                    f"dimension of {text_embeddings} ({embed_dim}); the features are the pixel "
+                    f"embeddings (official MaskCLIP+ sets channels = text_channels)"
+                )
+            # No projection: MaskClipPlusHead deletes conv_seg and scores the features directly.
+            self.conv_seg = nn.Identity()
+        else:
+            self.conv_seg = nn.Conv2d(self.channels, embed_dim, kernel_size=1)
         self.register_buffer("text_embeddings", loaded.embeddings.clone())
         names_hash = int(sha256_json(loaded.entries)[:15], 16)
         self.register_buffer("text_names_hash", torch.tensor(names_hash))
+        # Official init: bg_embeddings = nn.Parameter(torch.randn(1, text_channels)) (normalized in
+        # use, so only the step size of the optimizer on its direction depends on this scale).
         self.background_embedding = (
-            nn.Parameter(torch.randn(1, embed_dim) * 0.01) if learned_background else None
+            nn.Parameter(torch.randn(1, embed_dim)) if learned_background else None
         )
         self.register_load_state_dict_pre_hook(_keep_file_text_embeddings)
 
@@ -113,15 +151,20 @@ class TextClassifierMixin:
         )
 
     def pixel_embeddings(self, feat: Tensor) -> Tensor:
-        """``[B, channels, h, w]`` head features -> ``[B, D, h, w]`` L2-normalized pixel embeddings."""
+        """``[B, channels, h, w]`` head features -> ``[B, D, h, w]`` pixel embeddings: after dropout,
+        the features themselves ("dot") or their L2-normalized 1x1 projection ("cosine")."""
         if self.dropout is not None:
             feat = self.dropout(feat)
+        if self.logits == "dot":
+            return feat
         return F.normalize(self.conv_seg(feat), dim=1)
 
     def cls_seg(self, feat: Tensor) -> Tensor:
-        """``[B, channels, h, w]`` -> ``[B, num_classes, h, w]`` scaled cosine logits."""
+        """``[B, channels, h, w]`` -> ``[B, num_classes, h, w]`` logits (see the module docstring)."""
         pixels = self.pixel_embeddings(feat)
         classifier = self.class_embeddings().to(pixels.dtype)
+        if self.logits == "dot":
+            return torch.einsum("bdhw,nd->bnhw", pixels, classifier)
         return dense_cosine_logits(pixels, classifier, temperature=self.temperature)
 
     def loss_by_feat(self, seg_logits: Tensor, batch_data_samples: list) -> dict:
@@ -163,22 +206,37 @@ class TextFCNHead(TextClassifierMixin, FCNHead):
 
 @MODELS.register_module()
 class TextDepthwiseSeparableASPPHead(TextClassifierMixin, DepthwiseSeparableASPPHead):
-    """DeepLabV3+ (MMSeg's ``DepthwiseSeparableASPPHead``) with the text-embedding classifier."""
+    """DeepLabV3+ (MMSeg's ``DepthwiseSeparableASPPHead``) with the text-embedding classifier (the
+    MaskCLIP+ Context student: official ``decode_module_cfg=DepthwiseSeparableASPPHead``).
+    ``logits`` defaults to "dot" and ``dropout_ratio`` to 0, the official MaskCLIP+ classifier."""
+
+    def __init__(self, *, logits: str = "dot", dropout_ratio: float = 0.0, **kwargs) -> None:
+        super().__init__(logits=logits, dropout_ratio=dropout_ratio, **kwargs)
 
 
 @MODELS.register_module()
 class TextDeepLabV2Head(TextClassifierMixin, BaseDecodeHead):
-    """DeepLabV2: parallel 3x3 atrous convolutions (dilations 6/12/18/24) whose outputs are summed, then
-    the text-embedding classifier (the MaskCLIP+ VOC / COCO-Stuff student head).
+    """DeepLabV2 (MaskCLIP's ``ASPPHeadV2``, chongzhou96/MaskCLIP@245d31f
+    ``mmseg/models/decode_heads/aspp_headv2.py``): parallel atrous ``ConvModule`` branches (conv +
+    ``norm_cfg`` + ``act_cfg``; 3x3, or 1x1 where the dilation is 1) whose outputs are summed, then
+    the text-embedding classifier (the MaskCLIP+ VOC / COCO-Stuff student head). ``logits`` defaults
+    to "dot" and ``dropout_ratio`` to 0, the official MaskCLIP+ classifier.
 
     Args:
         dilations: dilation rate of each branch.
         **kwargs: ``TextClassifierMixin`` and ``BaseDecodeHead`` arguments (``norm_cfg`` / ``act_cfg``
-            apply to every branch).
+            apply to every branch; the official configs use SyncBN + ReLU).
     """
 
-    def __init__(self, *, dilations: Sequence[int] = (6, 12, 18, 24), **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        dilations: Sequence[int] = (6, 12, 18, 24),
+        logits: str = "dot",
+        dropout_ratio: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(logits=logits, dropout_ratio=dropout_ratio, **kwargs)
         if not dilations:
             raise ValueError("dilations must not be empty")
         self.dilations = tuple(int(d) for d in dilations)
@@ -186,8 +244,8 @@ class TextDeepLabV2Head(TextClassifierMixin, BaseDecodeHead):
             ConvModule(
                 self.in_channels,
                 self.channels,
-                3,
-                padding=d,
+                1 if d == 1 else 3,
+                padding=0 if d == 1 else d,
                 dilation=d,
                 conv_cfg=self.conv_cfg,
                 norm_cfg=self.norm_cfg,
@@ -208,7 +266,8 @@ class LSegHead(TextClassifierMixin, BaseDecodeHead):
 
     Every selected level gets a 1x1 lateral conv to ``channels``; coarser levels are upsampled and
     added top-down onto the finest one, then ``num_convs`` 3x3 convs fuse the result, which is
-    projected to the text space: ``logits = (1 / 0.07) * pixel . text``.
+    projected to the text space: ``logits = (1 / 0.07) * normalize(pixel) . text`` (``logits="cosine"``;
+    LSeg's ``logit_scale`` is ``nn.Parameter(log(1 / 0.07)).exp()``, a fixed tensor, not trained).
 
     Use ``input_transform='multiple_select'`` with lists ``in_channels`` / ``in_index`` (a single
     level also works with ints).

@@ -31,7 +31,8 @@ class MaskCLIPSegmentor(BaseSegmentor):
         templates: prompt-template set ("maskclip": its 85 templates) or a list of templates.
         key_smoothing: MaskCLIP's ``ks_thresh`` (1.0 in the paper) or ``None`` to disable.
         prompt_denoise: MaskCLIP's ``pd_thresh`` (0.5 in the paper) or ``None`` to disable.
-        key_norm: key normalization for key smoothing ("channel" or "spatial", see distill.teachers).
+        key_norm: key normalization for key smoothing: "spatial" (official) or "channel" (see
+            ``distill.teachers.maskclip.key_smoothing``).
         test_cfg: ``dict(mode='whole')`` or ``dict(mode='slide', crop_size=(h, w), stride=(h, w))``.
         data_preprocessor: an MMSeg ``SegDataPreProcessor`` config with ``bgr_to_rgb=True``.
     """
@@ -44,7 +45,7 @@ class MaskCLIPSegmentor(BaseSegmentor):
         templates: str | Sequence[str] = "maskclip",
         key_smoothing: float | None = None,
         prompt_denoise: float | None = None,
-        key_norm: str = "channel",
+        key_norm: str = "spatial",
         test_cfg: Mapping | None = None,
         data_preprocessor: Mapping | None = None,
         init_cfg: Mapping | None = None,

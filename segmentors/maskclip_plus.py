@@ -112,7 +112,7 @@ class MaskCLIPPlusSegmentor(EncoderDecoder):
         annotation_free: bool = False,
         key_smoothing: float | None = None,
         prompt_denoise: float | None = None,
-        key_norm: str = "channel",
+        key_norm: str = "spatial",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

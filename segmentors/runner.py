@@ -10,7 +10,8 @@
 3. Text-embedding files: every model sub-config with ``text_embeddings='path.pt'`` and ``class_names``
    gets its classifier file (``distill.vocab.ClassifierFile``) computed with the config's
    ``teacher`` (prompt templates ``text_templates``; through the teacher's text-classifier disk
-   cache) when it is missing, names other classes, or was made by another teacher.
+   cache) when it is missing, names other classes, or was made by another teacher or with other
+   templates.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def ensure_text_embedding_files(cfg: Config | Mapping, *, device: str = "cpu") -
             f"compute them with"
         )
     templates = cfg.get("text_templates", "maskclip")
+    recorded = templates if isinstance(templates, str) else [str(t) for t in templates]
     teacher_spec = TeacherSpec.from_mapping(teacher_cfg, origin="teacher", device=device)
     teacher = build_teacher_from_spec(teacher_spec)
     written = []
@@ -149,11 +151,16 @@ def ensure_text_embedding_files(cfg: Config | Mapping, *, device: str = "cpu") -
                     fix="the file is recomputed",
                     source=f"the config's teacher ({teacher_spec.describe()})",
                 )
+                if stored.provenance.get("templates") != recorded:
+                    raise ValueError(
+                        f"{path} was made with prompt templates "
+                        f"{stored.provenance.get('templates')!r}, the config's text_templates "
+                        f"are {recorded!r}"
+                    )
                 continue
             except ValueError as err:
                 _log.warning("recomputing %s: %s", path, err)
         embeddings = teacher.text_classifier(list(names), templates=templates)
-        recorded = templates if isinstance(templates, str) else [str(t) for t in templates]
         provenance = {
             "templates": recorded,
             "teacher": teacher_spec.describe(),

@@ -29,7 +29,7 @@ def dense_pixel_logits(
     *,
     key_smoothing: float | None = None,
     prompt_denoise: float | None = None,
-    key_norm: str = "channel",
+    key_norm: str = "spatial",
 ) -> Tensor:
     """MaskCLIP scores of ``classifier`` classes at every input pixel.
 

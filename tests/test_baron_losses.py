@@ -101,3 +101,61 @@ def test_queued_loss_masks_then_enqueues():
     loss.eval()
     loss(a, a, image_ids=torch.tensor([9]))
     assert int(loss.student_queue.count) == 5  # no enqueue at evaluation
+
+
+def _bags(centres: list[int], cells: list[int]):
+    from detectors.modeling.baron_sampler import Bags
+
+    n = len(cells)
+    zeros = torch.zeros(n, 4)
+    one = torch.tensor([0])
+    return Bags(
+        zeros, zeros, torch.tensor(cells), torch.tensor(centres), torch.tensor([n]), one, zeros[:1]
+    )
+
+
+def _single_loss(student, teacher, image_ids, group_ids, queue):
+    loss = QueuedInfoNCELoss(2, temperature=S, weight=1.0, queue_size=8)
+    loss.student_queue.enqueue(queue, torch.full((queue.shape[0],), 9))
+    loss.teacher_queue.enqueue(queue, torch.full((queue.shape[0],), 9))
+    return loss(student, teacher, image_ids=image_ids, group_ids=group_ids)
+
+
+def test_single_region_loss_of_copies_equals_the_deduplicated_batch():
+    from detectors.modeling.baron_sampler import single_region_ids
+
+    # one region (image 0, centre 0, cell 4) appears 3 times (the centre cell of 3 groups);
+    # the queue holds two regions of another image
+    student = torch.tensor([[0.6, 0.8]])
+    teacher = torch.tensor([[0.8, 0.6]])
+    queue = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ids = single_region_ids([_bags([0, 0, 0], [4, 4, 4])])
+    assert ids.tolist() == [4, 4, 4]
+    image = torch.zeros(3, dtype=torch.long)
+    copies = _single_loss(student.expand(3, 2), teacher.expand(3, 2), image, ids, queue)
+    dedup = _single_loss(student, teacher, image[:1], None, queue)
+    # hand-computed: positive S * 0.96, queue negatives S * 0.6 / S * 0.8 (a -> b) and
+    # S * 0.8 / S * 0.6 (b -> a): both directions log(1 + e^(S(0.6-0.96)) + e^(S(0.8-0.96)))
+    expected = math.log(1 + math.exp(S * (0.6 - 0.96)) + math.exp(S * (0.8 - 0.96)))
+    assert dedup.item() == pytest.approx(expected, rel=1e-5)
+    assert copies.item() == pytest.approx(dedup.item(), rel=1e-6)
+    # the old call (no region ids): each copy is a negative of the others, +log(3) at least
+    old = _single_loss(student.expand(3, 2), teacher.expand(3, 2), image, None, queue)
+    assert old.item() == pytest.approx(
+        math.log(3 + math.exp(S * (0.6 - 0.96)) + math.exp(S * (0.8 - 0.96))), rel=1e-5
+    )
+
+
+def test_single_region_ids_mask_copies_only():
+    from detectors.modeling.baron_sampler import single_region_ids
+
+    # image 0: centres 0 and 1 (cell 4 each, twice); image 1: centre 0, cells 4 and 5
+    ids = single_region_ids([_bags([0, 1, 0, 1], [4, 4, 4, 4]), _bags([0, 0], [4, 5])])
+    assert ids.tolist() == [4, 13, 4, 13, 22, 23]
+    a = torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]])
+    got = symmetric_infonce(a, a, temperature=S, image_ids=ids)
+    logits = S * a @ a.T
+    copy = (ids[:, None] == ids[None]) & ~torch.eye(6, dtype=torch.bool)
+    logits = logits.masked_fill(copy, float("-inf"))
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(6))  # symmetric: a == b
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)

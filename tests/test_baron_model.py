@@ -311,3 +311,70 @@ def test_baron_predictor_initialises_only_the_parameters_it_keeps():
     expected = torch.nn.Linear(32, 4 * 16)
     assert torch.equal(predictor.projection.weight, expected.weight)
     assert torch.equal(predictor.bg_embedding.data, torch.randn(8) * 0.01)
+
+
+def _hand_predictor(**options) -> BaronOutputLayers:
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.box_regression import Box2BoxTransform
+
+    from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig
+
+    encoder = PseudoTextEncoder(
+        TextEncoderConfig(width=8, layers=1, heads=2, context_length=8, embed_dim=2)
+    )
+    predictor = BaronOutputLayers(
+        ShapeSpec(channels=4),
+        box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+        class_embeddings=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        class_names=["seen one", "novel one"],
+        seen=[True, False],
+        text_encoder=encoder,
+        num_words=1,
+        temperature=1.0,
+        **options,
+    ).eval()
+    with torch.no_grad():
+        predictor.bg_embedding.copy_(torch.tensor([-0.6, -0.8]))
+    return predictor
+
+
+def test_baron_ensemble_softmax_includes_background_and_weights_its_column():
+    """ovdet's ensemble_bbox_head.py: kd softmax over classes + background; is_base has a 1 for the
+    background column, so every column is p_text^w p_kd^(1-w) (base) or p_text^(1-w) p_kd^w
+    (novel)."""
+    import math
+
+    from detectron2.structures import Boxes, Instances
+
+    text = torch.tensor([[0.5, 0.2, 0.3]])  # text-branch probabilities [seen, novel, background]
+    image = torch.tensor([[0.6, 0.8]])  # distillation-branch embedding: cosines 0.6, 0.8, bg -1.0
+    proposals = [Instances((10, 10), proposal_boxes=Boxes(torch.zeros(1, 4)))]
+    predictions = (text.log(), torch.zeros(1, 4))
+    w = 2.0 / 3.0
+    z = math.exp(0.6) + math.exp(0.8) + math.exp(-1.0)
+    kd = [math.exp(0.6) / z, math.exp(0.8) / z, math.exp(-1.0) / z]
+    expected = [
+        0.5**w * kd[0] ** (1 - w),
+        0.2 ** (1 - w) * kd[1] ** w,
+        0.3**w * kd[2] ** (1 - w),
+    ]
+    (probs,) = _hand_predictor().predict_probs(predictions, proposals, image_embeddings=image)
+    assert probs[0].tolist() == pytest.approx(expected, rel=1e-5)
+    # ViLD's rule (the old behaviour, ENSEMBLE_BACKGROUND False): kd softmax without background,
+    # background column the text branch's
+    vild = _hand_predictor(ensemble_background=False)
+    (old,) = vild.predict_probs(predictions, proposals, image_embeddings=image)
+    z_fg = math.exp(0.6) + math.exp(0.8)
+    assert old[0].tolist() == pytest.approx(
+        [
+            0.5**w * (math.exp(0.6) / z_fg) ** (1 - w),
+            0.2 ** (1 - w) * (math.exp(0.8) / z_fg) ** w,
+            0.3,
+        ],
+        rel=1e-5,
+    )
+    # a given classifier needs seen, as ViLD's
+    with pytest.raises(ValueError, match="needs seen"):
+        _hand_predictor().predict_probs(
+            predictions, proposals, image_embeddings=image, classifier=torch.eye(2)
+        )

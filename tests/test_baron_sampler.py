@@ -10,7 +10,9 @@ from detectors.modeling.baron_sampler import (
     NeighborhoodSampler,
     cell_probabilities,
     grid_boxes,
+    image_area_share,
     normalize_in_bag,
+    single_region_ids,
 )
 
 RULES = dict(alpha=3.0, base_probability=0.3, cutoff_thresh=0.3, interval=-0.1)
@@ -65,19 +67,20 @@ def test_filters_objectness_aspect_nms_and_fallback():
     )
     logits = torch.logit(torch.tensor([0.95, 0.9, 0.99, 0.5, 0.8]))
     # top-3: boxes 2 (aspect 0.2 -> out), 0, 1 (overlaps 0 -> NMS 0.1 removes it)
-    assert sampler.select(boxes, logits).tolist() == [[0, 0, 10, 10]]
+    size = {"image_size": (100, 100)}
+    assert sampler.select(boxes, logits, **size)[0].tolist() == [[0, 0, 10, 10]]
     # nothing above the objectness threshold: the best candidate alone
     low = torch.logit(torch.tensor([0.5, 0.6, 0.7, 0.1, 0.2]))
-    assert sampler.select(boxes, low).tolist() == [[50, 50, 60, 100]]
+    assert sampler.select(boxes, low, **size)[0].tolist() == [[50, 50, 60, 100]]
     # GT boxes enter with score 1
     with_gt = NeighborhoodSampler(topk=3).select(
-        boxes, low, gt_boxes=torch.tensor([[30.0, 30, 40, 40]])
+        boxes, low, gt_boxes=torch.tensor([[30.0, 30, 40, 40]]), **size
     )
-    assert with_gt.tolist() == [[30, 30, 40, 40]]
+    assert with_gt[0].tolist() == [[30, 30, 40, 40]] and with_gt[1].tolist() == [1.0]
     with pytest.raises(ValueError, match="objectness_logits"):
-        sampler.select(boxes, logits[:2])
+        sampler.select(boxes, logits[:2], **size)
     with pytest.raises(ValueError, match="NaN"):
-        sampler.select(torch.full((1, 4), float("nan")), logits[:1])
+        sampler.select(torch.full((1, 4), float("nan")), logits[:1], **size)
 
 
 def test_groups_and_permutations():
@@ -120,3 +123,41 @@ def test_lone_box_gives_one_bag_of_itself_and_regions_stay_in_the_image():
     assert (bags.boxes >= 0).all() and (bags.boxes[:, [0, 2]] <= 64).all()
     empty = sampler.sample(torch.zeros(0, 4), torch.zeros(0), (64, 64))
     assert empty.num_regions == 0 and empty.bag_boxes.shape == (0, 4)
+
+
+def test_centres_cover_less_than_one_percent_of_the_image_are_filtered():
+    # official: bbox_overlaps(image_box, proposals, mode="iof") > area_ratio_thr (0.01), i.e. the
+    # share of the image box [0, 0, w - 1, h - 1] covered by the proposal (baron_base.py)
+    shares = image_area_share(
+        torch.tensor([[0.0, 0.0, 9.0, 11.0], [90.0, 95.0, 120.0, 130.0]]), (101, 201)
+    )
+    assert shares.tolist() == pytest.approx([9 * 11 / 20000, 30 * 5 / 20000])  # 2nd: clipped
+    boxes = torch.tensor([[10.0, 10.0, 15.0, 15.0], [60.0, 60.0, 80.0, 80.0]])
+    logits = torch.logit(torch.tensor([0.99, 0.9]))  # the tiny box scores higher
+    official = NeighborhoodSampler(use_gt=False)
+    assert official.area_ratio_thresh == 0.01
+    centres, scores = official.select(boxes, logits, image_size=(100, 100))
+    assert centres.tolist() == [[60, 60, 80, 80]] and scores.tolist() == pytest.approx([0.9])
+    # without the filter (the old behaviour) the 5 x 5 box (0.26% of the image) is a centre too
+    unfiltered = NeighborhoodSampler(use_gt=False, area_ratio_thresh=0.0)
+    assert unfiltered.select(boxes, logits, image_size=(100, 100))[0].shape[0] == 2
+    with pytest.raises(ValueError, match="area_ratio_thresh"):
+        NeighborhoodSampler(area_ratio_thresh=1.0)
+
+
+def test_single_region_ids_identify_copies_of_one_region():
+    torch.manual_seed(0)
+    sampler = NeighborhoodSampler(max_groups=3, max_permutations=2, base_probability=0.9, alpha=0.0)
+    two_centres = torch.tensor([[20.0, 20.0, 40.0, 40.0], [60.0, 60.0, 80.0, 80.0]])
+    first = sampler.sample(two_centres, torch.tensor([5.0, 5.0]), (100, 100))
+    second = sampler.sample(two_centres[:1], torch.tensor([5.0]), (100, 100))
+    ids = single_region_ids([first, second])
+    boxes = torch.cat([first.boxes, second.boxes])
+    image = torch.cat([torch.zeros(first.num_regions), torch.ones(second.num_regions)])
+    assert ids.shape == (first.num_regions + second.num_regions,)
+    # equal ids <=> same image and the same box (a copy through another group / permutation)
+    same_id = ids[:, None] == ids[None]
+    same_box = (boxes[:, None] == boxes[None]).all(-1) & (image[:, None] == image[None])
+    assert torch.equal(same_id, same_box)
+    assert int(same_id.sum()) > ids.numel()  # the batch does hold copies (the centre cell at least)
+    assert first.centres.max().item() == 1 and second.centres.unique().tolist() == [0]

@@ -104,3 +104,114 @@ def test_bad_inputs_name_the_field():
         encoder(torch.zeros(1, 2, 8), valid=torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(FileNotFoundError, match="MODEL.BARON.TEXT_ENCODER"):
         load_text_encoder("/nonexistent/enc.pt")
+
+
+@torch.no_grad()
+def last_block_eot_by_hand(teacher: ClipTeacher, texts: list[str]) -> torch.Tensor:
+    """open_clip's own blocks run one by one: the eot token after the last block, normalized
+    (no ln_final, no text projection): ovdet's ``encode_text_endk(stepk=12)`` for a full tower."""
+    model = teacher.model
+    ids = teacher.tokenize(list(texts))
+    x = model.token_embedding(ids) + model.positional_embedding
+    assert model.transformer.batch_first
+    for block in model.transformer.resblocks:
+        x = block(x, attn_mask=model.attn_mask)
+    return torch.nn.functional.normalize(x[torch.arange(len(texts)), ids.argmax(dim=1)], dim=-1)
+
+
+def test_attn12_space_is_the_last_block_eot_before_ln_final(teacher):
+    from distill.teachers.text_tower import encode_texts
+
+    encoder = export_text_encoder(teacher)
+    expected = last_block_eot_by_hand(teacher, TEXTS)
+    assert expected.shape == (len(TEXTS), encoder.width) and encoder.output_dim("attn12") == 32
+    for text, w, e in zip(TEXTS, prompt_word_embeddings(teacher, TEXTS), expected):
+        got = encoder(w[None], space="attn12")[0]
+        torch.testing.assert_close(got, e, atol=1e-5, rtol=1e-5, msg=text)
+    # prompts of different lengths in one padded batch (the class-embedding path)
+    torch.testing.assert_close(
+        encode_texts(teacher, TEXTS, space="attn12"), expected, atol=1e-5, rtol=1e-5
+    )
+    # the projected space (the old classifier space) is a different tensor: ln_final + projection
+    projected = encoder(prompt_word_embeddings(teacher, TEXTS)[0][None])
+    assert projected.shape == (1, 24) and encoder.output_dim() == 24
+    with pytest.raises(ValueError, match="text space must be one of"):
+        encoder(prompt_word_embeddings(teacher, TEXTS)[0][None], space="attn11")
+
+
+def test_attn12_text_classifier_averages_normalized_prompts_and_records_its_space(teacher):
+    from distill.teachers.text import (
+        compute_text_classifier,
+        text_classifier_cache_path,
+        text_classifier_in_space,
+    )
+    from distill.vocab import ClassifierFile
+
+    templates = ["a photo of a {}.", "{}"]
+    names = [["cat"], ["red box", "crate"]]
+    got = compute_text_classifier(teacher, names, templates, space="attn12")
+    prompts = [
+        ["a photo of a cat.", "cat"],
+        ["a photo of a red box.", "red box", "a photo of a crate.", "crate"],
+    ]
+    hand = torch.stack([last_block_eot_by_hand(teacher, p).sum(0) for p in prompts])
+    torch.testing.assert_close(got, torch.nn.functional.normalize(hand, dim=-1), atol=1e-5, rtol=0)
+    cached = text_classifier_in_space(teacher, names, templates=templates, space="attn12")
+    torch.testing.assert_close(cached, got)
+    paths = {
+        s: text_classifier_cache_path(teacher.fingerprint, names, templates, space=s)
+        for s in ("projected", "attn12")
+    }
+    assert paths["projected"] != paths["attn12"]
+    table = ClassifierFile.from_embeddings(
+        ["cat", "red box"], got, teacher_fingerprint="t", provenance={"text_space": "attn12"}
+    )
+    assert table.text_space == "attn12"
+    table.check_text_space("attn12", source="test")
+    with pytest.raises(ValueError, match="holds 'attn12' text embeddings"):
+        table.check_text_space("projected", source="a ViLD model")
+    old = ClassifierFile.from_embeddings(["cat"], got[:1], teacher_fingerprint="t")
+    assert old.text_space == "projected"  # files without the key: CLIP's joint space
+
+
+def test_configs_select_the_classifier_space():
+    from detectors.config import classifier_text_space, load_config
+
+    for name in ("baron_r50.yaml", "baron_ensemble_r50.yaml", "toy/baron.yaml"):
+        cfg = load_config(name)
+        assert cfg.MODEL.BARON.TEXT_SPACE == "attn12" and classifier_text_space(cfg) == "attn12"
+    # ovdet's OV-LVIS configs: use_attn12_output=False; ViLD stays projected
+    for name in ("baron_r50_lvis.yaml", "vild_r50.yaml", "toy/vild.yaml"):
+        assert classifier_text_space(load_config(name)) == "projected", name
+
+
+def test_baron_predictor_classifies_in_the_attn12_space():
+    """The classifier uses the attn12 output (width-sized); the bag losses keep the projected one."""
+    pytest.importorskip("detectron2")
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.box_regression import Box2BoxTransform
+
+    from detectors.modeling import BaronOutputLayers
+
+    torch.manual_seed(0)
+    encoder = PseudoTextEncoder(
+        TextEncoderConfig(width=8, layers=2, heads=2, context_length=6, embed_dim=4)
+    )
+    for p in encoder.parameters():
+        p.data.normal_()
+    kwargs = dict(
+        box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+        class_names=["a", "b"],
+        text_encoder=encoder,
+        num_words=2,
+    )
+    classes = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    predictor = BaronOutputLayers(
+        ShapeSpec(channels=3), class_embeddings=classes, text_space="attn12", **kwargs
+    ).eval()
+    x = torch.randn(5, 3)
+    expected = encoder(predictor.words(x), space="attn12")
+    torch.testing.assert_close(predictor.embed(x), expected)
+    assert expected.shape == (5, 8)
+    with pytest.raises(ValueError, match=r"output size 4 \(projected\) != text embeddings size 8"):
+        BaronOutputLayers(ShapeSpec(channels=3), class_embeddings=classes, **kwargs)

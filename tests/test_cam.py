@@ -26,6 +26,7 @@ from distill.cam import (
     confidence_to_uint8,
     connected_components,
     crf_available,
+    crf_image,
     dense_crf,
     evaluate_pseudo_masks,
     ignore_low_confidence,
@@ -38,6 +39,7 @@ from distill.cam import (
     softmax_gradcam,
 )
 from distill.teachers import ClipTeacher
+from distill.teachers.maskclip import interpolate_pos_embed
 
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 VIT_CFG = {
@@ -148,6 +150,31 @@ def test_refine_cams_masks_columns_and_rescales():
     raw = affinity[:, 0] * 1.0  # sum_j A[i, j] m_j cam_j with m = e_0
     expected = (raw - raw.min()) / (raw.max() - raw.min() + 1e-7)
     torch.testing.assert_close(refined[0].flatten(), expected)
+
+
+# ----------------------------------------------------------------------------- positional embedding
+def test_pos_embed_interpolation_is_bilinear_for_clip_es(vit):
+    # linyq2117/CLIP-ES@3893f81 clip/model.py upsample_pos_emb: F.upsample(mode='bilinear'),
+    # align_corners unset (False). Grid [[0, 1], [2, 3]] -> 2 x 4: source x = (x + 0.5) / 2 - 0.5
+    # = -0.25 (clamped), 0.25, 0.75, 1.25 (clamped).
+    pos = torch.tensor([[9.0], [0.0], [1.0], [2.0], [3.0]])  # class token first
+    out = interpolate_pos_embed(pos, (2, 2), (2, 4), mode="bilinear")
+    expected = [9.0, 0.0, 0.25, 0.75, 1.0, 2.0, 2.25, 2.75, 3.0]
+    assert out.flatten().tolist() == pytest.approx(expected)
+    bicubic = interpolate_pos_embed(pos, (2, 2), (2, 4))  # MaskCLIP's mode, the old CLIP-ES one
+    assert bicubic.flatten().tolist() != pytest.approx(expected)
+    assert ClipESConfig().pos_embed_mode == "bilinear"
+    visual = vit.model.visual
+    torch.manual_seed(4)
+    pixels = torch.randn(1, 3, 32, 48)  # grid 4 x 6, the embedding's is 4 x 4
+    text = F.normalize(torch.randn(3, 32), dim=1)
+    runs = {
+        mode: softmax_gradcam(visual, pixels, text, [0], logit_scale=20.0, pos_embed_mode=mode)
+        for mode in ("bilinear", "bicubic")
+    }
+    default = softmax_gradcam(visual, pixels, text, [0], logit_scale=20.0)
+    torch.testing.assert_close(default.probs, runs["bilinear"].probs, rtol=0, atol=0)
+    assert not torch.equal(default.probs, runs["bicubic"].probs)
 
 
 # ----------------------------------------------------------------------------- Grad-CAM vs manual gradients
@@ -286,6 +313,38 @@ def test_dense_crf_marginals():
     out = dense_crf(image, probs)
     np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-4)
     assert (out.argmax(0)[:, :5] == 0).all() and (out.argmax(0)[:, 5:] == 1).all()
+
+
+def test_crf_image_is_the_official_wrapped_mean_subtracted_bgr():
+    # linyq2117/CLIP-ES@3893f81 eval_cam_with_crf.py: BGR float - (104.008, 116.669, 122.675),
+    # then astype(np.uint8): truncation towards zero, wrap modulo 256.
+    rgb = np.array([[[100, 120, 200], [0, 255, 104]]], dtype=np.uint8)  # [1, 2, 3]
+    # pixel 0, BGR (200, 120, 100) -> (95.992, 3.331, -22.675) -> (95, 3, -22) -> (95, 3, 234)
+    # pixel 1, BGR (104, 255, 0) -> (-0.008, 138.331, -122.675) -> (0, 138, -122) -> (0, 138, 134)
+    expected = np.array([[[95, 3, 234], [0, 138, 134]]], dtype=np.uint8)
+    np.testing.assert_array_equal(crf_image(rgb), expected)
+    np.testing.assert_array_equal(crf_image(rgb, mode="rgb"), rgb)  # ovdistill's option
+    assert ClipESConfig().crf_input == "official_wrapped"
+    with pytest.raises(ValueError, match="crf_input"):
+        ClipESConfig(crf_input="bgr")
+    with pytest.raises(ValueError, match="official_wrapped"):
+        crf_image(rgb, mode="bgr")
+
+
+@pytest.mark.skipif(not crf_available(), reason="pydensecrf2 not installed")
+def test_pseudo_label_crf_sees_the_configured_image(vit):
+    torch.manual_seed(3)
+    image = (torch.rand(3, 32, 32) * 255).to(torch.uint8)
+    rgb = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    results = {}
+    for mode in ("official_wrapped", "rgb"):
+        es = ClipES(vit, ["cat", "dog"], config=ClipESConfig(crf=True, crf_input=mode))
+        out = es.pseudo_label(image, [0, 1])
+        scores = background_scores(out.cams.cams, bg_power=1.0).numpy().astype(np.float32)
+        expected = dense_crf(np.ascontiguousarray(crf_image(rgb, mode=mode)), scores)
+        np.testing.assert_allclose(out.confidence.numpy(), expected.max(0), atol=1e-5)
+        results[mode] = out.confidence
+    assert not torch.equal(results["official_wrapped"], results["rgb"])
 
 
 @pytest.mark.skipif(crf_available(), reason="pydensecrf2 installed")

@@ -266,15 +266,21 @@ def test_deeplabv2_and_lseg_heads_shapes(tmp_path):
     path = tmp_path / "t.pt"
     write_text_file(path, ["a", "b", "c"])
     v2 = MODELS.build(
+        dict(type="TextDeepLabV2Head", in_channels=8, dilations=(1, 2), text_embeddings=str(path))
+    )
+    assert v2.channels == 4  # logits='dot': the features are the 4-d pixel embeddings
+    assert v2([torch.randn(2, 8, 5, 5)]).shape == (2, 3, 5, 5)
+    cosine = MODELS.build(
         dict(
             type="TextDeepLabV2Head",
             in_channels=8,
             channels=6,
             dilations=(1, 2),
+            logits="cosine",
             text_embeddings=str(path),
         )
     )
-    assert v2([torch.randn(2, 8, 5, 5)]).shape == (2, 3, 5, 5)
+    assert cosine([torch.randn(2, 8, 5, 5)]).abs().max() <= 1 / 0.07 + 1e-4
     lseg = MODELS.build(
         dict(
             type="LSegHead",
@@ -551,3 +557,190 @@ def test_maskclip_plus_annotation_free_ignores_gt_but_not_padding(tmp_path):
     assert bool((targets[:, :24] < 4).all()) and bool((targets[:, 24:] == 255).all())
     with pytest.raises(ValueError, match="unseen_classes"):
         _plus_model(tmp_path)
+
+
+# ----------------------------------------------------------------------------- official recipes (issue 15)
+REPO_CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "seg"
+VOC20_CONFIG = REPO_CONFIGS / "voc" / "maskclip_vit-b16_voc12aug-20.py"
+
+
+def test_key_smoothing_normalizes_keys_over_locations_by_default():
+    """Official ``F.normalize(k)`` on ``k [N, HW, C]`` normalizes dim 1 (the locations)."""
+    from distill.teachers.maskclip import key_smoothing
+
+    keys = torch.tensor([3.0, 4.0]).view(1, 1, 1, 2)  # one key channel, two locations
+    logits = torch.tensor([[0.01, 0.00], [0.00, 0.02]]).view(1, 2, 1, 2)
+    a, b = 1 / (1 + math.exp(-1)), 1 / (1 + math.exp(2))  # softmax(100 * logits)[class 0]
+    p0, p1 = torch.tensor([a, 1 - a]), torch.tensor([b, 1 - b])
+    # spatial: k_n = [0.6, 0.8] -> affinity [[0.36, 0.48], [0.48, 0.64]]
+    got = key_smoothing(logits, keys, threshold=1.0).flatten(2)[0].T
+    assert torch.allclose(got[0], 0.36 * p0 + 0.48 * p1, atol=1e-6)
+    assert torch.allclose(got[1], 0.48 * p0 + 0.64 * p1, atol=1e-6)
+    # the channel option: one channel -> every key is 1 -> affinity of ones
+    channel = key_smoothing(logits, keys, threshold=1.0, key_norm="channel").flatten(2)[0].T
+    assert torch.allclose(channel[0], p0 + p1, atol=1e-6)
+
+
+def test_maskclip_models_default_to_spatial_key_norm(tmp_path):
+    model = MODELS.build(
+        dict(type="MaskCLIPSegmentor", teacher=tiny_teacher_cfg(tmp_path), class_names=["a"])
+    )
+    assert model.key_norm == "spatial"
+    plus = _plus_model(tmp_path, unseen_classes=[2, 3])
+    assert plus.refine["key_norm"] == "spatial"
+
+
+def _write_voc(root, label: np.ndarray) -> None:
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((*label.shape, 3), np.uint8)).save(root / "JPEGImages" / "x.jpg")
+    Image.fromarray(label.astype(np.uint8)).save(root / "SegmentationClass" / "x.png")
+    (root / "ImageSets/Segmentation/val.txt").write_text("x\n")
+
+
+def test_voc20_maskclip_config_ignores_background(tmp_path):
+    """The official 49.5 protocol: 20 classes, background -> 255 (ignored), k -> k - 1, KS/PD off,
+    whole-image inference at short side 512."""
+    cfg = Config.fromfile(str(VOC20_CONFIG))
+    label = np.array([[0, 1, 15], [20, 255, 0]])  # background, aeroplane, person / tvmonitor, void
+    _write_voc(tmp_path, label)
+    ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    ds_cfg.data_root = str(tmp_path)
+    dataset = DATASETS.build(ds_cfg)
+    assert type(dataset).__name__ == "PascalVOCDataset20"
+    assert len(dataset.metainfo["classes"]) == 20 and dataset.metainfo["classes"][0] == "aeroplane"
+    gt = dataset[0]["data_samples"].gt_sem_seg.data[0]
+    assert gt.tolist() == [[255, 0, 14], [19, 255, 255]]
+    assert {"type": "Resize", "scale": (2048, 512), "keep_ratio": True} in cfg.test_pipeline
+    model = cfg.model
+    assert model.type == "MaskCLIPSegmentor" and model.test_cfg == {"mode": "whole"}
+    assert model.key_smoothing is None and model.prompt_denoise is None
+    assert len(model.class_names) == 20 and "background" not in model.class_names
+    kspd = Config.fromfile(str(REPO_CONFIGS / "voc" / "maskclip_vit-b16_voc12aug-20_kspd.py"))
+    assert (kspd.model.key_smoothing, kspd.model.prompt_denoise) == (1.0, 0.5)
+    assert kspd.model.key_norm == "spatial" and kspd.model.test_cfg == {"mode": "whole"}
+    with pytest.raises(ValueError, match="reduce_zero_label must be True"):
+        DATASETS.build(dict(ds_cfg, reduce_zero_label=False))
+
+
+def test_dot_head_logits_are_unnormalized_dot_products(tmp_path):
+    """MaskCLIP+ (norm_feat=False): logits = feat . text, no projection / norm / temperature;
+    the learned background is normalized, the features are not."""
+    path = tmp_path / "t.pt"
+    emb = write_text_file(path, ["a", "b"], dim=2)
+    head = MODELS.build(
+        dict(
+            type="TextDeepLabV2Head",
+            in_channels=3,
+            dilations=(1,),
+            text_embeddings=str(path),
+            learned_background=True,
+        )
+    )
+    assert head.channels == 2 and head.dropout is None and head.temperature is None
+    with torch.no_grad():
+        head.background_embedding.copy_(torch.tensor([[0.0, 5.0]]))
+    feat = torch.tensor([[3.0, 0.0], [1.0, -2.0]]).T.reshape(1, 2, 1, 2)  # pixels (3, 0), (1, -2)
+    logits = head.cls_seg(feat)[0, :, 0].T  # [pixel, class]
+    expected = torch.tensor([[0.0, *(3 * emb[:, 0])], [-2.0, *(emb[:, 0] - 2 * emb[:, 1])]])
+    assert torch.allclose(logits, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="no temperature"):
+        MODELS.build(
+            dict(
+                type="TextDeepLabV2Head", in_channels=3, text_embeddings=str(path), temperature=1.0
+            )
+        )
+    with pytest.raises(ValueError, match="must equal the text dimension"):
+        MODELS.build(
+            dict(type="TextDeepLabV2Head", in_channels=3, channels=5, text_embeddings=str(path))
+        )
+
+
+def test_deeplabv2_branches_are_conv_bn_relu_summed(tmp_path):
+    """ASPPHeadV2: ConvModule(conv + norm + act) per dilation (1x1 for dilation 1), summed."""
+    path = tmp_path / "t.pt"
+    emb = write_text_file(path, ["a", "b", "c"], dim=4)
+    head = MODELS.build(
+        dict(
+            type="TextDeepLabV2Head",
+            in_channels=3,
+            dilations=(1, 2),
+            text_embeddings=str(path),
+            norm_cfg=dict(type="BN"),
+            act_cfg=dict(type="ReLU"),
+        )
+    ).eval()
+    one, two = head.branches
+    assert one.conv.kernel_size == (1, 1) and one.conv.padding == (0, 0)
+    assert two.conv.kernel_size == (3, 3) and two.conv.dilation == (2, 2)
+    x = torch.randn(2, 3, 5, 5)
+    feat = sum(F.relu(b.bn(b.conv(x))) for b in (one, two))
+    assert torch.allclose(head([x]), torch.einsum("bdhw,nd->bnhw", feat, emb), atol=1e-5)
+
+
+def test_maskclip_plus_real_configs_follow_the_official_zero_shot_recipe(tmp_path):
+    """RN50 teacher, official ASPP head, VOC-20 setting, Context optimiser."""
+    configs = {
+        "voc20": "voc/maskclip_plus_r50_deeplabv2_r101-d8_512x512_20k_voc12aug-20.py",
+        "voc21": "voc/maskclip_plus_r50_deeplabv2_r101-d8_512x512_20k_voc12aug.py",
+        "anno_free": "voc/maskclip_plus_r50_deeplabv2_r101-d8_512x512_2k_voc12aug-20_anno-free.py",
+        "context": "context/maskclip_plus_r50_deeplabv3plus_r101-d8_480x480_40k_context60.py",
+        "stuff": "coco_stuff/maskclip_plus_r50_deeplabv2_r101-d8_512x512_80k_coco-stuff164k.py",
+    }
+    cfgs = {k: Config.fromfile(str(REPO_CONFIGS / v)) for k, v in configs.items()}
+    for name, cfg in cfgs.items():
+        assert cfg.teacher.model_name == "RN50" == cfg.model.teacher.model_name, name
+        head = cfg.model.decode_head
+        assert head.logits == "dot" and "temperature" not in head and "channels" not in head, name
+        assert head.dropout_ratio == 0.0 and head.norm_cfg["type"] == "SyncBN", name
+        assert cfg.model.get("key_smoothing") is None is cfg.model.get("prompt_denoise"), name
+    voc20 = cfgs["voc20"]
+    assert voc20.train_dataloader.dataset.datasets[0].type == "PascalVOCDataset20"
+    assert voc20.test_dataloader.dataset.type == "PascalVOCDataset20"
+    assert voc20.model.unseen_classes == [15, 16, 17, 18, 19]
+    assert voc20.model.decode_head.num_classes == 20
+    assert not voc20.model.decode_head.get("learned_background", False)
+    assert cfgs["voc21"].model.decode_head.learned_background
+    free = cfgs["anno_free"]
+    assert free.model.unseen_classes == list(range(20)) and free.model.self_training_start is None
+    assert free.train_cfg.max_iters == 2000
+    opt = cfgs["context"].optim_wrapper.optimizer
+    assert (opt.lr, opt.weight_decay) == (0.004, 0.0001)
+    assert cfgs["voc20"].optim_wrapper.optimizer.lr == 0.01
+    # the head builds with channels = the RN50 text dimension
+    head_cfg = copy.deepcopy(voc20.model.decode_head)
+    head_cfg.update(text_embeddings=str(tmp_path / "t.pt"), norm_cfg=dict(type="BN"))
+    write_text_file(tmp_path / "t.pt", head_cfg.class_names, dim=1024)
+    assert MODELS.build(head_cfg).channels == 1024
+
+
+def test_lseg_text_embeddings_are_raw_names(tmp_path):
+    """LSeg: clip.tokenize(labels), no templates; ViT-B/32 text encoder for the real config."""
+    from segmentors.runner import ensure_text_embedding_files
+
+    real = Config.fromfile(str(REPO_CONFIGS / "voc" / "lseg_r101_512x512_20k_voc12aug.py"))
+    assert real.teacher.model_name == "ViT-B-32" and real.text_templates == ["{}"]
+    toy = Config.fromfile(str(REPO_CONFIGS / "toy" / "lseg.py"))
+    assert toy.text_templates == ["{}"]
+    teacher_cfg = tiny_teacher_cfg(tmp_path)
+    teacher = build_teacher_from_spec(TeacherSpec.from_mapping(teacher_cfg))
+    names = ["circle", "empty background"]
+    path = tmp_path / "text.pt"
+    ClassifierFile.from_entries(  # same teacher and names, made with the "simple" template
+        names,
+        teacher.text_classifier(names, templates="simple", cache=False),
+        teacher_fingerprint=teacher.fingerprint,
+        provenance={"templates": "simple"},
+    ).save(path)
+    cfg = Config(
+        dict(
+            teacher=teacher_cfg,
+            text_templates=toy.text_templates,
+            model=dict(decode_head=dict(text_embeddings=str(path), class_names=names)),
+        )
+    )
+    assert ensure_text_embedding_files(cfg) == [path]  # recomputed: other templates
+    stored = ClassifierFile.load(path)
+    raw = F.normalize(teacher.encode_text(names).float(), dim=1)
+    assert torch.allclose(stored.embeddings, raw, atol=1e-5)
+    assert stored.provenance["templates"] == ["{}"]

@@ -449,12 +449,12 @@ def test_prompt_denoise_and_key_smoothing_known_answers():
     keys = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]]).view(1, 2, 1, 3)
     logits = torch.tensor([[0.01, 0.05, 0.00], [0.00, 0.00, 0.02]]).view(1, 2, 1, 3)
     probs = F.softmax(logits * 100, dim=1).flatten(2)[0].T  # [3, 2]
-    got = key_smoothing(logits, keys, threshold=1.0).flatten(2)[0].T
+    got = key_smoothing(logits, keys, threshold=1.0, key_norm="channel").flatten(2)[0].T
     assert torch.allclose(got[0], probs[0] + probs[2], atol=1e-6)
     assert torch.allclose(got[1], probs[1], atol=1e-6)
     assert torch.allclose(got[2], probs[0] + probs[2], atol=1e-6)
     # confident pixels (max prob >= threshold) keep their probabilities
-    kept = key_smoothing(logits, keys, threshold=0.6).flatten(2)[0].T
+    kept = key_smoothing(logits, keys, threshold=0.6, key_norm="channel").flatten(2)[0].T
     confident = probs.max(dim=1).values >= 0.6
     assert confident.any() and torch.allclose(kept[confident], probs[confident])
 

@@ -53,6 +53,23 @@ def test_recipe_values():
     assert toy.MODEL.RESNETS.NORM == "BN"
 
 
+def test_vild_recipe_keys_follow_the_official_code():
+    """tensorflow/tpu@7dc921f: box loss / 4 x foreground RoIs (modeling/losses.py); rare logits
+    multiplied by 0 on LVIS (projects/vild/modeling/vild_losses.py); no decay on BN / biases."""
+    for name in ("vild_r50.yaml", "vild_r50_lvis.yaml", "vild_text_r50.yaml", "toy/vild.yaml"):
+        cfg = load_config(name)
+        assert cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_NORMALIZER == "foreground_x4", name
+        assert cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA == 1.0, name
+        assert cfg.SOLVER.WEIGHT_DECAY_NORM == 0.0 and cfg.SOLVER.WEIGHT_DECAY_BIAS == 0.0, name
+    assert load_config("vild_r50_lvis.yaml").MODEL.VILD.UNSEEN_TRAIN_LOGITS == "zero"
+    assert load_config("vild_ensemble_r50_lvis.yaml").MODEL.VILD.UNSEEN_TRAIN_LOGITS == "zero"
+    assert load_config("vild_r50.yaml").MODEL.VILD.UNSEEN_TRAIN_LOGITS == "remove"  # OV-COCO
+    for name in ("baron_r50.yaml", "toy/baron.yaml"):  # mmdet: avg_factor = sampled RoIs
+        assert load_config(name).MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_NORMALIZER == "sampled", name
+    toy_baron = load_config("toy/baron.yaml")
+    assert toy_baron.SOLVER.WEIGHT_DECAY_BIAS == toy_baron.SOLVER.WEIGHT_DECAY
+
+
 def test_config_names_resolve_relative_to_configs(tmp_path):
     assert resolve_config_file("toy/vild") == CONFIG_ROOT / "toy" / "vild.yaml"
     own = tmp_path / "mine.yaml"

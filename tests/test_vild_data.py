@@ -209,3 +209,84 @@ def test_resumable_sampler_is_a_pure_function_of_position():
     # global position p goes to rank p % 2: position 5 to rank 1, 6 to rank 0, ...
     interleaved = [x for pair in zip(ranks[1], ranks[0]) for x in pair]
     assert interleaved == full[5:25]
+
+
+def test_extra_test_classes_join_the_classifier_table_and_the_test_vocabulary(tmp_path):
+    """MODEL.VILD.CLASSES.TEST_EXTRA_NAMES: encoded by the preparation step (class_table), appended
+    to each test dataset's classes (dataset_vocabulary); missing rows or clashes are errors naming
+    the file / key."""
+    from detectors.config import add_ovdistill_config
+    from detectors.data import class_table, dataset_vocabulary
+    from detectors.testing import write_random_text_embeddings
+
+    json_path, image_root = write_tiny_dataset(tmp_path, num_images=1)
+    name = _unique("extra_vocab")
+    register_ov_dataset(name, json_path, image_root)
+    cfg = get_cfg()
+    add_ovdistill_config(cfg)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), (name,)
+    cfg.MODEL.VILD.CLASSES.TEST_EXTRA_NAMES = ["purple box"]
+    names, synonyms = class_table(cfg)
+    assert names == ["red box", "green box", "blue box", "purple box"]
+    assert synonyms[-1] == ["purple box"]
+    full = write_random_text_embeddings(tmp_path / "full.pt", ["purple box", *names[:3]])
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = str(full)
+    embeddings, vocab = dataset_vocabulary(cfg, name)
+    assert vocab == names and embeddings.shape == (4, 16)
+    rows = torch.load(full, weights_only=False)["embeddings"]
+    assert torch.allclose(embeddings[3], rows[0]) and torch.allclose(embeddings[0], rows[1])
+    partial = write_random_text_embeddings(tmp_path / "partial.pt", names[:3])
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = str(partial)
+    with pytest.raises(KeyError, match=r"partial\.pt.*TEST_EXTRA_NAMES.*purple box"):
+        dataset_vocabulary(cfg, name)
+    cfg.MODEL.VILD.CLASSES.TEST_EXTRA_NAMES = ["Red  Box"]
+    with pytest.raises(ValueError, match="TEST_EXTRA_NAMES.*classes of test dataset"):
+        dataset_vocabulary(cfg, name)
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def _dicts(categories_per_image):
+    return [
+        {"image_id": i, "annotations": [{"category_id": c} for c in cats]}
+        for i, cats in enumerate(categories_per_image)
+    ]
+
+
+def test_class_balanced_repeats_are_mmdets_ceil_of_the_repeat_factor():
+    """Category 0 in every image (f = 1), category 1 in one of 4 (f = 1/4). Threshold 0.5:
+    r(1) = sqrt(0.5 / 0.25) = 1.41, so image 1 appears ceil(1.41) = 2 times in EVERY epoch
+    (mmdet's ClassBalancedDataset; Detectron2's sampler would give it 1 or 2 times at random)."""
+    from detectors.data import class_balanced_repeats
+
+    dicts = _dicts([[0], [0, 1], [0], [0]])
+    assert class_balanced_repeats(dicts, repeat_thresh=0.5) == [1, 2, 1, 1]
+    sampler = ResumableTrainingSampler(4, seed=1, rank=0, world_size=1, repeats=[1, 2, 1, 1])
+    stream = list(itertools.islice(iter(sampler), 50))
+    for epoch in range(10):
+        assert sorted(stream[5 * epoch : 5 * epoch + 5]) == [0, 1, 1, 2, 3]
+    resumed = ResumableTrainingSampler(
+        4, seed=1, start=13, rank=0, world_size=1, repeats=[1, 2, 1, 1]
+    )
+    assert list(itertools.islice(iter(resumed), 37)) == stream[13:]
+    plain = ResumableTrainingSampler(4, seed=1, rank=0, world_size=1)
+    assert list(itertools.islice(iter(plain), 8)) == list(
+        itertools.islice(
+            iter(ResumableTrainingSampler(4, seed=1, rank=0, world_size=1, repeats=[1, 1, 1, 1])), 8
+        )
+    )
+
+
+def test_resumable_loader_reads_the_configured_sampler():
+    """SOLVER.DETERMINISTIC_STEPS used to ignore DATALOADER.SAMPLER_TRAIN silently."""
+    from detectors.data import resumable_repeats
+
+    cfg = get_cfg()
+    dicts = _dicts([[0], [0, 1], [0], [0]])
+    assert resumable_repeats(cfg, dicts) is None  # TrainingSampler
+    cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+    cfg.DATALOADER.REPEAT_THRESHOLD = 0.5
+    assert resumable_repeats(cfg, dicts) == [1, 2, 1, 1]
+    cfg.DATALOADER.SAMPLER_TRAIN = "RandomSubsetTrainingSampler"
+    with pytest.raises(ValueError, match="SAMPLER_TRAIN.*SOLVER.DETERMINISTIC_STEPS"):
+        resumable_repeats(cfg, dicts)

@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("detectron2")
 
+from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
-from detectors.data import register_ov_dataset  # noqa: E402
+from detectors.data import class_balanced_repeats, register_ov_dataset  # noqa: E402
 from detectors.engine import OVTrainer, build_region_targets  # noqa: E402
 from detectors.host import check_detectron2_version, require_pinned_detectron2  # noqa: E402
 from detectors.prepare import prepare_resources  # noqa: E402
@@ -180,3 +182,71 @@ def test_online_targets_use_the_checked_configured_teacher(setup):
         assert targets.fingerprint == "random-test-teacher"
     finally:
         del TEACHERS["ovd-test-online-stub"]
+
+
+def _total_grad_norm(model):
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])))
+
+
+@pytest.mark.parametrize("clip_type", ["full_model", "norm"])
+def test_full_model_gradient_clipping_clips_all_gradients_together(clip_type):
+    """mmengine's clip_grad (ovdet OV-LVIS, max_norm 35, L2) clips the norm of ALL gradients:
+    gradients 3 (weight [1, 2]: norm 3 sqrt 2) and 4 (bias) have total norm sqrt(34); clipped to
+    1 they become 3 / sqrt(34) and 4 / sqrt(34). Detectron2's "norm" clips each tensor to 1 instead
+    (total sqrt 2)."""
+    cfg = get_cfg()
+    cfg.merge_from_list(["SOLVER.BASE_LR", 0.0, "SOLVER.MOMENTUM", 0.0, "SOLVER.WEIGHT_DECAY", 0.0])
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE = True, clip_type, 1.0, 2.0
+    model = torch.nn.Linear(2, 1)
+    optimizer = OVTrainer.build_optimizer(cfg, model)
+    model.weight.grad = torch.full((1, 2), 3.0)
+    model.bias.grad = torch.full((1,), 4.0)
+    optimizer.step()
+    if clip_type == "full_model":
+        assert _total_grad_norm(model) == pytest.approx(1.0)
+        assert model.bias.grad.item() == pytest.approx(4 / 34**0.5)
+        assert model.weight.grad.flatten().tolist() == pytest.approx([3 / 34**0.5] * 2)
+    else:  # Detectron2's per-parameter clip: not the official recipe
+        assert _total_grad_norm(model) == pytest.approx(2**0.5)
+
+
+def test_resumable_loader_applies_repeat_factors(setup):
+    cfg, dicts, _ = setup
+    cfg.MODEL.VILD.DISTILL.ENABLED = False
+    cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+    cfg.DATALOADER.REPEAT_THRESHOLD = 1.0
+    loader = OVTrainer.build_train_loader(cfg)
+    assert loader.repeats == class_balanced_repeats(dicts, repeat_thresh=1.0)
+    assert max(loader.repeats) > 1  # some class is in fewer than all 3 images
+
+
+def test_evaluation_scores_extra_test_classes_and_drops_their_detections(setup):
+    """OVTrainer.test with MODEL.VILD.CLASSES.TEST_EXTRA_NAMES: the model classifies over the
+    dataset's 3 classes + the extra one, the evaluator drops the extra class's detections, and the
+    training vocabulary comes back afterwards. The extra class has green box's embedding, so each
+    green detection has an extra-class twin (same box and score) that must be dropped."""
+    from distill.vocab import ClassifierFile
+
+    cfg, _, tmp = setup
+    cfg.MODEL.VILD.DISTILL.ENABLED = False
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 100_000  # no top-k cut between a green box and its twin
+    cfg.MODEL.VILD.CLASSES.TEST_EXTRA_NAMES = ["purple box"]
+    rows = torch.nn.functional.normalize(
+        torch.randn(3, 16, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
+    names = [*(c[0] for c in TINY_CLASSES), "purple box"]
+    table = ClassifierFile.from_embeddings(
+        names, torch.cat([rows, rows[1:2]]), teacher_fingerprint="random-test-teacher"
+    )
+    cfg.MODEL.VILD.TEXT_EMBEDDINGS = str(table.save(tmp / "text_extra.pt"))
+    model = OVTrainer.build_model(cfg)
+    before = model.roi_heads.get_vocabulary()[1]
+    evaluator = OVTrainer.build_evaluator(cfg, cfg.DATASETS.TEST[0])
+    evaluator.distributed = False
+    OVTrainer.test(cfg, model, evaluators=[evaluator])
+    assert evaluator.extra_class_names == ("purple box",)
+    green = [d for d in evaluator._predictions if d["category_id"] == 2]
+    assert evaluator.num_dropped == len(green) > 0
+    assert model.roi_heads.get_vocabulary()[1] == before

@@ -213,3 +213,41 @@ def test_students_never_import_a_teacher():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("config", ["vild_r50.yaml", "vild_r50_lvis.yaml", "toy/vild.yaml"])
+def test_vild_optimizer_decays_kernels_only(tiny, config):
+    """ViLD's L2 regularization covers variables matching ``.*(kernel|weight):0$``
+    (tensorflow/tpu@7dc921f configs/base_config.py): conv / linear weights and the background
+    embedding decay, batch-norm gamma / beta and biases do not; Detectron2's build_optimizer."""
+    from detectron2.solver import build_optimizer
+
+    from detectors.config import load_config
+
+    name, text, tmp = tiny
+    model = build_model(
+        tiny_vild_config(train=name, test=name, text_embeddings=text, output_dir=tmp / "out")
+    )
+    solver = load_config(config)
+    decay = solver.SOLVER.WEIGHT_DECAY
+    group_of = {
+        id(p): g["weight_decay"]
+        for g in build_optimizer(solver, model).param_groups
+        for p in g["params"]
+    }
+    nn = torch.nn
+    norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+    seen = {"norm": 0, "bias": 0, "weight": 0}
+    for module in model.modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if isinstance(module, norm_types):
+                kind = "norm"
+            else:
+                kind = "bias" if param_name == "bias" else "weight"
+            seen[kind] += 1
+            assert group_of[id(param)] == (decay if kind == "weight" else 0.0), (
+                type(module).__name__,
+                param_name,
+            )
+    assert all(seen.values()), seen
+    assert group_of[id(model.roi_heads.box_predictor.bg_embedding)] == decay

@@ -89,6 +89,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     c.add_argument("--crf", action="store_true", help="DenseCRF refinement (needs pydensecrf2)")
     c.add_argument("--crf-iters", type=int, default=10)
     c.add_argument(
+        "--crf-input",
+        choices=("official_wrapped", "rgb"),
+        default="official_wrapped",
+        help="image of the CRF bilateral term: CLIP-ES's mean-subtracted BGR wrapped to uint8, "
+        "or plain RGB",
+    )
+    c.add_argument(
+        "--pos-embed-mode",
+        choices=("bilinear", "bicubic"),
+        default="bilinear",
+        help="positional-embedding interpolation (CLIP-ES: bilinear)",
+    )
+    c.add_argument(
         "--confidence-threshold",
         type=float,
         default=0.95,
@@ -158,6 +171,8 @@ def build_config(args: argparse.Namespace) -> ClipESConfig:
         bg_power=args.bg_power,
         crf=args.crf,
         crf_params=CrfParams(iters=args.crf_iters),
+        crf_input=args.crf_input,
+        pos_embed_mode=args.pos_embed_mode,
         confidence_threshold=args.confidence_threshold,
     )
 

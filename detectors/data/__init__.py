@@ -2,7 +2,13 @@
 reading and the test-time resize, the vocabularies resolved from the catalog, teacher region
 targets, the region-target mapper and the resumable training loader."""
 
-from .build import ResumableTrainingSampler, ResumableTrainLoader, build_batched_test_loader
+from .build import (
+    ResumableTrainingSampler,
+    ResumableTrainLoader,
+    build_batched_test_loader,
+    class_balanced_repeats,
+    resumable_repeats,
+)
 from .datasets import (
     TOY_DATASETS,
     check_image_files,
@@ -22,6 +28,7 @@ from .toy import setup_toy_datasets, toy_world
 from .vocabulary import (
     class_table,
     dataset_vocabulary,
+    extra_test_classes,
     read_classifier,
     resolve_training_classes,
     training_classes,
@@ -31,6 +38,8 @@ __all__ = [
     "ResumableTrainingSampler",
     "ResumableTrainLoader",
     "build_batched_test_loader",
+    "class_balanced_repeats",
+    "resumable_repeats",
     "TOY_DATASETS",
     "check_image_files",
     "datasets_root",
@@ -54,6 +63,7 @@ __all__ = [
     "toy_world",
     "class_table",
     "dataset_vocabulary",
+    "extra_test_classes",
     "read_classifier",
     "resolve_training_classes",
     "training_classes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -18,7 +19,51 @@ from detectron2.data.common import (
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["ResumableTrainingSampler", "ResumableTrainLoader", "build_batched_test_loader"]
+__all__ = [
+    "ResumableTrainingSampler",
+    "ResumableTrainLoader",
+    "build_batched_test_loader",
+    "class_balanced_repeats",
+    "resumable_repeats",
+]
+
+RESUMABLE_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler")
+"""``DATALOADER.SAMPLER_TRAIN`` values the resumable loader (``SOLVER.DETERMINISTIC_STEPS``) has."""
+
+
+def class_balanced_repeats(dataset: Sequence[dict], *, repeat_thresh: float) -> list[int]:
+    """Per image of ``dataset`` (Detectron2 dicts) how often it appears in each epoch:
+    ``ceil(r(I))`` with ``r(I)`` Detectron2's repeat factor (``RepeatFactorTrainingSampler.
+    repeat_factors_from_category_frequency``: ``max(1, sqrt(t / f(c)))`` of the image's rarest
+    category ``c``, ``f(c)`` the share of images containing it).
+
+    mmdet's ``ClassBalancedDataset`` (mmengine ``dataset_wrapper.py``, used by wusize/ovdet@d74a20c
+    ``configs/_base_/datasets/lvis_v1_ovd_kd.py`` with ``oversample_thr=1e-3``) repeats each image
+    ``ceil(r)`` times, deterministically; Detectron2's sampler rounds ``r`` stochastically per
+    epoch (mean ``r``).
+    """
+    from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+    factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+        list(dataset), repeat_thresh
+    )
+    return [int(math.ceil(float(r))) for r in factors.tolist()]
+
+
+def resumable_repeats(cfg, dataset: Sequence[dict]) -> list[int] | None:
+    """The per-image repeats of ``DATALOADER.SAMPLER_TRAIN`` for :class:`ResumableTrainLoader`:
+    None for ``TrainingSampler``, :func:`class_balanced_repeats` (``DATALOADER.REPEAT_THRESHOLD``)
+    for ``RepeatFactorTrainingSampler``; ``ValueError`` naming both keys for any other sampler."""
+    sampler = cfg.DATALOADER.SAMPLER_TRAIN
+    if sampler not in RESUMABLE_SAMPLERS:
+        raise ValueError(
+            f"DATALOADER.SAMPLER_TRAIN {sampler!r} is not supported with "
+            f"SOLVER.DETERMINISTIC_STEPS (the resumable loader has {RESUMABLE_SAMPLERS}); "
+            f"set SOLVER.DETERMINISTIC_STEPS False to use Detectron2's loader"
+        )
+    if sampler == "TrainingSampler":
+        return None
+    return class_balanced_repeats(dataset, repeat_thresh=cfg.DATALOADER.REPEAT_THRESHOLD)
 
 
 def build_batched_test_loader(
@@ -54,7 +99,8 @@ class ResumableTrainingSampler(Sampler):
     Epoch ``e`` is a permutation drawn from a generator seeded with ``seed + e``, so the stream does
     not depend on how often it was restarted. Position ``p`` of the global stream goes to rank
     ``p % world_size``; ``start`` skips the first ``start`` global positions (``start_iter *
-    total_batch_size`` when resuming).
+    total_batch_size`` when resuming). ``repeats`` (one count >= 1 per index, e.g.
+    :func:`class_balanced_repeats`) puts index ``i`` ``repeats[i]`` times in every epoch.
     """
 
     def __init__(
@@ -66,10 +112,21 @@ class ResumableTrainingSampler(Sampler):
         start: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        repeats: Sequence[int] | None = None,
     ) -> None:
         if size <= 0:
             raise ValueError(f"ResumableTrainingSampler needs a non-empty dataset, got size {size}")
-        self._size = int(size)
+        if repeats is not None and (len(repeats) != size or min(repeats) < 1):
+            raise ValueError(
+                f"ResumableTrainingSampler: repeats must hold {size} counts >= 1, got "
+                f"{len(repeats)} (min {min(repeats, default=None)})"
+            )
+        self._indices = (
+            list(range(size))
+            if repeats is None
+            else [i for i, count in enumerate(repeats) for _ in range(int(count))]
+        )
+        self._size = len(self._indices)
         self._seed = int(seed)
         self._shuffle = shuffle
         self._start = int(start)
@@ -78,9 +135,9 @@ class ResumableTrainingSampler(Sampler):
 
     def _epoch(self, epoch: int) -> list[int]:
         if not self._shuffle:
-            return list(range(self._size))
+            return list(self._indices)
         generator = torch.Generator().manual_seed(self._seed + epoch)
-        return torch.randperm(self._size, generator=generator).tolist()
+        return [self._indices[i] for i in torch.randperm(self._size, generator=generator).tolist()]
 
     def _global_stream(self) -> Iterator[int]:
         epoch, offset = divmod(self._start, self._size)
@@ -101,7 +158,9 @@ class ResumableTrainLoader:
     Detectron2's trainers create the iterator before the checkpoint is loaded; the generator body
     below only runs at the first ``next()``, after ``start_iter`` has been set from the checkpoint.
     With ``num_workers=0`` and per-iteration reseeding, the batches of iteration ``i`` (order and
-    augmentation) are the same whether or not the run was interrupted.
+    augmentation) are the same whether or not the run was interrupted. ``repeats``: per image of
+    ``dataset``, its count in every epoch (:class:`ResumableTrainingSampler`; from
+    :func:`resumable_repeats`).
     """
 
     def __init__(
@@ -113,8 +172,10 @@ class ResumableTrainLoader:
         seed: int,
         num_workers: int = 0,
         aspect_ratio_grouping: bool = False,
+        repeats: Sequence[int] | None = None,
     ) -> None:
         self.dataset = dataset
+        self.repeats = None if repeats is None else [int(r) for r in repeats]
         self.mapper = mapper
         self.total_batch_size = int(total_batch_size)
         self.seed = int(seed)
@@ -131,7 +192,10 @@ class ResumableTrainLoader:
             )
         batch_size = self.total_batch_size // world_size
         sampler = ResumableTrainingSampler(
-            len(self.dataset), seed=self.seed, start=self.start_iter * self.total_batch_size
+            len(self.dataset),
+            seed=self.seed,
+            start=self.start_iter * self.total_batch_size,
+            repeats=self.repeats,
         )
         dataset = ToIterableDataset(
             MapDataset(DatasetFromList(list(self.dataset), copy=False), self.mapper), sampler

@@ -4,9 +4,11 @@ and that file.
 
 * :func:`resolve_training_classes`: the training vocabulary (``MODEL.VILD.CLASSES.NAMES / SEEN``)
   the model is built with, from the metadata of ``DATASETS.TRAIN``;
-* :func:`class_table`: names and synonyms of every train / test class (what the classifier file must
-  cover);
-* :func:`dataset_vocabulary`: a test dataset's classes and their classifier rows (evaluation);
+* :func:`class_table`: names and synonyms of every train / test class, plus
+  ``MODEL.VILD.CLASSES.TEST_EXTRA_NAMES`` (what the classifier file must cover);
+* :func:`extra_test_classes`: the extra test-time classes, checked against the test datasets;
+* :func:`dataset_vocabulary`: a test dataset's classes + the extra ones and their classifier rows
+  (evaluation);
 * :func:`read_classifier`: the one reader of the classifier file outside the model (memoized per
   file version, so a run reads it once).
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from detectron2.config import CfgNode
 from torch import Tensor
 
-from distill.vocab import ClassifierFile, normalize_name
+from distill.vocab import ClassifierFile, normalize_name, validate_class_names
 
 from .datasets import get_ov_metadata
 
@@ -29,8 +31,11 @@ __all__ = [
     "class_table",
     "training_classes",
     "resolve_training_classes",
+    "extra_test_classes",
     "dataset_vocabulary",
 ]
+
+_EXTRA_KEY = "MODEL.VILD.CLASSES.TEST_EXTRA_NAMES"
 
 
 @functools.lru_cache(maxsize=8)
@@ -50,7 +55,8 @@ def read_classifier(path: str | os.PathLike) -> ClassifierFile:
 
 
 def class_table(cfg: CfgNode) -> tuple[list[str], list[list[str]]]:
-    """Names and synonym lists of every class of DATASETS.TRAIN and DATASETS.TEST (deduplicated by
+    """Names and synonym lists of every class of DATASETS.TRAIN and DATASETS.TEST, then the names
+    of ``MODEL.VILD.CLASSES.TEST_EXTRA_NAMES`` (each its own only synonym; deduplicated by
     :func:`distill.vocab.normalize_name`, first occurrence kept)."""
     names, synonyms, seen = [], [], set()
     for dataset in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
@@ -60,7 +66,33 @@ def class_table(cfg: CfgNode) -> tuple[list[str], list[list[str]]]:
                 seen.add(normalize_name(name))
                 names.append(name)
                 synonyms.append(list(syns))
+    for name in extra_test_classes(cfg):
+        if normalize_name(name) not in seen:
+            seen.add(normalize_name(name))
+            names.append(name)
+            synonyms.append([name])
     return names, synonyms
+
+
+def extra_test_classes(cfg: CfgNode) -> list[str]:
+    """``MODEL.VILD.CLASSES.TEST_EXTRA_NAMES``: class names scored at test time besides each test
+    dataset's classes, whose detections the evaluator drops (BARON's OV-COCO test scores the 80
+    COCO classes, wusize/ovdet@d74a20c ``coco_clip_hand_craft_attn12.npy``; the metrics cover
+    OV-COCO's 65). ``ValueError`` naming the key for duplicates, empty names, or a name that is
+    already a class of a DATASETS.TEST set."""
+    extra = list(cfg.MODEL.VILD.CLASSES.TEST_EXTRA_NAMES)
+    if not extra:
+        return []
+    validate_class_names(extra, field=_EXTRA_KEY)
+    for dataset in cfg.DATASETS.TEST:
+        classes = {normalize_name(n) for n in get_ov_metadata(dataset).thing_classes}
+        clash = [n for n in extra if normalize_name(n) in classes]
+        if clash:
+            raise ValueError(
+                f"{_EXTRA_KEY}: {clash} are classes of test dataset {dataset!r} already; "
+                f"list only classes outside the test datasets"
+            )
+    return extra
 
 
 def training_classes(cfg: CfgNode) -> tuple[list[str], list[bool]]:
@@ -107,7 +139,22 @@ def resolve_training_classes(cfg: CfgNode) -> CfgNode:
 
 
 def dataset_vocabulary(cfg: CfgNode, dataset_name: str) -> tuple[Tensor, list[str]]:
-    """``(text embeddings [C, D], names)`` of a registered dataset's classes, rows of
-    ``MODEL.VILD.TEXT_EMBEDDINGS``."""
+    """``(text embeddings [C + E, D], names)`` of a registered dataset's ``C`` classes followed by
+    the ``E`` names of ``MODEL.VILD.CLASSES.TEST_EXTRA_NAMES`` (:func:`extra_test_classes`), rows
+    of ``MODEL.VILD.TEXT_EMBEDDINGS``. Class index ``i < C`` is the dataset's contiguous id ``i``.
+
+    Raises ``KeyError`` naming the classifier file, the key and the missing extra names.
+    """
+    path = cfg.MODEL.VILD.TEXT_EMBEDDINGS
+    classifier = read_classifier(path)
     names = list(get_ov_metadata(dataset_name).thing_classes)
-    return read_classifier(cfg.MODEL.VILD.TEXT_EMBEDDINGS).select(names), names
+    extra = extra_test_classes(cfg)
+    known = {normalize_name(n) for n in classifier.names}
+    missing = [n for n in extra if normalize_name(n) not in known]
+    if missing:
+        raise KeyError(
+            f"text classifier {path} (MODEL.VILD.TEXT_EMBEDDINGS) lacks the {_EXTRA_KEY} names "
+            f"{missing}; recompute it (the preparation step encodes the extra names too)"
+        )
+    names += extra
+    return classifier.select(names), names

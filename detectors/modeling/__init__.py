@@ -8,11 +8,13 @@ from .baron_sampler import Bags, NeighborhoodSampler
 from .box_head import ViLDConvFCHead
 from .meta_arch import BaronRCNN, ViLDRCNN
 from .roi_heads import DistillTargets, ViLDROIHeads, training_vocabulary
+from .rpn_head import DetachedObjectnessRPNHead
 from .vild_predictor import ViLDOutputLayers, cosine_logits, ensemble_scores
 
 __all__ = [
     "build_basic_resnet_fpn_backbone",
     "ViLDConvFCHead",
+    "DetachedObjectnessRPNHead",
     "ViLDRCNN",
     "DistillTargets",
     "ViLDROIHeads",

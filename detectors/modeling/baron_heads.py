@@ -19,7 +19,7 @@ from distill.targets import OnlineTeacher
 
 from ..host import forward_mask
 from .baron_predictor import BaronOutputLayers, BoxPositionEmbedding, load_baron_text_encoder
-from .baron_sampler import Bags, NeighborhoodSampler
+from .baron_sampler import Bags, NeighborhoodSampler, single_region_ids
 from .roi_heads import ViLDROIHeads
 
 if TYPE_CHECKING:
@@ -70,7 +70,8 @@ class BaronROIHeads(ViLDROIHeads):
     (``region_embeddings(mode="crop", scales=(1,))``). ``loss_bag``: :class:`QueuedInfoNCELoss`
     (permutations of one bag are not each other's negatives; queue rows of the same image are masked).
     ``loss_single``: the mean output token of each region's words vs the teacher's dense tokens
-    RoI-aligned on the region (``distill.ops.roi_embed``), same loss. Inference is ViLD's.
+    RoI-aligned on the region (``distill.ops.roi_embed``), same loss; the copies of one region
+    (:func:`~.baron_sampler.single_region_ids`) are not each other's negatives. Inference is ViLD's.
 
     The teacher is not a submodule (not saved, not trained, not copied): attach it, or a lazy
     :class:`distill.teachers.TeacherHandle`, with :meth:`set_teacher`.
@@ -109,6 +110,7 @@ class BaronROIHeads(ViLDROIHeads):
             topk=sampling.TOPK,
             objectness_thresh=sampling.OBJECTNESS_THRESH,
             aspect_thresh=sampling.ASPECT_THRESH,
+            area_ratio_thresh=sampling.AREA_RATIO_THRESH,
             nms_thresh=sampling.NMS_THRESH,
             alpha=sampling.ALPHA,
             base_probability=sampling.BASE_PROBABILITY,
@@ -124,14 +126,14 @@ class BaronROIHeads(ViLDROIHeads):
             word_dim=predictor.word_dim,
         )
         ret["bag_loss"] = QueuedInfoNCELoss(
-            predictor.embed_dim,
+            predictor.text_encoder.output_dim("projected"),  # the bag losses stay projected
             temperature=baron.BAG.TEMPERATURE,
             weight=baron.BAG.WEIGHT,
             queue_size=baron.QUEUE_SIZE,
         )
         if baron.SINGLE.WEIGHT > 0:
             ret["single_loss"] = QueuedInfoNCELoss(
-                predictor.embed_dim,
+                predictor.text_encoder.output_dim("projected"),
                 temperature=baron.SINGLE.TEMPERATURE,
                 weight=baron.SINGLE.WEIGHT,
                 queue_size=baron.QUEUE_SIZE,
@@ -201,10 +203,11 @@ class BaronROIHeads(ViLDROIHeads):
         return teacher
 
     def _check_embed_dim(self, teacher: OnlineTeacher) -> None:
-        if int(teacher.embed_dim) != self.box_predictor.embed_dim:
+        student_dim = self.box_predictor.text_encoder.output_dim("projected")
+        if int(teacher.embed_dim) != student_dim:
             raise ValueError(
-                f"BARON teacher embeds in {teacher.embed_dim} dims, the student in "
-                f"{self.box_predictor.embed_dim}"
+                f"BARON teacher embeds in {teacher.embed_dim} dims, the student's text encoder in "
+                f"{student_dim}"
             )
 
     # ------------------------------------------------------------------ forward
@@ -305,7 +308,14 @@ class BaronROIHeads(ViLDROIHeads):
             region_words = self._region_word_features(tokens, positions, seq_of_region, slot)
             targets = self._teacher_region_tokens(raw_images, bags).to(device)
             region_image = torch.repeat_interleave(ids, torch.tensor(counts, device=device))
-            losses["loss_single"] = self.single_loss(region_words, targets, image_ids=region_image)
+            # copies of one (image, centre, cell) region are not each other's negatives (ovdet's
+            # box_ids); without this every row's loss has a floor of log(#copies)
+            losses["loss_single"] = self.single_loss(
+                region_words,
+                targets,
+                image_ids=region_image,
+                group_ids=single_region_ids(bags).to(device),
+            )
         return losses
 
     def _region_word_features(

@@ -9,12 +9,14 @@ import math
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
+from detectron2.structures import Instances
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from distill.text_encoder import PseudoTextEncoder, load_text_encoder
 from distill.vocab import check_teacher_fingerprint
 
-from .vild_predictor import ViLDOutputLayers
+from .vild_predictor import ViLDOutputLayers, ensemble_scores
 
 __all__ = ["BaronOutputLayers", "BoxPositionEmbedding", "load_baron_text_encoder"]
 
@@ -79,7 +81,7 @@ class BaronOutputLayers(ViLDOutputLayers):
     training each word is dropped with probability ``word_dropout`` (at least one kept per region);
     the frozen ``text_encoder`` turns them into normalized embeddings ``[R, D]``. Classification,
     vocabulary swapping (:meth:`set_vocabulary`), box regression and inference are ViLD's, so export
-    and evaluation treat BARON like ViLD.
+    and evaluation treat BARON like ViLD, except the ensemble's scores (:meth:`predict_probs`).
     """
 
     @configurable
@@ -90,8 +92,16 @@ class BaronOutputLayers(ViLDOutputLayers):
         text_encoder: PseudoTextEncoder,
         num_words: int,
         word_dropout: float = 0.5,
+        text_space: str = "projected",
+        ensemble_background: bool = True,
         **kwargs,
     ) -> None:
+        """``ensemble_background``: BARON-ensemble scoring (see :meth:`predict_probs`); False gives
+        ViLD-ensemble's rule (distillation softmax without background).
+
+        ``text_space``: output space of ``text_encoder`` for classification (``"attn12"``:
+        ovdet's OV-COCO ``use_attn12_output``, see ``distill.text_encoder``); the bag losses stay
+        projected."""
         if not 1 <= num_words <= text_encoder.max_words:
             raise ValueError(
                 f"MODEL.BARON.NUM_WORDS must be in [1, {text_encoder.max_words}] for this text "
@@ -100,14 +110,17 @@ class BaronOutputLayers(ViLDOutputLayers):
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"MODEL.BARON.WORD_DROPOUT must be in [0, 1), got {word_dropout}")
         super().__init__(input_shape, projection_dim=num_words * text_encoder.width, **kwargs)
-        if text_encoder.config.embed_dim != self.embed_dim:
+        if text_encoder.output_dim(text_space) != self.embed_dim:
             raise ValueError(
-                f"text encoder output size {text_encoder.config.embed_dim} != text embeddings size "
-                f"{self.embed_dim} (MODEL.BARON.TEXT_ENCODER vs MODEL.VILD.TEXT_EMBEDDINGS)"
+                f"text encoder output size {text_encoder.output_dim(text_space)} ({text_space}) != "
+                f"text embeddings size {self.embed_dim} (MODEL.BARON.TEXT_ENCODER / TEXT_SPACE vs "
+                f"MODEL.VILD.TEXT_EMBEDDINGS)"
             )
+        self.text_space = text_space
         self.num_words, self.word_dim = int(num_words), text_encoder.width
         self.text_encoder = text_encoder
         self.word_dropout = float(word_dropout)
+        self.ensemble_background = bool(ensemble_background)
 
     @classmethod
     def from_config(
@@ -128,8 +141,10 @@ class BaronOutputLayers(ViLDOutputLayers):
             text_encoder=text_encoder,
             num_words=baron.NUM_WORDS,
             word_dropout=baron.WORD_DROPOUT,
+            text_space=baron.TEXT_SPACE,
             background_weight=baron.BG_WEIGHT,
             test_temperature=baron.TEST_TEMPERATURE or None,
+            ensemble_background=baron.ENSEMBLE_BACKGROUND,
         )
         return ret
 
@@ -148,7 +163,50 @@ class BaronOutputLayers(ViLDOutputLayers):
 
     def encode_words(self, words: Tensor) -> Tensor:
         """Normalized embeddings ``[R, D]`` of per-region words ``[R, W, width]`` (word dropout in training)."""
-        return self.text_encoder(words, valid=self.word_mask(words.shape[0], words.device))
+        return self.text_encoder(
+            words, valid=self.word_mask(words.shape[0], words.device), space=self.text_space
+        )
 
     def embed(self, x: Tensor) -> Tensor:
         return self.encode_words(self.words(x))
+
+    def predict_probs(
+        self,
+        predictions: tuple[Tensor, Tensor],
+        proposals: list[Instances],
+        *,
+        image_embeddings: Tensor | None = None,
+        classifier: Tensor | None = None,
+        seen: Tensor | None = None,
+    ) -> tuple[Tensor, ...]:
+        """Per image ``[R_i, C + 1]`` class probabilities (background last).
+
+        With ``image_embeddings [R, D]`` (the ensemble's distillation branch) and
+        ``ensemble_background``, BARON's rule (wusize/ovdet@d74a20c ``ovdet/models/roi_heads/
+        baron_bbox_heads/ensemble_bbox_head.py``): both branches' softmax include the background
+        (the distillation branch scores with the learned background embedding and the test
+        temperature too), and :func:`ensemble_scores` weights every column, the background one as a
+        seen class: ``p_text^w * p_img^(1 - w)``. Scores are not renormalized; the detections use
+        the ``C`` class columns only. Otherwise ViLD's rule (:class:`ViLDOutputLayers`).
+        """
+        if image_embeddings is None or not self.ensemble_background:
+            return super().predict_probs(
+                predictions,
+                proposals,
+                image_embeddings=image_embeddings,
+                classifier=classifier,
+                seen=seen,
+            )
+        if seen is None and classifier is not None:
+            raise ValueError(
+                "BARON-ensemble scoring with a given classifier needs seen [K] "
+                "(bool, class trained on)"
+            )
+        seen = self.seen if seen is None else seen.bool()
+        text = F.softmax(predictions[0], dim=-1)
+        image = F.softmax(self.class_logits(image_embeddings, classifier=classifier), dim=-1)
+        with_background = torch.cat([seen, seen.new_ones(1)])
+        probs = ensemble_scores(text, image, with_background, weight=self.ensemble_weight)
+        if len(proposals) == 1:  # no split: traced graphs keep the number of proposals dynamic
+            return (probs,)
+        return probs.split([len(p) for p in proposals])

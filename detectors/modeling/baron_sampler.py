@@ -4,9 +4,11 @@ For one image (:meth:`NeighborhoodSampler.sample`):
 
 1. candidates: the ``topk`` proposals by objectness (scores ``sigmoid(logit)``), plus the ground-truth
    boxes with score 1 (``use_gt``);
-2. filters: aspect ratio ``w / h`` strictly inside ``(aspect_thresh, 1 / aspect_thresh)`` and score
-   ``> objectness_thresh``; if nothing passes, the highest-scoring candidate alone is kept; otherwise
-   NMS at ``nms_thresh``;
+2. filters: aspect ratio ``w / h`` strictly inside ``(aspect_thresh, 1 / aspect_thresh)``, the share
+   of the image area the box covers (intersection with the image box / image area, mmdet's ``iof``
+   of the image box against the proposal) ``> area_ratio_thresh`` and score ``> objectness_thresh``;
+   if nothing passes, the highest-scoring candidate alone is kept; otherwise NMS at ``nms_thresh``
+   (wusize/ovdet@d74a20c ``ovdet/methods/baron/baron_base.py``, ``preprocess_proposals``);
 3. for each kept box, a 3x3 grid of box-sized cells centred on it (cells numbered row-major 0..8, the
    box is cell 4), neighbours shifted by ``interval`` box sizes (BARON: -0.1, overlapping). The
    probability to extend left / right is ``min(p0, (h / w) ** alpha * p0)``, up / down
@@ -31,7 +33,15 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
-__all__ = ["Bags", "NeighborhoodSampler", "cell_probabilities", "grid_boxes", "normalize_in_bag"]
+__all__ = [
+    "Bags",
+    "NeighborhoodSampler",
+    "cell_probabilities",
+    "grid_boxes",
+    "image_area_share",
+    "normalize_in_bag",
+    "single_region_ids",
+]
 
 _LEFT, _RIGHT, _UP, _DOWN = (0, 3, 6), (2, 5, 8), (0, 1, 2), (6, 7, 8)
 
@@ -44,6 +54,7 @@ class Bags:
         boxes: ``[R, 4]`` xyxy region boxes (image coordinates), sequence after sequence.
         normed_boxes: ``[R, 4]`` the same boxes relative to their bag's enclosing box (0..1).
         cells: ``[R]`` grid cell (0..8) of each region.
+        centres: ``[R]`` index of the centre box (bag-centre proposal) each region was drawn around.
         seq_lengths: ``[S]`` regions per sequence (``sum == R``).
         seq_bag: ``[S]`` index of each sequence's bag (into ``bag_boxes``); permutations share it.
         bag_boxes: ``[G, 4]`` enclosing box of every bag (group).
@@ -52,6 +63,7 @@ class Bags:
     boxes: Tensor
     normed_boxes: Tensor
     cells: Tensor
+    centres: Tensor
     seq_lengths: Tensor
     seq_bag: Tensor
     bag_boxes: Tensor
@@ -59,6 +71,44 @@ class Bags:
     @property
     def num_regions(self) -> int:
         return int(self.boxes.shape[0])
+
+    @property
+    def num_centres(self) -> int:
+        """Centre boxes the bags were drawn around (an upper bound: ``centres.max() + 1``)."""
+        return int(self.centres.max()) + 1 if self.centres.numel() else 0
+
+
+def single_region_ids(bags: list[Bags]) -> Tensor:
+    """``[sum R]`` one id per distinct (image, centre box, grid cell) region of a batch of images.
+
+    A region is repeated in a batch: each cell once per permutation of every group containing it,
+    the centre cell in every group. BARON's single-region loss must not use the copies of a region
+    as each other's negatives; it masks pairs with equal ids (``box_ids`` in wusize/ovdet@d74a20c
+    ``ovdet/methods/baron/baron_kd.py``, ``get_losses``).
+    """
+    ids, offset = [], 0
+    for bag in bags:
+        ids.append((bag.centres + offset) * 9 + bag.cells)
+        offset += bag.num_centres
+    if not ids:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([i.to(ids[0].device) for i in ids])
+
+
+def image_area_share(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """``[K]`` area of each box ``[K, 4]`` inside the image / the image area.
+
+    mmdet's ``bbox_overlaps(image_box, boxes, mode="iof")`` divides by the area of its first
+    argument, the image box ``[0, 0, w - 1, h - 1]`` (wusize/ovdet@d74a20c ``baron_kd.py``,
+    ``_sample_on_topk``), so this is the box's share of the image, not of the box.
+    """
+    height, width = float(image_size[0]), float(image_size[1])
+    x1 = boxes[:, 0].clamp(min=0.0)
+    y1 = boxes[:, 1].clamp(min=0.0)
+    x2 = boxes[:, 2].clamp(max=width - 1.0)
+    y2 = boxes[:, 3].clamp(max=height - 1.0)
+    inside = (x2 - x1).clamp(min=0.0) * (y2 - y1).clamp(min=0.0)
+    return inside / max((width - 1.0) * (height - 1.0), 1e-12)
 
 
 def cell_probabilities(
@@ -122,6 +172,7 @@ class NeighborhoodSampler:
         topk: int = 300,
         objectness_thresh: float = 0.85,
         aspect_thresh: float = 0.25,
+        area_ratio_thresh: float = 0.01,
         nms_thresh: float = 0.1,
         alpha: float = 3.0,
         base_probability: float = 0.3,
@@ -134,6 +185,8 @@ class NeighborhoodSampler:
     ) -> None:
         if not 0.0 < aspect_thresh < 1.0:
             raise ValueError(f"aspect_thresh must be in (0, 1), got {aspect_thresh}")
+        if not 0.0 <= area_ratio_thresh < 1.0:
+            raise ValueError(f"area_ratio_thresh must be in [0, 1), got {area_ratio_thresh}")
         if topk < 1 or max_groups < 1 or max_permutations < 1:
             raise ValueError(
                 f"topk, max_groups and max_permutations must be >= 1, got {topk}, {max_groups}, "
@@ -144,6 +197,7 @@ class NeighborhoodSampler:
         self.topk = int(topk)
         self.objectness_thresh = float(objectness_thresh)
         self.aspect_thresh = float(aspect_thresh)
+        self.area_ratio_thresh = float(area_ratio_thresh)
         self.nms_thresh = float(nms_thresh)
         self.alpha = float(alpha)
         self.base_probability = float(base_probability)
@@ -156,9 +210,17 @@ class NeighborhoodSampler:
 
     # ------------------------------------------------------------------ step 1-2
     def select(
-        self, boxes: Tensor, objectness_logits: Tensor, gt_boxes: Tensor | None = None
-    ) -> Tensor:
-        """``[M, 4]`` centre boxes: top-k proposals (+ GT), filtered by aspect / objectness, NMS."""
+        self,
+        boxes: Tensor,
+        objectness_logits: Tensor,
+        gt_boxes: Tensor | None = None,
+        *,
+        image_size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor]:
+        """``([M, 4] centre boxes, [M] scores)``: top-k proposals (+ GT, score 1), filtered by
+        aspect ratio, image-area share and objectness, then NMS.
+
+        ``image_size``: ``(height, width)`` of the image."""
         if boxes.dim() != 2 or boxes.shape[1] != 4 or objectness_logits.shape != (boxes.shape[0],):
             raise ValueError(
                 f"proposal boxes must be [K, 4] with objectness_logits [K], got "
@@ -175,18 +237,21 @@ class NeighborhoodSampler:
         size = boxes[:, 2:] - boxes[:, :2]
         keep = (size > 0).all(dim=1)
         if not keep.any():
-            return boxes.new_zeros(0, 4)
+            return boxes.new_zeros(0, 4), scores.new_zeros(0)
         boxes, scores, size = boxes[keep], scores[keep], size[keep]
         ratio = size[:, 0] / size[:, 1]
         valid = (
             (ratio > self.aspect_thresh)
             & (ratio < 1.0 / self.aspect_thresh)
+            & (image_area_share(boxes, image_size) > self.area_ratio_thresh)
             & (scores > self.objectness_thresh)
         )
         if not valid.any():
-            return boxes[scores.argmax()][None]
+            best = scores.argmax()
+            return boxes[best][None], scores[best][None]
         boxes, scores = boxes[valid], scores[valid]
-        return boxes[nms(boxes, scores, self.nms_thresh)]
+        kept = nms(boxes, scores, self.nms_thresh)
+        return boxes[kept], scores[kept]
 
     # ------------------------------------------------------------------ step 3-5
     def _groups(self, probs: Tensor) -> list[list[int]]:
@@ -221,12 +286,19 @@ class NeighborhoodSampler:
     ) -> Bags:
         """Bags of one ``image_size = (height, width)`` image from its proposals (and GT boxes)."""
         height, width = int(image_size[0]), int(image_size[1])
-        centres = self.select(boxes, objectness_logits, gt_boxes)
+        centres, _ = self.select(boxes, objectness_logits, gt_boxes, image_size=(height, width))
+        return self.sample_around(centres, (height, width))
+
+    def sample_around(self, centres: Tensor, image_size: tuple[int, int]) -> Bags:
+        """Bags of one ``image_size = (height, width)`` image around the centre boxes ``[M, 4]``
+        (steps 3-5)."""
+        height, width = int(image_size[0]), int(image_size[1])
         limits = torch.tensor(
             [width, height, width, height], dtype=torch.float32, device=centres.device
         )
         regions, normed, cells, lengths, seq_bag, bag_boxes = [], [], [], [], [], []
-        for box in centres:
+        centre_of_region: list[int] = []
+        for index, box in enumerate(centres):
             probs = cell_probabilities(
                 box.cpu(),
                 (height, width),
@@ -246,6 +318,7 @@ class NeighborhoodSampler:
                     regions.append(group_boxes[perm])
                     normed.append(in_bag[perm])
                     cells.append(torch.tensor(group, dtype=torch.long)[perm])
+                    centre_of_region.extend([index] * len(group))
                     lengths.append(len(group))
                     seq_bag.append(len(bag_boxes))
                 bag_boxes.append(bag)
@@ -253,11 +326,12 @@ class NeighborhoodSampler:
         if not regions:
             empty = centres.new_zeros(0, 4)
             none = torch.zeros(0, dtype=torch.long, device=device)
-            return Bags(empty, empty, none, none, none, empty)
+            return Bags(empty, empty, none, none, none, none, empty)
         return Bags(
             torch.cat(regions),
             torch.cat(normed),
             torch.cat(cells).to(device),
+            torch.tensor(centre_of_region, dtype=torch.long, device=device),
             torch.tensor(lengths, device=device),
             torch.tensor(seq_bag, device=device),
             torch.stack(bag_boxes),

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from distill.losses import l1_region_distill
 from distill.vocab import ClassifierFile
 
+from ..config import classifier_text_space
 from ..host import forward_mask, require_pinned_detectron2
 from .poolers import OVROIPooler
 from .vild_predictor import ViLDOutputLayers
@@ -64,6 +65,8 @@ def training_vocabulary(cfg) -> tuple[list[str], Tensor, Tensor, str]:
         )
     names = list(classes.NAMES)
     table = ClassifierFile.load(cfg.MODEL.VILD.TEXT_EMBEDDINGS)
+    space = classifier_text_space(cfg)
+    table.check_text_space(space, source=f"this model (text space {space}: MODEL.BARON.TEXT_SPACE)")
     seen = torch.tensor([bool(s) for s in classes.SEEN], dtype=torch.bool)
     return names, table.select(names), seen, table.teacher_fingerprint
 

@@ -17,7 +17,12 @@ from torch.nn import functional as F
 
 from distill.vocab import cosine_logits, normalize_name, validate_class_names
 
+from .box_head import build_box_regressor
+
 __all__ = ["ViLDOutputLayers", "ensemble_scores", "cosine_logits"]
+
+BOX_LOSS_NORMALIZERS = ("sampled", "foreground_x4")
+UNSEEN_TRAIN_LOGITS = ("remove", "zero")
 
 
 def ensemble_scores(
@@ -48,8 +53,10 @@ class ViLDOutputLayers(nn.Module):
     :meth:`embed`. The vocabulary (``C`` frozen, normalized text embeddings and their names) is a
     non-persistent buffer: checkpoints hold no classifier, and :meth:`set_vocabulary` swaps it at any
     time. In training, logits of classes outside the training vocabulary (``seen`` False: novel /
-    LVIS-rare classes) are masked to ``-inf``, so they never enter the softmax. The learnable
-    background embedding starts as N(0, 0.01) and is normalized at use.
+    LVIS-rare classes) are handled by ``unseen_train_logits``: ``"remove"`` masks them to ``-inf``
+    (they never enter the softmax); ``"zero"`` multiplies them by 0, as ViLD's LVIS code does
+    (they stay in the softmax with logit 0). The learnable background embedding starts as
+    N(0, 0.01) and is normalized at use.
     """
 
     @configurable
@@ -71,10 +78,25 @@ class ViLDOutputLayers(nn.Module):
         background_weight: float = 1.0,
         test_temperature: float | None = None,
         projection_dim: int | None = None,
+        box_loss_normalizer: str = "sampled",
+        unseen_train_logits: str = "remove",
+        reg_hidden_dims: Sequence[int] = (),
     ) -> None:
         """``projection_dim``: output size of :attr:`projection` (default: the embedding size
-        ``D``; subclasses whose :meth:`embed` maps projected features further set it)."""
+        ``D``; subclasses whose :meth:`embed` maps projected features further set it).
+        ``box_loss_normalizer``: see :meth:`box_reg_loss`; ``unseen_train_logits``: see the class
+        docstring."""
         super().__init__()
+        if box_loss_normalizer not in BOX_LOSS_NORMALIZERS:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_NORMALIZER must be one of "
+                f"{BOX_LOSS_NORMALIZERS}, got {box_loss_normalizer!r}"
+            )
+        if unseen_train_logits not in UNSEEN_TRAIN_LOGITS:
+            raise ValueError(
+                f"MODEL.VILD.UNSEEN_TRAIN_LOGITS must be one of {UNSEEN_TRAIN_LOGITS}, "
+                f"got {unseen_train_logits!r}"
+            )
         in_features = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         embed_dim = int(class_embeddings.shape[1])
         if temperature <= 0:
@@ -84,9 +106,10 @@ class ViLDOutputLayers(nn.Module):
         self.embed_dim = embed_dim
         self.projection = nn.Linear(in_features, projection_dim or embed_dim)
         self.bg_embedding = nn.Parameter(torch.randn(embed_dim) * 0.01)
-        self.bbox_pred = nn.Linear(in_features, len(box2box_transform.weights))
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)
-        nn.init.zeros_(self.bbox_pred.bias)
+        # reg_hidden_dims (ROI_BOX_HEAD.REG_HIDDEN_DIMS): () = one Linear, [1024] = BARON's MLP
+        self.bbox_pred = build_box_regressor(
+            in_features, len(box2box_transform.weights), hidden_dims=reg_hidden_dims
+        )
         self.box2box_transform = box2box_transform
         self.temperature = float(temperature)
         self.test_score_thresh = test_score_thresh
@@ -94,6 +117,8 @@ class ViLDOutputLayers(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.smooth_l1_beta = smooth_l1_beta
         self.box_reg_loss_weight = box_reg_loss_weight
+        self.box_loss_normalizer = box_loss_normalizer
+        self.unseen_train_logits = unseen_train_logits
         self.ensemble_weight = float(ensemble_weight)
         self.background_weight = float(background_weight)
         self.test_temperature = float(test_temperature) if test_temperature else self.temperature
@@ -128,6 +153,9 @@ class ViLDOutputLayers(nn.Module):
             "smooth_l1_beta": cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA,
             "box_reg_loss_weight": cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT,
             "ensemble_weight": cfg.MODEL.VILD.ENSEMBLE_WEIGHT,
+            "box_loss_normalizer": cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_NORMALIZER,
+            "unseen_train_logits": cfg.MODEL.VILD.UNSEEN_TRAIN_LOGITS,
+            "reg_hidden_dims": list(cfg.MODEL.ROI_BOX_HEAD.REG_HIDDEN_DIMS),
         }
 
     # ------------------------------------------------------------------ vocabulary
@@ -181,7 +209,8 @@ class ViLDOutputLayers(nn.Module):
         """``[R, C (+1)]`` cosine logits / temperature of region ``embeddings [R, D]``.
 
         ``classifier [C, D]`` (L2-normalized) replaces the vocabulary for this call (inference);
-        with the vocabulary's own classifier, unseen classes are masked to -inf in training.
+        with the vocabulary's own classifier, unseen classes are removed (-inf) or zeroed in
+        training (``unseen_train_logits``).
         """
         temperature = self.temperature if self.training else self.test_temperature
         own_vocabulary = classifier is None
@@ -193,8 +222,15 @@ class ViLDOutputLayers(nn.Module):
             background=F.normalize(self.bg_embedding, dim=0) if background else None,
         )
         if self.training and own_vocabulary and not bool(self.seen.all()):
-            mask = torch.cat([~self.seen, self.seen.new_zeros(logits.shape[1] - self.num_classes)])
-            logits = logits.masked_fill(mask, float("-inf"))
+            unseen = torch.cat(
+                [~self.seen, self.seen.new_zeros(logits.shape[1] - self.num_classes)]
+            )
+            if self.unseen_train_logits == "zero":
+                # tensorflow/tpu@7dc921f projects/vild/modeling/vild_losses.py: the logits
+                # (background included, its mask entry 1) are multiplied by the 0/1 rare mask.
+                logits = logits * (~unseen).to(logits.dtype)
+            else:
+                logits = logits.masked_fill(unseen, float("-inf"))
         return logits
 
     def forward(self, x: Tensor, *, classifier: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -211,8 +247,7 @@ class ViLDOutputLayers(nn.Module):
 
         Background RoIs weigh ``background_weight`` in the CE (1.0: plain mean; BARON FPN: 0.7).
 
-        The box loss is summed over foreground RoIs and divided by the number of sampled RoIs
-        (Detectron2's normalization).
+        The box loss is :meth:`box_reg_loss` of the foreground RoIs.
         """
         logits, deltas = predictions
         gt_classes = (
@@ -246,9 +281,26 @@ class ViLDOutputLayers(nn.Module):
             proposal_boxes = gt_boxes = deltas.new_zeros(0, 4)
         fg_index = fg.nonzero().squeeze(1)
         target = self.box2box_transform.get_deltas(proposal_boxes[fg_index], gt_boxes[fg_index])
-        loss_box = smooth_l1_loss(deltas[fg_index], target, self.smooth_l1_beta, reduction="sum")
-        loss_box = loss_box / max(gt_classes.numel(), 1)
+        loss_box = self.box_reg_loss(deltas[fg_index], target, num_sampled=gt_classes.numel())
         return {"loss_cls": loss_cls, "loss_box_reg": loss_box * self.box_reg_loss_weight}
+
+    def box_reg_loss(
+        self, pred_deltas: Tensor, target_deltas: Tensor, *, num_sampled: int
+    ) -> Tensor:
+        """Smooth-L1 (beta ``smooth_l1_beta``) of foreground ``pred_deltas [F, 4]`` against
+        ``target_deltas [F, 4]``, summed and divided according to ``box_loss_normalizer``:
+
+        * ``"sampled"``: by ``num_sampled``, the number of sampled RoIs, foreground and background
+          (Detectron2's and mmdet's normalization);
+        * ``"foreground_x4"``: by ``4 F``, the number of foreground box coordinates (ViLD:
+          tensorflow/tpu@7dc921f models/official/detection/modeling/losses.py, FastrcnnBoxLoss is
+          a Huber loss, delta 1, with weights on the 4 coordinates of foreground RoIs and
+          ``Reduction.SUM_BY_NONZERO_WEIGHTS``; 0 without foreground).
+        """
+        loss = smooth_l1_loss(pred_deltas, target_deltas, self.smooth_l1_beta, reduction="sum")
+        if self.box_loss_normalizer == "foreground_x4":
+            return loss / max(target_deltas.numel(), 1)
+        return loss / max(num_sampled, 1)
 
     # ------------------------------------------------------------------ inference
     def predict_boxes(

@@ -11,6 +11,7 @@ from detectron2.config import CfgNode
 from torch import Tensor
 
 from distill.teachers import TextTooLongError, read_cached_text_classifier
+from distill.teachers.text import text_classifier_in_space
 from distill.vocab import check_teacher_fingerprint, normalize_name
 
 from ..data.vocabulary import read_classifier
@@ -91,7 +92,9 @@ class VocabularyEncoder:
         """``[K, D]`` embeddings of ``names`` (none in the training classifier): cached, else
         encoded by the teacher (and cached)."""
         embeddings = (
-            read_cached_text_classifier(self.fingerprint, names, templates=self.templates)
+            read_cached_text_classifier(
+                self.fingerprint, names, templates=self.templates, space=self.table.text_space
+            )
             if self.cache
             else None
         )
@@ -99,7 +102,13 @@ class VocabularyEncoder:
             teacher = self.teacher()
             try:
                 embeddings = (
-                    teacher.text_classifier(names, templates=self.templates, cache=self.cache)
+                    text_classifier_in_space(  # the training classifier's space (BARON: attn12)
+                        teacher,
+                        names,
+                        templates=self.templates,
+                        space=self.table.text_space,
+                        cache=self.cache,
+                    )
                     .float()
                     .cpu()
                 )

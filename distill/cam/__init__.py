@@ -17,7 +17,7 @@ from distill.cam.affinity import (
     sinkhorn_normalize,
 )
 from distill.cam.clip_es import ClipES, ClipESConfig, ImageCams, PseudoLabel
-from distill.cam.crf import CrfParams, CrfUnavailableError, crf_available, dense_crf
+from distill.cam.crf import CrfParams, CrfUnavailableError, crf_available, crf_image, dense_crf
 from distill.cam.gradcam import (
     GradCamOutput,
     cam_input_size,
@@ -60,6 +60,7 @@ __all__ = [
     "CrfParams",
     "CrfUnavailableError",
     "crf_available",
+    "crf_image",
     "dense_crf",
     "GradCamOutput",
     "cam_input_size",

@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.cam.affinity import class_aware_affinity, refine_cams
-from distill.cam.crf import CrfParams, CrfUnavailableError, crf_available, dense_crf
+from distill.cam.crf import (
+    CRF_INPUTS,
+    CrfParams,
+    CrfUnavailableError,
+    crf_available,
+    crf_image,
+    dense_crf,
+)
 from distill.cam.gradcam import cam_input_size, softmax_gradcam
 from distill.cam.labels import VOC_BACKGROUND_PROMPTS
 from distill.cam.pseudo import (
@@ -45,10 +52,14 @@ class ClipESConfig:
     scale: input resize factor before rounding each side up to a multiple of the stride.
     refine: class-aware attention refinement (CAA; ViT only).
     attention_layers: attention maps of the last ``n`` blocks are averaged (8).
+    pos_embed_mode: interpolation of the positional embedding to the input grid: "bilinear"
+        (CLIP-ES ``clip/model.py``) or "bicubic" (ovdistill before the recipe audit).
     sinkhorn_iters / affinity_power: Sinkhorn passes after the first (2) and the affinity power (2).
     box_threshold: CAM threshold (relative to its max) for the CAA box mask (0.4).
     bg_power: background score ``(1 - max cam) ** bg_power`` (1).
     crf / crf_params: DenseCRF refinement of the scores (needs ``pydensecrf2``).
+    crf_input: image of the CRF's bilateral term (:func:`distill.cam.crf.crf_image`):
+        ``"official_wrapped"`` (CLIP-ES: mean-subtracted BGR wrapped to uint8) or ``"rgb"``.
     confidence_threshold: pixels below it are 255 in training masks (CLIP-ES: 0.95 with CRF).
     logit_scale: cosine multiplier in the softmax (default: the teacher's ``exp(logit_scale)``).
     ignore_index: label of low-confidence pixels.
@@ -59,12 +70,14 @@ class ClipESConfig:
     scale: float = 1.0
     refine: bool = True
     attention_layers: int = 8
+    pos_embed_mode: str = "bilinear"
     sinkhorn_iters: int = 2
     affinity_power: int = 2
     box_threshold: float = 0.4
     bg_power: float = 1.0
     crf: bool = False
     crf_params: CrfParams = field(default_factory=CrfParams)
+    crf_input: str = "official_wrapped"
     confidence_threshold: float = 0.95
     logit_scale: float | None = None
     ignore_index: int = 255
@@ -81,12 +94,14 @@ class ClipESConfig:
         checks = {
             "scale": self.scale > 0,
             "attention_layers": self.attention_layers >= 1,
+            "pos_embed_mode": self.pos_embed_mode in ("bilinear", "bicubic"),
             "sinkhorn_iters": self.sinkhorn_iters >= 0,
             "affinity_power": self.affinity_power >= 1,
             "box_threshold": 0 <= self.box_threshold < 1,
             "bg_power": self.bg_power > 0,
             "confidence_threshold": 0 <= self.confidence_threshold <= 1,
             "logit_scale": self.logit_scale is None or self.logit_scale > 0,
+            "crf_input": self.crf_input in CRF_INPUTS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -235,6 +250,7 @@ class ClipES:
             range(len(labels)),
             logit_scale=self.logit_scale,
             attention_layers=cfg.attention_layers if cfg.refine else 0,
+            pos_embed_mode=cfg.pos_embed_mode,
         )
         refined = None
         if cfg.refine:
@@ -262,10 +278,10 @@ class ClipES:
         cams = self.cams(image, labels, image_id=image_id)
         scores = background_scores(cams.cams, bg_power=cfg.bg_power)  # [K + 1, H, W]
         if cfg.crf:
-            rgb = image.permute(1, 2, 0).cpu().numpy()
+            rgb = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
             probs = torch.from_numpy(
                 dense_crf(
-                    np.ascontiguousarray(rgb),
+                    np.ascontiguousarray(crf_image(rgb, mode=cfg.crf_input)),
                     scores.cpu().numpy().astype(np.float32),
                     params=cfg.crf_params,
                 )

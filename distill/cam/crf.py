@@ -3,7 +3,9 @@
 Uses the ``pydensecrf2`` package from PyPI (it installs the ``pydensecrf`` module; the original
 ``pydensecrf`` 1.0rc3 sdist no longer builds on Python 3.11). It is optional: without it,
 :func:`dense_crf` raises :class:`CrfUnavailableError` with the install command. The bilateral term sees
-the RGB image as is (the reference feeds a mean-subtracted image cast back to uint8, which wraps around).
+the image given by :func:`crf_image`: by default what the reference feeds it (linyq2117/CLIP-ES@3893f81
+``eval_cam_with_crf.py``: the BGR image minus the Caffe mean ``(104.008, 116.669, 122.675)``, cast back to
+uint8, so values below the mean wrap around to 256 - x), or, as an option, the RGB image as is.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["CrfParams", "CrfUnavailableError", "crf_available", "dense_crf"]
+__all__ = [
+    "CRF_INPUTS",
+    "CrfParams",
+    "CrfUnavailableError",
+    "crf_available",
+    "crf_image",
+    "dense_crf",
+]
 
 INSTALL_HINT = "pip install pydensecrf2"
+CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)  # CLIP-ES eval_cam_with_crf.py ``mean_bgr``
+CRF_INPUTS = ("official_wrapped", "rgb")
 
 
 class CrfUnavailableError(ImportError):
@@ -46,6 +57,25 @@ def _densecrf_module() -> ModuleType | None:
 def crf_available() -> bool:
     """Whether a DenseCRF library (``pydensecrf2``) can be imported."""
     return _densecrf_module() is not None
+
+
+def crf_image(rgb: np.ndarray, *, mode: str = "official_wrapped") -> np.ndarray:
+    """The ``[H, W, 3]`` uint8 image the CRF's bilateral term sees, from a uint8 RGB ``rgb``.
+
+    ``"official_wrapped"``: CLIP-ES's ``eval_cam_with_crf.py`` reads the image as float BGR,
+    subtracts ``CAFFE_MEAN_BGR`` and casts back with ``astype(np.uint8)``: numpy truncates towards
+    zero and wraps modulo 256 (-22.7 -> -22 -> 234). The bilateral kernel is invariant to a constant
+    shift and to the channel order, so the wrap of values below the mean is the only effect.
+    ``"rgb"``: ``rgb`` unchanged (ovdistill before the recipe audit).
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    if mode == "rgb":
+        return rgb
+    if mode != "official_wrapped":
+        raise ValueError(f"CRF input mode must be one of {CRF_INPUTS}, got {mode!r}")
+    shifted = rgb[:, :, ::-1].astype(np.float32) - np.asarray(CAFFE_MEAN_BGR, np.float32)
+    return np.mod(np.trunc(shifted).astype(np.int64), 256).astype(np.uint8)
 
 
 def dense_crf(

@@ -2,7 +2,9 @@
 
 Follows linyq2117/CLIP-ES (``generate_cams_voc12.py``, ``clip/model.py``, its ``pytorch_grad_cam`` copy):
 
-* The image is encoded at (close to) its own resolution; positional embeddings are interpolated.
+* The image is encoded at (close to) its own resolution; positional embeddings are interpolated
+  bilinearly (``upsample_pos_emb`` in ``clip/model.py``, ``F.upsample(mode='bilinear')``, i.e.
+  align_corners False; ``pos_embed_mode`` of :func:`softmax_gradcam`).
 * ViT: all blocks but the last run without gradients (recording head-averaged attention maps); the last
   block runs normally with gradients enabled on its ``ln_1`` output, the Grad-CAM target layer. The image
   embedding is the mean of the patch tokens after ``ln_post``, projected to the joint space.
@@ -113,6 +115,7 @@ def _vit_scores(
     text: Tensor,
     logit_scale: float,
     attention_layers: int,
+    pos_embed_mode: str,
 ) -> tuple[Tensor, Tensor, list[Tensor], tuple[int, int]]:
     """ViT forward: ``(probs [N], leaf activations [1, L, C], attentions, grid)``."""
     blocks = visual.transformer.resblocks
@@ -126,7 +129,7 @@ def _vit_scores(
         cls = visual.class_embedding.to(tokens.dtype).view(1, 1, -1).expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
         tokens = tokens + interpolate_pos_embed(
-            visual.positional_embedding, visual.grid_size, grid
+            visual.positional_embedding, visual.grid_size, grid, mode=pos_embed_mode
         ).to(tokens.dtype)
         tokens = visual.ln_pre(tokens)
         for i, block in enumerate(blocks[:-1]):
@@ -150,7 +153,7 @@ def _vit_scores(
     return logits.softmax(dim=-1)[0], leaf, attentions, grid
 
 
-def _attnpool(pool: nn.Module, feats: Tensor) -> Tensor:
+def _attnpool(pool: nn.Module, feats: Tensor, pos_embed_mode: str) -> Tensor:
     """open_clip's ``AttentionPool2d`` for the mean token only, positional embedding interpolated to the grid.
 
     ``feats``: ``[B, C, h, w]`` -> ``[B, D]``.
@@ -159,9 +162,10 @@ def _attnpool(pool: nn.Module, feats: Tensor) -> Tensor:
     side = math.isqrt(pool.positional_embedding.shape[0] - 1)
     x = feats.flatten(2).permute(2, 0, 1)  # (hw)BC
     x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
-    x = x + interpolate_pos_embed(pool.positional_embedding, (side, side), (h, w))[:, None, :].to(
-        x.dtype
+    pos = interpolate_pos_embed(
+        pool.positional_embedding, (side, side), (h, w), mode=pos_embed_mode
     )
+    x = x + pos[:, None, :].to(x.dtype)
     out, _ = F.multi_head_attention_forward(
         query=x[:1],
         key=x,
@@ -187,13 +191,13 @@ def _attnpool(pool: nn.Module, feats: Tensor) -> Tensor:
 
 
 def _resnet_scores(
-    visual: ModifiedResNet, pixels: Tensor, text: Tensor, logit_scale: float
+    visual: ModifiedResNet, pixels: Tensor, text: Tensor, logit_scale: float, pos_embed_mode: str
 ) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """ResNet forward: ``(probs [N], leaf res5 activations [1, C, h, w], grid)``."""
     with torch.no_grad():
         feats = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))
     leaf = feats.detach().requires_grad_(True)
-    feat = _attnpool(visual.attnpool, leaf)
+    feat = _attnpool(visual.attnpool, leaf, pos_embed_mode)
     logits = logit_scale * F.normalize(feat, dim=-1) @ text.t()
     return logits.softmax(dim=-1)[0], leaf, (int(feats.shape[-2]), int(feats.shape[-1]))
 
@@ -206,6 +210,7 @@ def softmax_gradcam(
     *,
     logit_scale: float,
     attention_layers: int = 8,
+    pos_embed_mode: str = "bilinear",
 ) -> GradCamOutput:
     """CLIP-ES softmax-GradCAM for one image.
 
@@ -217,6 +222,9 @@ def softmax_gradcam(
         logit_scale: multiplier of the cosine similarities (CLIP: ``model.logit_scale.exp()``, 100).
         attention_layers: ViT only: how many of the last blocks' attention maps to average (CLIP-ES: 8;
             all blocks if the model has fewer; 0 skips recording).
+        pos_embed_mode: interpolation of the positional embedding to the input grid: "bilinear"
+            (CLIP-ES, linyq2117/CLIP-ES@3893f81 ``clip/model.py``) or "bicubic" (ovdistill before
+            the recipe audit; MaskCLIP's mode).
 
     Returns:
         :class:`GradCamOutput` with ``cams [K, h, w]`` on the feature grid.
@@ -231,19 +239,23 @@ def softmax_gradcam(
         )
     if text.ndim != 2 or not targets or not all(0 <= int(t) < text.shape[0] for t in targets):
         raise ValueError(f"targets {list(targets)} must index the {text.shape[0]} text rows")
+    if pos_embed_mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"pos_embed_mode must be 'bilinear' or 'bicubic', got {pos_embed_mode!r}")
     text = F.normalize(text.float(), dim=-1)
     attention = None
     with torch.enable_grad():
         if kind == "vit":
             layers = min(int(attention_layers), len(visual.transformer.resblocks))
             probs, leaf, attentions, grid = _vit_scores(
-                visual, pixels, text, float(logit_scale), layers
+                visual, pixels, text, float(logit_scale), layers, pos_embed_mode
             )
             activations = leaf[0, 1:].detach().t().reshape(-1, *grid)  # [C, h, w]
             if attentions:
                 attention = torch.stack([a[0, 1:, 1:] for a in attentions]).mean(dim=0).float()
         else:
-            probs, leaf, grid = _resnet_scores(visual, pixels, text, float(logit_scale))
+            probs, leaf, grid = _resnet_scores(
+                visual, pixels, text, float(logit_scale), pos_embed_mode
+            )
             activations = leaf[0].detach()
         cams = []
         for i, target in enumerate(targets):

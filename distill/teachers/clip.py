@@ -408,7 +408,7 @@ class ClipTeacher(Teacher):
         *,
         key_smoothing: float | None = None,
         prompt_denoise: float | None = None,
-        key_norm: str = "channel",
+        key_norm: str = "spatial",
     ) -> Tensor:
         """MaskCLIP per-pixel class scores ``[B, N, h, w]`` at the dense-feature resolution.
 

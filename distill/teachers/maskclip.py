@@ -80,13 +80,17 @@ def dense_stride(visual: nn.Module) -> int:
     return ph
 
 
-def interpolate_pos_embed(pos: Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
-    """``[1 + gh*gw, C]`` class + grid positional embedding -> ``[1 + h*w, C]`` (bicubic on the grid part)."""
+def interpolate_pos_embed(
+    pos: Tensor, grid: tuple[int, int], new_grid: tuple[int, int], *, mode: str = "bicubic"
+) -> Tensor:
+    """``[1 + gh*gw, C]`` class + grid positional embedding -> ``[1 + h*w, C]``, the grid part
+    resized with ``mode`` (align_corners False): "bicubic" (MaskCLIP's mmseg ViT) or "bilinear"
+    (CLIP-ES ``clip/model.py`` ``upsample_pos_emb``)."""
     if tuple(grid) == tuple(new_grid):
         return pos
     cls_pos, grid_pos = pos[:1], pos[1:]
     grid_pos = grid_pos.reshape(1, grid[0], grid[1], -1).permute(0, 3, 1, 2)
-    grid_pos = F.interpolate(grid_pos.float(), size=new_grid, mode="bicubic", align_corners=False)
+    grid_pos = F.interpolate(grid_pos.float(), size=new_grid, mode=mode, align_corners=False)
     grid_pos = grid_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1)
     return torch.cat([cls_pos, grid_pos])
 
@@ -254,7 +258,7 @@ def key_smoothing(
     *,
     threshold: float,
     temperature: float = 100.0,
-    key_norm: str = "channel",
+    key_norm: str = "spatial",
 ) -> Tensor:
     """MaskCLIP key smoothing.
 
@@ -264,9 +268,11 @@ def key_smoothing(
     Args:
         logits: ``[B, N, h, w]`` cosine logits.
         keys: ``[B, C, h, w]``.
-        key_norm: "channel" normalizes each location's key (cosine affinity; the paper's description);
-            "spatial" normalizes each key channel over locations, what the released code's
-            ``F.normalize(k)`` on a ``[B, h*w, C]`` tensor does.
+        key_norm: "spatial" (default, the official code) normalizes each key channel over the
+            locations: chongzhou96/MaskCLIP@245d31f ``decode_heads/maskclip_head.py``
+            ``refine_output`` calls ``F.normalize(k, p=2)`` on ``k [N, HW, C]``, whose default
+            ``dim=1`` is the spatial one. "channel" normalizes each location's key (a cosine
+            affinity, as the paper describes it), kept as an option.
 
     Returns:
         ``[B, N, h, w]`` smoothed class scores (probability-like, not logits).
@@ -292,7 +298,7 @@ def refine_logits(
     *,
     key_smoothing_thresh: float | None,
     prompt_denoise_thresh: float | None,
-    key_norm: str = "channel",
+    key_norm: str = "spatial",
 ) -> Tensor:
     """MaskCLIP's order: prompt denoising on the logits, then key smoothing."""
     if prompt_denoise_thresh is not None:

@@ -4,6 +4,11 @@ Each class (a name or a list of synonyms) becomes ``len(synonyms) * len(template
 prompt embedding is L2-normalized, the class embedding is their mean, renormalized (the ViLD / CLIP
 zero-shot recipe). Results are cached under ``cache_dir("text_classifiers")`` keyed by the teacher
 fingerprint, the templates and the names, so a 1203-class LVIS vocabulary is encoded once.
+
+``space`` (``distill.text_encoder.TEXT_SPACES``) picks the text-tower output the prompts are
+embedded in: ``"projected"`` (CLIP's joint space, ``teacher.encode_text``; the default) or
+``"attn12"`` (BARON's OV-COCO classifier: the eot token after the last block, no final layer norm,
+no projection; see ``distill.teachers.text_tower.encode_texts``). The cache key holds the space.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from tqdm.auto import tqdm
 
 from distill.teachers.errors import TextTooLongError
 from distill.teachers.templates import format_prompt, process_name, resolve_templates
+from distill.teachers.text_tower import encode_texts
+from distill.text_encoder import check_text_space
 from distill.utils import atomic_path, cache_dir, sha256_json
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ __all__ = [
     "text_classifier_cache_path",
     "read_cached_text_classifier",
     "cached_text_classifier",
+    "text_classifier_in_space",
 ]
 
 _CACHE_VERSION = 1
@@ -79,8 +87,10 @@ def compute_text_classifier(
     *,
     batch_size: int = 1024,
     progress: bool | None = None,
+    space: str = "projected",
 ) -> Tensor:
-    """``[N, D]`` float32 normalized class embeddings on ``teacher.device`` (no cache)."""
+    """``[N, D]`` float32 normalized class embeddings on ``teacher.device`` (no cache), each prompt
+    embedded in ``space``."""
     prompts, owners, sources = class_prompts(names, templates)
     unique = list(dict.fromkeys(prompts))
     index = {p: j for j, p in enumerate(unique)}
@@ -90,7 +100,7 @@ def compute_text_classifier(
         range(0, len(unique), batch_size), disable=not show, desc="text classifier", unit="batch"
     ):
         try:
-            emb = teacher.encode_text(unique[start : start + batch_size])
+            emb = encode_texts(teacher, unique[start : start + batch_size], space=space)
         except TextTooLongError as err:
             j = prompts.index(err.text)
             raise ValueError(
@@ -108,12 +118,13 @@ def compute_text_classifier(
 
 
 def text_classifier_cache_path(
-    fingerprint: str, names: list[list[str]], templates: list[str]
+    fingerprint: str, names: list[list[str]], templates: list[str], *, space: str = "projected"
 ) -> Path:
-    """Cache file of a (teacher, templates, names) triple."""
-    key = sha256_json(
-        {"version": _CACHE_VERSION, "teacher": fingerprint, "templates": templates, "names": names}
-    )
+    """Cache file of a (teacher, templates, names, space) tuple (projected: the old key)."""
+    fields = {"version": _CACHE_VERSION, "teacher": fingerprint, "templates": templates}
+    if check_text_space(space) != "projected":
+        fields["space"] = space
+    key = sha256_json({**fields, "names": names})
     return cache_dir("text_classifiers") / f"{key}.pt"
 
 
@@ -131,7 +142,11 @@ def _read_cache(path: Path, expected_rows: int) -> Tensor | None:
 
 
 def read_cached_text_classifier(
-    fingerprint: str, names: ClassNames, *, templates: str | Sequence[str] = "vild"
+    fingerprint: str,
+    names: ClassNames,
+    *,
+    templates: str | Sequence[str] = "vild",
+    space: str = "projected",
 ) -> Tensor | None:
     """The cached ``[N, D]`` float32 CPU classifier of the teacher with ``fingerprint``, or None.
 
@@ -139,7 +154,9 @@ def read_cached_text_classifier(
     building the teacher when every vocabulary they need was encoded before.
     """
     name_lists = normalize_class_names(names)
-    path = text_classifier_cache_path(str(fingerprint), name_lists, resolve_templates(templates))
+    path = text_classifier_cache_path(
+        str(fingerprint), name_lists, resolve_templates(templates), space=space
+    )
     if not path.is_file():
         return None
     emb = _read_cache(path, len(name_lists))
@@ -154,21 +171,24 @@ def cached_text_classifier(
     cache: bool = True,
     batch_size: int = 1024,
     progress: bool | None = None,
+    space: str = "projected",
 ) -> Tensor:
     """``teacher.text_classifier``: ``[N, D]`` normalized, read from / written to the disk cache."""
     name_lists = normalize_class_names(names)
     template_list = resolve_templates(templates)
     if cache:
-        emb = read_cached_text_classifier(teacher.fingerprint, name_lists, templates=template_list)
+        emb = read_cached_text_classifier(
+            teacher.fingerprint, name_lists, templates=template_list, space=space
+        )
         if emb is not None:
             return emb.to(teacher.device, torch.float32)
     path = (
-        text_classifier_cache_path(teacher.fingerprint, name_lists, template_list)
+        text_classifier_cache_path(teacher.fingerprint, name_lists, template_list, space=space)
         if cache
         else None
     )
     emb = compute_text_classifier(
-        teacher, name_lists, template_list, batch_size=batch_size, progress=progress
+        teacher, name_lists, template_list, batch_size=batch_size, progress=progress, space=space
     )
     if path is not None:
         with atomic_path(path) as tmp:
@@ -178,7 +198,24 @@ def cached_text_classifier(
                     "teacher": teacher.fingerprint,
                     "templates": template_list,
                     "names": name_lists,
+                    "space": space,
                 },
                 tmp,
             )
     return emb
+
+
+def text_classifier_in_space(
+    teacher: Teacher,
+    names: ClassNames,
+    *,
+    templates: str | Sequence[str] = "vild",
+    space: str = "projected",
+    cache: bool = True,
+) -> Tensor:
+    """``teacher.text_classifier(names)`` in ``space``: the teacher's own method for
+    ``"projected"`` (ensembles combine their members there), the cached text-tower path
+    (:func:`cached_text_classifier`) otherwise."""
+    if check_text_space(space) == "projected":
+        return teacher.text_classifier(names, templates=templates, cache=cache)
+    return cached_text_classifier(teacher, names, templates=templates, cache=cache, space=space)

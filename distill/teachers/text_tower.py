@@ -2,6 +2,11 @@
 
 Only open_clip's standard CLIP text tower is supported (causal mask, argmax/eot pooling, plain
 residual blocks); anything else raises ``ValueError`` naming the unsupported part.
+
+:func:`encode_texts` embeds prompts in one of the encoder's output spaces
+(``distill.text_encoder.TEXT_SPACES``) by feeding their token embeddings through the exported
+encoder, so class embeddings and the student's pseudo-word embeddings come from the same code
+(BARON's ``attn12`` classifier: ovdet's ``tools/hand_craft_prompt.py`` / ``encode_text_endk``).
 """
 
 from __future__ import annotations
@@ -9,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig
+from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, check_text_space
 
-__all__ = ["export_text_encoder"]
+__all__ = ["export_text_encoder", "encode_texts"]
 
 
 def _text_model(teacher):
@@ -76,3 +81,30 @@ def export_text_encoder(teacher) -> PseudoTextEncoder:
     state["sot_embedding"], state["eot_embedding"] = sot, eot
     encoder.load_state_dict({k: v.detach().float().cpu() for k, v in state.items()}, strict=True)
     return encoder
+
+
+@torch.no_grad()
+def encode_texts(
+    teacher, texts: list[str], *, space: str = "projected", batch_size: int = 1024
+) -> Tensor:
+    """``[N, D]`` normalized float32 embeddings of ``texts`` on ``teacher.device`` in ``space``.
+
+    ``"projected"`` is ``teacher.encode_text``; other spaces run the exported text encoder
+    (:func:`export_text_encoder`) on each prompt's token embeddings (between sot and eot). Raises
+    ``TextTooLongError`` (from ``teacher.tokenize``) for a text longer than the context.
+    """
+    if check_text_space(space) == "projected":
+        return teacher.encode_text(texts).float()
+    model = _text_model(teacher)
+    device = model.token_embedding.weight.device
+    encoder = export_text_encoder(teacher).to(device)
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids = teacher.tokenize(list(texts[start : start + batch_size])).to(device)
+        lengths = ids.argmax(dim=1) - 1  # argmax: eot (the model's own pooling); minus sot
+        words = model.token_embedding(ids[:, 1 : 1 + int(lengths.max())]).float()
+        valid = torch.arange(words.shape[1], device=device)[None] < lengths[:, None]
+        out.append(encoder(words, valid=valid, space=space))
+    if not out:
+        return torch.zeros(0, encoder.output_dim(space), device=device)
+    return torch.cat(out).to(teacher.device)

@@ -12,6 +12,11 @@ On-disk format (``torch.save`` of a dict, readable with ``weights_only=True``)::
      "teacher_fingerprint": str,           # fingerprint of the teacher that made them
      "provenance": {...}}                  # e.g. templates, teacher, created_by (free-form)
 
+``provenance["text_space"]`` records the text-tower output the rows live in
+(``distill.text_encoder.TEXT_SPACES``; absent = ``"projected"``, CLIP's joint space): BARON's
+OV-COCO classifier is ``"attn12"``, and :meth:`ClassifierFile.check_text_space` keeps a model from
+reading rows of another space.
+
 Files of version 1 (no ``format`` key) load too: detectors' ``{names, embeddings,
 teacher_fingerprint}`` (rows renormalized on load, as detectors did) and segmentors' ``{names (a
 name or a synonym list per class), embeddings (normalized), teacher_fingerprint, templates}``.
@@ -35,7 +40,7 @@ from distill.utils import atomic_path
 from .fingerprint import DEFAULT_FIX, check_teacher_fingerprint
 from .names import names_and_synonyms, normalize_name, validate_class_names
 
-__all__ = ["ClassifierFile", "CLASSIFIER_FORMAT", "CLASSIFIER_VERSION"]
+__all__ = ["ClassifierFile", "CLASSIFIER_FORMAT", "CLASSIFIER_VERSION", "TEXT_SPACE_KEY"]
 
 CLASSIFIER_FORMAT = "ovdistill.classifier"
 CLASSIFIER_VERSION = 2
@@ -56,6 +61,8 @@ _KEYS = (
     "provenance",
 )
 _NORM_TOLERANCE = 1e-3
+TEXT_SPACE_KEY = "text_space"
+"""Provenance key of the text space of the rows (see the module docstring)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -207,6 +214,20 @@ class ClassifierFile:
             f"match the {len(wanted)} requested (first differences (index, stored, "
             f"requested): {diff}); delete it to recompute"
         )
+
+    @property
+    def text_space(self) -> str:
+        """The space of the rows: ``provenance["text_space"]``, ``"projected"`` when absent."""
+        return str(self.provenance.get(TEXT_SPACE_KEY, "projected"))
+
+    def check_text_space(self, expected: str, *, source: str) -> None:
+        """``ValueError`` unless the rows live in the ``expected`` space (wanted by ``source``)."""
+        if self.text_space != expected:
+            raise ValueError(
+                f"text classifier {self.source} holds {self.text_space!r} text embeddings, "
+                f"{source} needs {expected!r} ones; delete the file (or clear the config key) to "
+                f"recompute it in that space"
+            )
 
     def check_teacher(self, expected: str | None, *, source: str, fix: str = DEFAULT_FIX) -> None:
         """:func:`check_teacher_fingerprint` of this file against ``expected`` (from ``source``)."""

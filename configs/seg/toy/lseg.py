@@ -1,13 +1,15 @@
 # LSeg on the toy world (inductive zero-shot): a tiny ResNet-18 (16 base channels) + LSeg head
 # scoring per-pixel embeddings against fixed text embeddings, logits = (1/0.07) pixel . text;
-# trained on the seen label set only (unseen classes are masked out of the softmax and their
-# pixels ignored), evaluated on all 13 classes.
+# trained on the seen label set only (unseen classes are masked out of the softmax and their pixels
+# ignored), evaluated on all 13 classes. Text embeddings: the toy teacher's text encoder on the raw
+# label names, no prompt template (LSeg: clip.tokenize(self.labels)).
 _base_ = [
     "../_base_/default_runtime.py",
     "../_base_/datasets/toy_world.py",
     "../_base_/models/toy_teacher.py",
     "../_base_/schedules/toy_1500it.py",
 ]
+text_templates = ["{}"]  # raw label names (overrides the toy teacher's "simple")
 
 norm_cfg = dict(type="BN", requires_grad=True)
 data_preprocessor = dict(
@@ -44,6 +46,7 @@ model = dict(
         num_convs=2,
         text_embeddings="<work_dir>/text_embeddings.pt",
         class_names={{_base_.class_names}},
+        logits="cosine",
         temperature=0.07,
         train_excluded_classes={{_base_.unseen_ids}},
         dropout_ratio=0.1,

@@ -1,7 +1,10 @@
 # MaskCLIP+ on the toy world (transductive): a tiny ResNet-18-d8 (16 base channels) + DeepLabV2
-# text-classifier head, trained on ground truth for seen pixels and on the toy teacher's argmax
-# over the unseen classes for unseen pixels, then on its own predictions (self-training).
-# Dilations are scaled to the 16x16 feature map (real configs: 6/12/18/24).
+# text-classifier head, trained on ground truth for seen pixels and on the toy teacher's argmax over
+# the unseen classes for unseen pixels, then on its own predictions (self-training).
+# The official MaskCLIP+ head (as the real configs): branches conv + BN + ReLU (1x1 where the
+# dilation is 1), summed, features = pixel embeddings (channels = text dimension), logits =
+# unnormalized feat . text, no temperature, no dropout. Dilations are scaled to the 16x16 feature
+# map (real configs: 6/12/18/24).
 _base_ = [
     "../_base_/default_runtime.py",
     "../_base_/datasets/toy_world.py",
@@ -46,13 +49,13 @@ model = dict(
         type="TextDeepLabV2Head",
         in_channels=128,
         in_index=3,
-        channels=64,
+        # channels: the toy teacher's text dimension (128), the default of logits='dot'
         dilations=(1, 2, 3, 4),
         text_embeddings="<work_dir>/text_embeddings.pt",
         class_names={{_base_.shape_names}},
         learned_background=True,
-        temperature=0.07,
-        dropout_ratio=0.1,
+        logits="dot",
+        dropout_ratio=0.0,
         norm_cfg=norm_cfg,
         act_cfg=dict(type="ReLU"),
         align_corners=False,

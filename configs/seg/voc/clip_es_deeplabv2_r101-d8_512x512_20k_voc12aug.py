@@ -10,6 +10,8 @@
 #        --model ViT-B-16 --pretrained openai --crf --confidence-threshold 0.95 --device cuda \
 #        --out work_dirs/clip_es_deeplabv2_r101-d8_512x512_20k_voc12aug/pseudo_masks
 #    (VOC train pseudo-masks, paper: 70.8 mIoU CAM / 75.0 with CRF; add --gt .../SegmentationClassAug to score)
+#    Defaults as the official code: bilinear positional-embedding interpolation, and the CRF's
+#    bilateral term sees the mean-subtracted BGR image wrapped to uint8 (--crf-input rgb: plain RGB).
 # 2. python tools/train_seg.py configs/seg/voc/clip_es_deeplabv2_r101-d8_512x512_20k_voc12aug.py
 _base_ = [
     "../_base_/default_runtime.py",

@@ -48,6 +48,7 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 
+# MaskCLIP's own spellings (chongzhou96/MaskCLIP@245d31f tools/maskclip_utils/prompt_engineering.py)
 coco_stuff_text_names = [
     "person",
     "bicycle",
@@ -182,7 +183,7 @@ coco_stuff_text_names = [
     "plant",
     "plastic",
     "platform",
-    "playing field",
+    "playingfield",
     "railing",
     "railroad",
     "river",

@@ -50,9 +50,10 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 
-# text names of the 59 object/stuff classes (MMSeg's order, readable spellings)
+# text names of the 59 object/stuff classes (MMSeg's order)
+# MaskCLIP's own spellings (chongzhou96/MaskCLIP@245d31f tools/maskclip_utils/prompt_engineering.py)
 context59_text_names = [
-    "aeroplane",
+    "airplane",
     "bag",
     "bed",
     "bedclothes",

@@ -61,9 +61,10 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 
+# MaskCLIP's own spellings (chongzhou96/MaskCLIP@245d31f tools/maskclip_utils/prompt_engineering.py)
 voc_text_names = [
     "background",
-    "aeroplane",
+    "airplane",
     "bicycle",
     "bird",
     "boat",

@@ -1,5 +1,7 @@
-# LSeg with an MMSeg backbone: ResNet-101-V1c (all four levels) + LSegHead (per-pixel 512-d embeddings,
-# logits = (1/0.07) pixel . text, fixed text embeddings of the teacher's text encoder).
+# LSeg with an MMSeg backbone: ResNet-101-V1c (all four levels) + LSegHead (per-pixel 512-d
+# embeddings, logits = (1/0.07) normalize(pixel) . text, fixed text embeddings of the teacher's text
+# encoder).
+# No dropout: lang-seg@bb00b21 parses --dropout 0.1 but its network never uses it.
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 data_preprocessor = dict(
     type="SegDataPreProcessor",
@@ -32,8 +34,9 @@ model = dict(
         channels=256,
         num_convs=2,
         text_embeddings="<work_dir>/text_embeddings.pt",
+        logits="cosine",
         temperature=0.07,
-        dropout_ratio=0.1,
+        dropout_ratio=0.0,
         norm_cfg=norm_cfg,
         align_corners=False,
         loss_decode=dict(

@@ -1,5 +1,9 @@
-# MaskCLIP+ student: ResNet-101-V1c, output stride 8, DeepLabV2 head (atrous 6/12/18/24, summed) whose classifier is
-# the fixed text embeddings. Concrete configs set teacher, class names, unseen ids and the switch iteration.
+# MaskCLIP+ student: ResNet-101-V1c, output stride 8, DeepLabV2 head as the official
+# MaskClipPlusHead + ASPPHeadV2 (chongzhou96/MaskCLIP@245d31f
+# configs/_base_/models/maskclip_plus_r50.py): atrous 6/12/18/24 branches of conv + SyncBN + ReLU,
+# summed; channels = the text dimension (1024 for the RN50 teacher), logits = the unnormalized dot
+# product feat . text (norm_feat=False, no temperature), dropout 0. Concrete configs set teacher,
+# class names, unseen ids and the switch iteration.
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 data_preprocessor = dict(
     type="SegDataPreProcessor",
@@ -29,13 +33,13 @@ model = dict(
         type="TextDeepLabV2Head",
         in_channels=2048,
         in_index=3,
-        channels=512,
+        # channels: the text dimension (1024 for RN50), the default of logits='dot'
         dilations=(6, 12, 18, 24),
         text_embeddings="<work_dir>/text_embeddings.pt",
-        temperature=0.07,
-        dropout_ratio=0.1,
-        norm_cfg=None,
-        act_cfg=None,
+        logits="dot",
+        dropout_ratio=0.0,
+        norm_cfg=norm_cfg,
+        act_cfg=dict(type="ReLU"),
         align_corners=False,
         loss_decode=dict(
             type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True

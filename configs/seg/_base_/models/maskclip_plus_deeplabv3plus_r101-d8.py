@@ -1,4 +1,7 @@
-# MaskCLIP+ student for PASCAL Context: ResNet-101-V1c-d8 + DeepLabV3+ head with the fixed text-embedding classifier.
+# MaskCLIP+ student for PASCAL Context: ResNet-101-V1c-d8 + DeepLabV3+ head, as the official
+# MaskClipPlusHead with decode_module_cfg=DepthwiseSeparableASPPHead (chongzhou96/MaskCLIP@245d31f
+# configs/maskclip_plus/zero_shot/maskclip_plus_r50_deeplabv3plus_r101-d8_480x480_40k_pascal_context.py):
+# channels = the text dimension (1024 for RN50), logits = unnormalized feat . text, dropout 0.
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 data_preprocessor = dict(
     type="SegDataPreProcessor",
@@ -28,13 +31,13 @@ model = dict(
         type="TextDepthwiseSeparableASPPHead",
         in_channels=2048,
         in_index=3,
-        channels=512,
+        # channels: the text dimension (1024 for RN50), the default of logits='dot'
         dilations=(1, 12, 24, 36),
         c1_in_channels=256,
         c1_channels=48,
         text_embeddings="<work_dir>/text_embeddings.pt",
-        temperature=0.07,
-        dropout_ratio=0.1,
+        logits="dot",
+        dropout_ratio=0.0,
         norm_cfg=norm_cfg,
         align_corners=False,
         loss_decode=dict(
