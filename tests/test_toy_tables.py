@@ -68,3 +68,21 @@ def test_expected_ranges_cover_every_method_and_metric(tables):
         assert set(stats) == set(method.keys), name
         for key, s in stats.items():
             assert s["min"] <= s["mean"] <= s["max"], (name, key)
+
+
+def test_write_expected_stores_the_measured_ranges(tables, tmp_path, monkeypatch):
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps({"vild": {"novel_ap50": {"mean": 1, "min": 1, "max": 1}}}))
+    tables["main"].__globals__["EXPECTED"] = expected
+    runs = iter(
+        [
+            {"novel_ap50": 4.0, "base_ap50": 6.0, "all_ap50": 5.0},
+            {"novel_ap50": 6.0, "base_ap50": 8.0, "all_ap50": 7.0},
+        ]
+    )
+    tables["main"].__globals__["run_once"] = lambda *a, **k: next(runs)
+    table = tables["main"](["--seeds", "0", "1", "--methods", "vild_text", "--write-expected"])
+    stored = json.loads(expected.read_text())
+    assert stored["vild_text"] == table["vild_text"]
+    assert stored["vild_text"]["novel_ap50"] == {"mean": 5.0, "min": 4.0, "max": 6.0}
+    assert stored["vild"]["novel_ap50"]["mean"] == 1  # other methods' ranges are kept
