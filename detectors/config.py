@@ -188,12 +188,26 @@ def add_baron_config(cfg: CN) -> CN:
         MODEL.BARON.BAG.WEIGHT / TEMPERATURE: bag InfoNCE weight (1.0) and logit scale (30 COCO, 20 LVIS).
         MODEL.BARON.SINGLE.WEIGHT / TEMPERATURE: single-region InfoNCE weight (0.1) and scale (50 / 30);
             WEIGHT 0 disables it.
-        MODEL.BARON.SINGLE.POOLER_RESOLUTION: bins of the RoI-align pooling of the teacher's dense tokens.
+        MODEL.BARON.SINGLE.TOKENS: tokens of the single-region loss: ``"bag_crop"`` (default, ovdet's
+            ``baron_kd.py``): per region the mean of its words' eot-residual value-path tokens from the
+            last text block vs the teacher's tokens of the BAG CROP (``ClipTeacher.crop_tokens``)
+            RoI-aligned 1x1 (sampling 2, aligned) on the region's box inside the crop;
+            ``"dense_image"`` (old): the mean of the words' normalized causal output tokens vs the
+            teacher's MaskCLIP dense tokens of the whole image RoI-aligned ``POOLER_RESOLUTION``.
+        MODEL.BARON.SINGLE.POOLER_RESOLUTION: bins of the RoI-align pooling of the teacher's dense tokens
+            (``TOKENS "dense_image"`` only).
         MODEL.BARON.SAMPLING.*: neighbourhood sampling (``detectors.modeling.baron_sampler``): TOPK
             proposals (300 COCO, 500 LVIS), USE_GT, OBJECTNESS_THRESH (0.85), ASPECT_THRESH (0.25: w/h in
             (0.25, 4)), AREA_RATIO_THRESH (share of the image area a centre must exceed: 0.01;
             0 = no filter), NMS_THRESH (0.1), ALPHA (3), BASE_PROBABILITY (0.3), CUTOFF_THRESH (0.3),
             INTERVAL (-0.1), MAX_GROUPS per box (3 COCO, 6 LVIS), MAX_PERMUTATIONS per group (2).
+        MODEL.BARON.BOXES_CACHE.ENABLED: keep each training image's bag-centre boxes (in its
+            original frame) and merge them into later visits (``detectors.modeling.boxes_cache``;
+            ovdet's BoxesCache: only its OV-COCO 90kx2 config enables it). Top-k, score threshold
+            and NMS are SAMPLING.TOPK / OBJECTNESS_THRESH / NMS_THRESH. Not saved in checkpoints
+            (as ovdet).
+        MODEL.BARON.BOXES_CACHE.START_ITER: the cache is used from this call on, counted per image
+            and per process as ovdet (20000; with ovdet's 16 processes x 2 images: iteration 10000).
     """
     cfg.MODEL.BARON = CN()
     cfg.MODEL.BARON.TEXT_ENCODER = ""
@@ -211,6 +225,7 @@ def add_baron_config(cfg: CN) -> CN:
     cfg.MODEL.BARON.SINGLE = CN()
     cfg.MODEL.BARON.SINGLE.WEIGHT = 0.1
     cfg.MODEL.BARON.SINGLE.TEMPERATURE = 50.0
+    cfg.MODEL.BARON.SINGLE.TOKENS = "bag_crop"
     cfg.MODEL.BARON.SINGLE.POOLER_RESOLUTION = 7
     cfg.MODEL.BARON.SAMPLING = CN()
     cfg.MODEL.BARON.SAMPLING.TOPK = 300
@@ -225,6 +240,9 @@ def add_baron_config(cfg: CN) -> CN:
     cfg.MODEL.BARON.SAMPLING.INTERVAL = -0.1
     cfg.MODEL.BARON.SAMPLING.MAX_GROUPS = 3
     cfg.MODEL.BARON.SAMPLING.MAX_PERMUTATIONS = 2
+    cfg.MODEL.BARON.BOXES_CACHE = CN()
+    cfg.MODEL.BARON.BOXES_CACHE.ENABLED = False
+    cfg.MODEL.BARON.BOXES_CACHE.START_ITER = 20000
     return cfg
 
 

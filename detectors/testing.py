@@ -13,6 +13,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import HookBase
 from PIL import Image, ImageDraw
+from torchvision.ops import roi_align
 
 from distill.text_encoder import PseudoTextEncoder, TextEncoderConfig, save_text_encoder
 from distill.vocab import ClassifierFile
@@ -298,6 +299,16 @@ class StubTeacher:
         self.calls.append("dense")
         pixels = torch.nn.functional.avg_pool2d(images.float() / 255.0 - 0.5, 8)
         return torch.einsum("dc,bchw->bdhw", self.weight, pixels)
+
+    def crop_tokens(self, images, boxes) -> list[torch.Tensor]:
+        """Per box a ``[D, 4, 4]`` map: the random projection of the box's crop pooled to 4x4."""
+        self.calls.append("crop_tokens")
+        out = []
+        for image, bx in zip(images, boxes):
+            rois = torch.cat([torch.zeros(bx.shape[0], 1), bx.float().cpu()], dim=1)
+            crops = roi_align(image[None].float() / 255.0 - 0.5, rois, 4, aligned=True)
+            out.append(torch.einsum("dc,kchw->kdhw", self.weight, crops))
+        return out
 
 
 def tiny_baron_config(

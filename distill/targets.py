@@ -82,7 +82,8 @@ class RegionTargetProvider(Protocol):
 @runtime_checkable
 class OnlineTeacher(Protocol):
     """What an online method (BARON) asks of its teacher in training (``distill.teachers.ClipTeacher``
-    has it): crop embeddings of boxes and dense patch-token embeddings, both on uint8 RGB images."""
+    has it): crop embeddings of boxes, dense patch-token embeddings and token maps of crops, all on
+    uint8 RGB images."""
 
     fingerprint: str
     embed_dim: int
@@ -95,6 +96,13 @@ class OnlineTeacher(Protocol):
 
     def dense_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, D, h, w]`` dense (patch-token) embeddings of uint8 RGB ``[B, 3, H, W]`` images."""
+        ...
+
+    def crop_tokens(
+        self, images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], **kwargs: Any
+    ) -> list[torch.Tensor]:
+        """Per image ``[K_i, D, h, w]`` token maps of crops of its boxes (BARON's single-region
+        targets; ``ClipTeacher.crop_tokens``)."""
         ...
 
 

@@ -14,6 +14,14 @@ transformer block, WITHOUT the final layer norm and WITHOUT the text projection,
 (``width``): BARON's OV-COCO classifier space (wusize/ovdet@d74a20c ``use_attn12_output=True``:
 ``encode_pseudo_text_endk(stepk=12)`` in ``ovdet/models/vlms/clip/text_encoder.py``, the 12 blocks
 of CLIP's text tower, i.e. all of them).
+
+Word-token paths of :meth:`PseudoTextEncoder.forward_tokens` (``WORD_TOKEN_PATHS``): ``"causal"`` is
+every position's ordinary output (last block, ``ln_final``, projection); ``"eot_value"`` is BARON's
+single-region path (wusize/ovdet@d74a20c ``ovdet/models/vlms/clip/common.py``
+``ResidualAttentionBlock.forward(return_tokens=True)``, called by ``text_encoder.py``
+``encode_pseudo_text(return_word_tokens=True)``): in the LAST block, token ``i`` is the eot
+position's residual stream plus ``out_proj(v_proj(ln_1(x_i)))`` (no attention mixing), then
+``+ mlp(ln_2(.))``, ``ln_final`` and the projection.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from distill.utils import atomic_path
 
 __all__ = [
     "TEXT_SPACES",
+    "WORD_TOKEN_PATHS",
     "TextEncoderConfig",
     "PseudoTextEncoder",
     "check_text_space",
@@ -39,6 +48,9 @@ __all__ = [
 
 TEXT_SPACES = ("projected", "attn12")
 """Output spaces of :class:`PseudoTextEncoder` (see the module docstring)."""
+
+WORD_TOKEN_PATHS = ("causal", "eot_value")
+"""Word-token paths of :meth:`PseudoTextEncoder.forward_tokens` (see the module docstring)."""
 
 
 def check_text_space(space: str, *, field: str = "text space") -> str:
@@ -99,6 +111,19 @@ class _Block(nn.Module):
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
+def _eot_value_tokens(block: _Block, x: Tensor, eot: Tensor) -> Tensor:
+    """``[B, T, width]``: ovdet's ``return_tokens`` path of ``block`` on its input ``x``
+    ``[B, T, width]``: ``x[eot] + out_proj(v_proj(ln_1(x_i)))``, then ``+ mlp(ln_2(.))``."""
+    attn = block.attn
+    width = attn.embed_dim
+    weight = attn.in_proj_weight[2 * width :]
+    bias = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
+    value = attn.out_proj(F.linear(block.ln_1(x), weight, bias))
+    residual = x[torch.arange(x.shape[0], device=x.device), eot][:, None]
+    tokens = residual + block.ls_1(value)
+    return tokens + block.ls_2(block.mlp(block.ln_2(tokens)))
+
+
 class PseudoTextEncoder(nn.Module):
     """Frozen CLIP text tower over word embeddings.
 
@@ -106,7 +131,7 @@ class PseudoTextEncoder(nn.Module):
     normalized text embeddings (``space`` one of :data:`TEXT_SPACES`, default ``"projected"``).
     Row ``b``'s sequence is ``[sot, words[b][valid[b]], eot]``: dropped (invalid) words are removed
     and the rest packed in order, so ``valid`` implements word dropout and variable lengths.
-    ``forward_tokens`` also returns the projected, normalized output tokens of the words.
+    ``forward_tokens`` also returns the projected tokens of the words (``token_path``).
 
     Parameters never require gradients and the module stays in eval mode; gradients flow to ``words``.
     """
@@ -187,27 +212,42 @@ class PseudoTextEncoder(nn.Module):
         """Size of the embeddings of ``space``: ``embed_dim`` (projected) or ``width`` (attn12)."""
         return self.config.embed_dim if check_text_space(space) == "projected" else self.width
 
-    def _residual_stream(self, words: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(``[B, T, width]`` output of the last block, before ``ln_final``; eot index ``[B]``)."""
+    def _residual_stream(
+        self, words: Tensor, valid: Tensor | None, *, eot_value_tokens: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(``[B, T, width]`` output of the last block, before ``ln_final``; eot index ``[B]``;
+        with ``eot_value_tokens`` the last block's eot-residual value-path tokens ``[B, T, width]``
+        (module docstring), else None)."""
         seq, eot = self._pack(words, valid)
         total = seq.shape[1]
         x = seq + self.positional_embedding[:total].to(seq)
         mask = torch.full((total, total), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, mask)
-        return x, eot
+        last = self.blocks[-1]
+        tokens = _eot_value_tokens(last, x, eot) if eot_value_tokens else None
+        return last(x, mask), eot, tokens
 
     def forward_tokens(
-        self, words: Tensor, *, valid: Tensor | None = None
+        self, words: Tensor, *, valid: Tensor | None = None, token_path: str = "causal"
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(text [B, E], word_tokens [B, T, E], positions [B, L])``, all in the projected space.
 
-        ``word_tokens`` are the normalized, projected output tokens of the whole packed sequence;
+        ``text`` is normalized; ``word_tokens`` (NOT normalized) are the projected tokens of the
+        whole packed sequence along ``token_path`` (:data:`WORD_TOKEN_PATHS`, module docstring);
         ``positions[b, l]`` is the index in it of word ``l`` (valid words only; -1 for dropped ones).
         """
-        x, eot = self._residual_stream(words, valid)
-        x = self.ln_final(x) @ self.text_projection.to(x)
+        if token_path not in WORD_TOKEN_PATHS:
+            raise ValueError(
+                f"token_path must be one of {list(WORD_TOKEN_PATHS)}, got {token_path!r}"
+            )
+        x, eot, value_tokens = self._residual_stream(
+            words, valid, eot_value_tokens=token_path == "eot_value"
+        )
+        proj = self.text_projection.to(x)
+        x = self.ln_final(x) @ proj
         text = F.normalize(x[torch.arange(x.shape[0], device=x.device), eot], dim=-1)
+        tokens = x if value_tokens is None else self.ln_final(value_tokens) @ proj
         kept = (
             valid
             if valid is not None
@@ -216,14 +256,14 @@ class PseudoTextEncoder(nn.Module):
         positions = torch.where(
             kept, torch.cumsum(kept.long(), dim=1), torch.full_like(kept, -1, dtype=torch.long)
         )
-        return text, F.normalize(x, dim=-1), positions
+        return text, tokens, positions
 
     def forward(
         self, words: Tensor, *, valid: Tensor | None = None, space: str = "projected"
     ) -> Tensor:
         if check_text_space(space) == "projected":
             return self.forward_tokens(words, valid=valid)[0]
-        x, eot = self._residual_stream(words, valid)
+        x, eot, _ = self._residual_stream(words, valid)
         return F.normalize(x[torch.arange(x.shape[0], device=x.device), eot], dim=-1)
 
 

@@ -17,6 +17,7 @@ from detectors.data import OVDatasetMapper, load_ov_json, register_ov_dataset  #
 from detectors.engine import OVTrainer  # noqa: E402
 from detectors.modeling import BaronOutputLayers, BaronROIHeads  # noqa: E402
 from detectors.modeling.baron_heads import pack_sequences  # noqa: E402
+from detectors.modeling.baron_sampler import Bags  # noqa: E402
 from detectors.modeling.vild_predictor import cosine_logits as vild_cosine_logits  # noqa: E402
 from detectors.teacher import teacher_spec_from_cfg  # noqa: E402
 from detectors.testing import (  # noqa: E402
@@ -87,7 +88,7 @@ def test_baron_losses_and_gradients(tiny):
         "loss_rpn_loc",
     }
     assert all(torch.isfinite(v) for v in losses.values())
-    assert {"crop", "dense"} <= set(teacher.calls)
+    assert {"crop", "crop_tokens"} <= set(teacher.calls) and "dense" not in teacher.calls
     assert int(heads.bag_loss.student_queue.count) > 0
     assert set(heads.bag_loss.student_queue.get_ids().tolist()) == {1, 2}  # the images' ids
     (losses["loss_bag"] + losses["loss_single"]).backward()
@@ -96,6 +97,103 @@ def test_baron_losses_and_gradients(tiny):
     assert all(p.grad is None for p in heads.box_predictor.text_encoder.parameters())  # frozen
     optimizer_params = [n for n, p in model.named_parameters() if p.requires_grad]
     assert not any("text_encoder" in n for n in optimizer_params)
+
+
+def _bilinear(grid: torch.Tensor, x: float, y: float) -> torch.Tensor:
+    """``grid [D, h, w]`` at the inner point ``(x, y)`` (cell centres at integers)."""
+    x0, y0 = min(int(x), grid.shape[2] - 2), min(int(y), grid.shape[1] - 2)
+    fx, fy = x - x0, y - y0
+    top = grid[:, y0, x0] * (1 - fx) + grid[:, y0, x0 + 1] * fx
+    bottom = grid[:, y0 + 1, x0] * (1 - fx) + grid[:, y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def test_single_region_targets_follow_ovdet_bag_crop_tokens(tiny):
+    """``SINGLE.TOKENS "bag_crop"`` (the default): the teacher's tokens of the BAG crop, RoI-aligned
+    1x1 with 2x2 samples (aligned) on the region's in-bag box scaled to the token grid
+    (wusize/ovdet@d74a20c ``baron_kd.py``); ``"dense_image"`` keeps the old whole-image targets."""
+    name, text, encoder, tmp = tiny
+    cfg = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp
+    )
+    assert cfg.MODEL.BARON.SINGLE.TOKENS == "bag_crop"
+    heads = build_model(cfg).roi_heads
+    assert heads.single_tokens == "bag_crop"
+    teacher = StubTeacher()
+    heads.set_teacher(teacher)
+    image = torch.randint(0, 256, (3, 48, 64), generator=torch.Generator().manual_seed(3))
+    image = image.to(torch.uint8)
+    bag_box = torch.tensor([[8.0, 8.0, 40.0, 32.0]])
+    normed = torch.tensor([[0.0, 0.0, 0.5, 1.0], [0.25, 0.5, 1.0, 1.0], [0.0, 0.0, 0.5, 1.0]])
+    bags = Bags(
+        boxes=torch.tensor([[8.0, 8.0, 24.0, 32.0], [16.0, 20.0, 40.0, 32.0], [8, 8, 24, 32.0]]),
+        normed_boxes=normed,
+        cells=torch.tensor([3, 5, 3]),
+        centres=torch.zeros(3, dtype=torch.long),
+        seq_lengths=torch.tensor([2, 1]),
+        seq_bag=torch.tensor([0, 0]),
+        bag_boxes=bag_box,
+    )
+    got = heads._teacher_region_tokens([image], [bags])
+    grid = teacher.crop_tokens([image], [bag_box])[0][0]  # [D, 4, 4]
+    expected = []
+    for x1, y1, x2, y2 in (normed * 4).tolist():  # token-grid units; aligned: -0.5
+        xs = [x1 - 0.5 + (i + 0.5) * (x2 - x1) / 2 for i in range(2)]
+        ys = [y1 - 0.5 + (i + 0.5) * (y2 - y1) / 2 for i in range(2)]
+        samples = [
+            _bilinear(grid, min(max(x, 0.0), 3.0), min(max(y, 0.0), 3.0)) for x in xs for y in ys
+        ]
+        expected.append(torch.nn.functional.normalize(torch.stack(samples).mean(0), dim=0))
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-5, rtol=1e-5)
+    # the old path: the whole image's dense tokens on the region box, a different target
+    cfg.defrost()
+    cfg.MODEL.BARON.SINGLE.TOKENS = "dense_image"
+    old = build_model(cfg).roi_heads
+    old.set_teacher(teacher)
+    dense = old._teacher_region_tokens([image], [bags])
+    assert dense.shape == got.shape and not torch.allclose(dense, got, atol=1e-3)
+    cfg.MODEL.BARON.SINGLE.TOKENS = "crop"
+    with pytest.raises(ValueError, match="MODEL.BARON.SINGLE.TOKENS"):
+        build_model(cfg)
+
+
+def test_single_region_word_features_average_raw_tokens(tiny):
+    """ovdet averages the region's unnormalized projected word tokens, then normalizes; the old
+    ``"dense_image"`` path normalized each token first."""
+    name, text, encoder, tmp = tiny
+    cfg = tiny_baron_config(
+        train=name, test=name, text_embeddings=text, text_encoder=encoder, output_dir=tmp
+    )
+    heads = build_model(cfg).roi_heads  # NUM_WORDS 1: a region's words = one position each
+    tokens = torch.tensor([[[0.0, 0.0], [3.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])  # [S=1, T=4, 2]
+    positions = torch.tensor([[1, 2]])  # two regions of one word each
+    seq_of_region, slot = torch.tensor([0, 0]), torch.tensor([0, 1])
+    got = heads._region_word_features(tokens, positions, seq_of_region, slot)
+    torch.testing.assert_close(got, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    heads.box_predictor.num_words = 2  # one region owning both words (hand check of the mean)
+    pair = heads._region_word_features(
+        tokens, torch.tensor([[1, 2]]), torch.tensor([0]), torch.tensor([0])
+    )
+    torch.testing.assert_close(
+        pair[0], torch.nn.functional.normalize(torch.tensor([3.0, 1.0]), dim=0)
+    )
+    heads.single_tokens = "dense_image"
+    old = heads._region_word_features(
+        tokens, torch.tensor([[1, 2]]), torch.tensor([0]), torch.tensor([0])
+    )
+    torch.testing.assert_close(old[0], torch.nn.functional.normalize(torch.ones(2), dim=0))
+
+
+def test_configs_select_the_official_single_region_tokens():
+    from detectors.config import load_config
+
+    for name in (
+        "baron_r50.yaml",
+        "baron_ensemble_r50.yaml",
+        "baron_r50_lvis.yaml",
+        "toy/baron.yaml",
+    ):
+        assert load_config(name).MODEL.BARON.SINGLE.TOKENS == "bag_crop", name
 
 
 def test_teacher_mismatch_and_bad_inputs(tiny):

@@ -215,3 +215,49 @@ def test_baron_predictor_classifies_in_the_attn12_space():
     assert expected.shape == (5, 8)
     with pytest.raises(ValueError, match=r"output size 4 \(projected\) != text embeddings size 8"):
         BaronOutputLayers(ShapeSpec(channels=3), class_embeddings=classes, **kwargs)
+
+
+@torch.no_grad()
+def eot_value_tokens_by_hand(teacher: ClipTeacher, text: str) -> torch.Tensor:
+    """open_clip's own text blocks run one by one, then ovdet's ``return_tokens`` path of the last
+    block (wusize/ovdet@d74a20c ``vlms/clip/common.py``): every token is the eot residual plus
+    ``out_proj(v_proj(ln_1(x_i)))``, plus ``mlp(ln_2(.))``; ``ln_final``, projection. ``[L, E]``
+    for the L positions of the tokenized text (not normalized)."""
+    model = teacher.model
+    ids = teacher.tokenize([text])
+    eot = int(ids[0].argmax())
+    x = model.token_embedding(ids) + model.positional_embedding
+    blocks = list(model.transformer.resblocks)
+    for block in blocks[:-1]:
+        x = block(x, attn_mask=model.attn_mask)
+    last = blocks[-1]
+    width = x.shape[-1]
+    w_v, b_v = last.attn.in_proj_weight[2 * width :], last.attn.in_proj_bias[2 * width :]
+    value = last.ln_1(x[0]) @ w_v.T + b_v
+    value = value @ last.attn.out_proj.weight.T + last.attn.out_proj.bias
+    tokens = x[0, eot] + value
+    tokens = tokens + last.mlp(last.ln_2(tokens))
+    return (model.ln_final(tokens) @ model.text_projection)[: eot + 1]
+
+
+def test_eot_value_word_tokens_match_ovdet_return_tokens(teacher):
+    """BARON's single-region word tokens (``token_path="eot_value"``) against a hand run of the
+    tower; the old causal tokens are a different tensor."""
+    encoder = export_text_encoder(teacher)
+    for text, words in zip(TEXTS, prompt_word_embeddings(teacher, TEXTS)):
+        expected = eot_value_tokens_by_hand(teacher, text)  # [L + 2, E]: sot, words, eot
+        text_emb, tokens, positions = encoder.forward_tokens(words[None], token_path="eot_value")
+        got = tokens[0, positions[0]]
+        torch.testing.assert_close(got, expected[1:-1], atol=1e-5, rtol=1e-5, msg=text)
+        torch.testing.assert_close(text_emb, encoder(words[None]))  # the text output is unchanged
+        causal = encoder.forward_tokens(words[None])[1][0, positions[0]]
+        assert not torch.allclose(causal, got, atol=1e-3), text
+    # dropped words are removed before the tower: the packed row equals the kept words alone
+    words = prompt_word_embeddings(teacher, TEXTS)[2]
+    valid = torch.ones(1, words.shape[0], dtype=torch.bool)
+    valid[0, 1] = False
+    _, tokens, positions = encoder.forward_tokens(words[None], valid=valid, token_path="eot_value")
+    _, alone, _ = encoder.forward_tokens(words[None, valid[0]], token_path="eot_value")
+    torch.testing.assert_close(tokens[0, positions[0, valid[0]]], alone[0, 1:-1])
+    with pytest.raises(ValueError, match="token_path must be one of"):
+        encoder.forward_tokens(words[None], token_path="value")

@@ -367,6 +367,63 @@ def test_vit_dense_features_match_manual_value_path(vit):
     assert [a.shape for a in other.attentions] == [(1, 2, 49, 49)] * 2
 
 
+# ---------------------------------------------------------------- crop tokens (BARON single region)
+def test_vit_crop_tokens_are_the_class_residual_value_path(vit):
+    """wusize/ovdet@d74a20c ``image_encoder.py`` / ``common.py`` ``return_tokens``: each patch token
+    of the last block is the CLASS token's residual + its value path, + MLP, ln_post, proj."""
+    image = _image(128, 128, 11)
+    box = torch.tensor([[32.0, 32.0, 96.0, 96.0]])  # exactly the 64 px input size
+    (got,) = vit.crop_tokens([image], [box])
+    assert got.shape == (1, 32, 4, 4)
+    visual = vit.model.visual
+    x = vit._normalize(image[:, 32:96, 32:96].float()[None])
+    with torch.no_grad():
+        tokens = visual.conv1(x).flatten(2).transpose(1, 2)
+        tokens = (
+            torch.cat([visual.class_embedding.view(1, 1, -1), tokens], 1)
+            + visual.positional_embedding
+        )
+        tokens = visual.transformer.resblocks[0](visual.ln_pre(tokens))
+        last = visual.transformer.resblocks[1]
+        w_v, b_v = last.attn.in_proj_weight[64:], last.attn.in_proj_bias[64:]
+        value = last.ln_1(tokens[0, 1:]) @ w_v.T + b_v
+        out = tokens[0, 0] + value @ last.attn.out_proj.weight.T + last.attn.out_proj.bias
+        out = out + last.mlp(last.ln_2(out))
+        manual = visual.ln_post(out) @ visual.proj  # [16, 32]
+    assert torch.allclose(got[0].flatten(1).T, manual, atol=1e-4)
+    # MaskCLIP's dense path keeps each token's own residual: a different tensor
+    maskclip = vit.dense_embeddings(image[None, :, 32:96, 32:96])
+    assert not torch.allclose(got, maskclip, atol=1e-2)
+    # boxes of any size are cropped and resized like region_embeddings' crops
+    boxes = [box, torch.tensor([[0.0, 0.0, 40.0, 100.0], [10.0, 20.0, 128.0, 128.0]])]
+    both = vit.crop_tokens([image, _image(100, 128, 12)], boxes)
+    assert [t.shape for t in both] == [(1, 32, 4, 4), (2, 32, 4, 4)]
+    assert torch.allclose(both[0], got, atol=1e-5)
+
+
+def test_resnet_crop_tokens_add_the_attention_pool_positions(rn):
+    """ovdet's ``AttentionPool2d(return_tokens=True)``: ``c_proj(v_proj(res5 + pos))`` per location
+    (MaskCLIP's dense path drops the positional embedding)."""
+    image = _image(96, 96, 13)
+    box = torch.tensor([[16.0, 16.0, 80.0, 80.0]])
+    (got,) = rn.crop_tokens([image], [box])
+    assert got.shape == (1, 32, 2, 2)
+    visual = rn.model.visual
+    x = rn._normalize(image[:, 16:80, 16:80].float()[None])
+    with torch.no_grad():
+        res5 = visual.forward_intermediates(x, intermediates_only=True)
+        res5 = res5["image_intermediates"][-1]  # [1, 512, 2, 2]
+        pool = visual.attnpool
+        for row in range(2):
+            for col in range(2):
+                feat = res5[0, :, row, col] + pool.positional_embedding[1 + row * 2 + col]
+                v = feat @ pool.v_proj.weight.T + pool.v_proj.bias
+                manual = v @ pool.c_proj.weight.T + pool.c_proj.bias
+                assert torch.allclose(got[0, :, row, col], manual, atol=1e-4)
+    maskclip = rn.dense_embeddings(image[None, :, 16:80, 16:80])
+    assert not torch.allclose(got, maskclip, atol=1e-2)
+
+
 def test_pos_embed_interpolation():
     pos = torch.randn(1 + 16, 8)
     assert torch.equal(interpolate_pos_embed(pos, (4, 4), (4, 4)), pos)

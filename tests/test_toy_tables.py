@@ -86,3 +86,14 @@ def test_write_expected_stores_the_measured_ranges(tables, tmp_path, monkeypatch
     assert stored["vild_text"] == table["vild_text"]
     assert stored["vild_text"]["novel_ap50"] == {"mean": 5.0, "min": 4.0, "max": 6.0}
     assert stored["vild"]["novel_ap50"]["mean"] == 1  # other methods' ranges are kept
+
+
+def test_config_hash_follows_the_yaml_files_and_their_bases(tables, tmp_path):
+    """A run is stale when its config file or a base of it changes, not when ovdistill adds a key."""
+    base, child = tmp_path / "base.yaml", tmp_path / "child.yaml"
+    base.write_text("SOLVER:\n  BASE_LR: 0.02\n")
+    child.write_text('_BASE_: "base.yaml"\nSEED: 3\n')
+    text = tables["_yaml_with_bases"](child)
+    base.write_text("SOLVER:\n  BASE_LR: 0.04\n")
+    assert tables["_yaml_with_bases"](child) != text
+    assert "BASE_LR: 0.04" in tables["_yaml_with_bases"](child)

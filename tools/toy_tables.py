@@ -113,12 +113,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def config_hash(method: Method) -> str:
-    """sha256 of the method's config as loaded (bases merged), or of the tool for pseudo-masks."""
-    if method.kind == "detection":
-        from detectors.config import load_config
+def _yaml_with_bases(path: Path) -> str:
+    """A Detectron2 yaml file's text after the texts of its ``_BASE_`` files, recursively: what
+    its author wrote, so that a new config key with a default does not invalidate finished runs."""
+    import yaml
 
-        text = load_config(f"toy/{method.name}.yaml").dump()
+    text = path.read_text(encoding="utf-8")
+    base = (yaml.safe_load(text) or {}).get("_BASE_")
+    return (_yaml_with_bases((path.parent / base).resolve()) if base else "") + text
+
+
+def config_hash(method: Method) -> str:
+    """sha256 of the method's config files as written (bases included), or of the tool for
+    pseudo-masks."""
+    if method.kind == "detection":
+        text = _yaml_with_bases(method.config)
     elif method.kind == "segmentation":
         from mmengine.config import Config
 

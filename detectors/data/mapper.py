@@ -18,7 +18,7 @@ from distill.targets import RegionTargetProvider
 from ..host import transform_annotations
 from .images import read_image
 
-__all__ = ["OVDatasetMapper", "transform_region_boxes"]
+__all__ = ["OVDatasetMapper", "image_frame_transform", "transform_region_boxes"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,17 +75,46 @@ def transform_region_boxes(
     return moved, keep
 
 
+def image_frame_transform(transforms: T.TransformList) -> torch.Tensor | None:
+    """The augmentation of an image as the axis-aligned map ``x' = sx * x + tx``,
+    ``y' = sy * y + ty`` from the original image to the augmented one: float64
+    ``[4] = (sx, tx, sy, ty)`` (a flip has a negative scale), or None when ``transforms`` holds
+    anything but Detectron2's resize, horizontal / vertical flip, crop, pad and no-op transforms.
+    BARON's boxes cache (``detectors.modeling.boxes_cache``) maps its boxes with it.
+    """
+    sx, tx, sy, ty = 1.0, 0.0, 1.0, 0.0
+    for t in transforms.transforms:
+        if isinstance(t, T.ResizeTransform):
+            ax, bx, ay, by = t.new_w / t.w, 0.0, t.new_h / t.h, 0.0
+        elif isinstance(t, T.HFlipTransform):
+            ax, bx, ay, by = -1.0, float(t.width), 1.0, 0.0
+        elif isinstance(t, T.VFlipTransform):
+            ax, bx, ay, by = 1.0, 0.0, -1.0, float(t.height)
+        elif isinstance(t, T.CropTransform):
+            ax, bx, ay, by = 1.0, -float(t.x0), 1.0, -float(t.y0)
+        elif isinstance(t, T.PadTransform):
+            ax, bx, ay, by = 1.0, float(t.x0), 1.0, float(t.y0)
+        elif isinstance(t, T.NoOpTransform):
+            continue
+        else:
+            return None
+        sx, tx, sy, ty = ax * sx, ax * tx + bx, ay * sy, ay * ty + by
+    return torch.tensor([sx, tx, sy, ty], dtype=torch.float64)
+
+
 class OVDatasetMapper(DatasetMapper):
     """Detectron2's ``DatasetMapper`` plus teacher region targets.
 
-    In training, when ``region_targets`` is given, each mapped dict also holds
-    ``distill_boxes`` (float32 ``[K, 4]`` xyxy in the *augmented* image: transformed with the same
-    augmentation as the image) and ``distill_embeddings`` (float32 ``[K, D]``), at most
-    ``distill_rois_per_image`` regions (a random subset, drawn from NumPy's global RNG, when the
-    provider has more). Boxes that are zero-area or leave the (augmented) image are dropped; the first
-    image where that happens is logged. With ``INPUT.LSJ.ENABLED`` the training augmentation is
-    large-scale jitter (ViLD's). Semantic-segmentation and precomputed-proposal inputs of the base
-    mapper are not supported.
+    In training, when ``region_targets`` is given, each mapped dict also holds ``distill_boxes``
+    (float32 ``[K, 4]`` xyxy in the *augmented* image: transformed with the same augmentation as the
+    image) and ``distill_embeddings`` (float32 ``[K, D]``), at most ``distill_rois_per_image``
+    regions (a random subset, drawn from NumPy's global RNG, when the provider has more). Boxes that
+    are zero-area or leave the (augmented) image are dropped; the first image where that happens is
+    logged. Training dicts also hold ``image_transform`` (float64 ``[4]``,
+    :func:`image_frame_transform`: how the image was resized / flipped; absent if the augmentation
+    is not axis-aligned), for BARON's boxes cache. With ``INPUT.LSJ.ENABLED`` the training
+    augmentation is large-scale jitter (ViLD's). Semantic-segmentation and precomputed-proposal
+    inputs of the base mapper are not supported.
     """
 
     @configurable
@@ -138,6 +167,9 @@ class OVDatasetMapper(DatasetMapper):
         if not self.is_train:
             dataset_dict.pop("annotations", None)
             return dataset_dict
+        frame = image_frame_transform(transforms)
+        if frame is not None:
+            dataset_dict["image_transform"] = frame
         if "annotations" in dataset_dict:
             transform_annotations(self, dataset_dict, transforms, image_shape)
         if self.region_targets is not None:

@@ -20,6 +20,7 @@ from distill.targets import OnlineTeacher
 from ..host import forward_mask
 from .baron_predictor import BaronOutputLayers, BoxPositionEmbedding, load_baron_text_encoder
 from .baron_sampler import Bags, NeighborhoodSampler, single_region_ids
+from .boxes_cache import BoxesCache
 from .roi_heads import ViLDROIHeads
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["BaronROIHeads", "pack_sequences"]
 
 _TEXT_EMBEDDINGS = "the text embeddings MODEL.VILD.TEXT_EMBEDDINGS"
+
+SINGLE_TOKENS = ("bag_crop", "dense_image")
+"""Token paths of the single-region loss (``MODEL.BARON.SINGLE.TOKENS``, see ``detectors.config``)."""
 
 
 def pack_sequences(
@@ -62,15 +66,20 @@ def pack_sequences(
 class BaronROIHeads(ViLDROIHeads):
     """ViLD's heads with BARON's classifier (:class:`BaronOutputLayers`) and distillation.
 
-    Training, per image: :class:`NeighborhoodSampler` draws bags around the RPN proposals and GT boxes;
+    Training, per image: :class:`NeighborhoodSampler` draws bags around the RPN proposals and GT
+    boxes (the centre boxes merged with the image's earlier ones by the optional
+    :class:`BoxesCache`);
     every region of every bag sequence is pooled, sent through the box head (the separate
     ``image_head`` for the ensemble variant), projected to pseudo words plus its in-bag
     :class:`BoxPositionEmbedding`; the words of a sequence, concatenated, go through the frozen text
     encoder -> the student bag embedding. The teacher embeds a crop of the bag's enclosing box
     (``region_embeddings(mode="crop", scales=(1,))``). ``loss_bag``: :class:`QueuedInfoNCELoss`
     (permutations of one bag are not each other's negatives; queue rows of the same image are masked).
-    ``loss_single``: the mean output token of each region's words vs the teacher's dense tokens
-    RoI-aligned on the region (``distill.ops.roi_embed``), same loss; the copies of one region
+    ``loss_single`` (``single_tokens="bag_crop"``, ovdet's ``baron_kd.py``): the normalized mean of
+    each region's word tokens (``forward_tokens(token_path="eot_value")``) vs the teacher's tokens of
+    its bag crop (``crop_tokens``) RoI-aligned 1x1 on the region's in-bag box; ``"dense_image"``
+    (old): the mean of the normalized causal word tokens vs the teacher's dense tokens of the whole
+    image RoI-aligned on the region. Same loss; the copies of one region
     (:func:`~.baron_sampler.single_region_ids`) are not each other's negatives. Inference is ViLD's.
 
     The teacher is not a submodule (not saved, not trained, not copied): attach it, or a lazy
@@ -86,6 +95,8 @@ class BaronROIHeads(ViLDROIHeads):
         bag_loss: QueuedInfoNCELoss,
         single_loss: QueuedInfoNCELoss | None = None,
         single_pooler_resolution: int = 7,
+        single_tokens: str = "bag_crop",
+        boxes_cache: BoxesCache | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -98,7 +109,14 @@ class BaronROIHeads(ViLDROIHeads):
         self.bag_loss = bag_loss
         self.single_loss = single_loss
         self.single_pooler_resolution = int(single_pooler_resolution)
+        if single_tokens not in SINGLE_TOKENS:
+            raise ValueError(
+                f"MODEL.BARON.SINGLE.TOKENS must be one of {list(SINGLE_TOKENS)}, "
+                f"got {single_tokens!r}"
+            )
+        self.single_tokens = single_tokens
         self._teacher: TeacherHandle | None = None  # a plain attribute: never a submodule
+        self.boxes_cache = boxes_cache  # bag centres across visits of an image; not in checkpoints
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -139,6 +157,14 @@ class BaronROIHeads(ViLDROIHeads):
                 queue_size=baron.QUEUE_SIZE,
             )
         ret["single_pooler_resolution"] = baron.SINGLE.POOLER_RESOLUTION
+        ret["single_tokens"] = baron.SINGLE.TOKENS
+        if baron.BOXES_CACHE.ENABLED:  # thresholds from sampling_cfg, as ovdet's baron_kd.py
+            ret["boxes_cache"] = BoxesCache(
+                start_iter=baron.BOXES_CACHE.START_ITER,
+                topk=sampling.TOPK,
+                score_thresh=sampling.OBJECTNESS_THRESH,
+                nms_thresh=sampling.NMS_THRESH,
+            )
         return ret
 
     @classmethod
@@ -181,7 +207,8 @@ class BaronROIHeads(ViLDROIHeads):
             return
         if not isinstance(teacher, OnlineTeacher):
             raise TypeError(
-                f"BARON's teacher needs fingerprint, embed_dim, region_embeddings and dense_embeddings "
+                f"BARON's teacher needs fingerprint, embed_dim, region_embeddings, dense_embeddings "
+                f"and crop_tokens "
                 f"(distill.targets.OnlineTeacher), got {type(teacher).__name__}"
             )
         handle = TeacherHandle.wrap(
@@ -226,6 +253,7 @@ class BaronROIHeads(ViLDROIHeads):
         *,
         raw_images: list[Tensor] | None = None,
         image_ids: Sequence[int] | None = None,
+        image_transforms: Sequence[Tensor | None] | None = None,
     ):
         if not self.training:
             return super().forward(images, features, proposals)
@@ -237,19 +265,38 @@ class BaronROIHeads(ViLDROIHeads):
                 "training (BaronRCNN passes them)"
             )
         bags = [
-            self.sampler.sample(
-                p.proposal_boxes.tensor.detach(),
-                p.objectness_logits.detach(),
-                p.image_size,
-                gt_boxes=t.gt_boxes.tensor,
+            self._sample_bags(p, t, image_id, transform)
+            for p, t, image_id, transform in zip(
+                proposals, targets, image_ids, image_transforms or [None] * len(proposals)
             )
-            for p, t in zip(proposals, targets)
         ]
         proposals = self.label_and_sample_proposals(proposals, targets)
         losses = self._forward_box_train(features, proposals, None)
         losses.update(forward_mask(self, features, proposals))
         losses.update(self._bag_losses(features, bags, raw_images, image_ids))
         return proposals, losses
+
+    def _sample_bags(
+        self, proposals: Instances, targets: Instances, image_id: int, transform: Tensor | None
+    ) -> Bags:
+        """One image's bags; the centre boxes (after the filters and NMS) go through the boxes
+        cache first, if any (wusize/ovdet@d74a20c ``baron_kd.py`` ``_sample_on_topk``)."""
+        size = proposals.image_size
+        centres, scores = self.sampler.select(
+            proposals.proposal_boxes.tensor.detach(),
+            proposals.objectness_logits.detach(),
+            targets.gt_boxes.tensor,
+            image_size=size,
+        )
+        if self.boxes_cache is not None:
+            if transform is None:
+                raise ValueError(
+                    f"image id {image_id!r}: MODEL.BARON.BOXES_CACHE needs the training input's "
+                    f"'image_transform' (OVDatasetMapper sets it for resize / flip / crop "
+                    f"augmentations)"
+                )
+            centres, scores = self.boxes_cache.merge(image_id, centres, scores, transform)
+        return self.sampler.sample_around(centres, size)
 
     def _zero_losses(self) -> dict[str, Tensor]:
         zero = sum(p.sum() for p in self._distill_parameters()) * 0.0
@@ -285,7 +332,9 @@ class BaronROIHeads(ViLDROIHeads):
         lengths = torch.cat([b.seq_lengths for b in bags])
         seq_words, seq_valid, seq_of_region, slot = pack_sequences(words, keep, lengths)
         student, tokens, positions = predictor.text_encoder.forward_tokens(
-            seq_words, valid=seq_valid
+            seq_words,
+            valid=seq_valid,
+            token_path="eot_value" if self.single_tokens == "bag_crop" else "causal",
         )
 
         device = student.device
@@ -321,7 +370,13 @@ class BaronROIHeads(ViLDROIHeads):
     def _region_word_features(
         self, tokens: Tensor, positions: Tensor, seq_of_region: Tensor, slot: Tensor
     ) -> Tensor:
-        """``[R, D]``: normalized mean of the output tokens at each region's kept words."""
+        """``[R, D]``: normalized mean of the tokens ``[S, T, D]`` at each region's kept words.
+
+        ``"bag_crop"``: the raw projected tokens are averaged (ovdet ``baron_kd.py``:
+        ``feat.mean(0)`` of ``encode_pseudo_text``'s unnormalized word tokens); ``"dense_image"``
+        (old): each token is normalized first."""
+        if self.single_tokens == "dense_image":
+            tokens = F.normalize(tokens, dim=-1)
         per = self.box_predictor.num_words
         pos = positions.view(positions.shape[0], -1, per)[seq_of_region, slot]  # [R, W]
         gathered = tokens[seq_of_region[:, None], pos.clamp(min=0)]  # [R, W, D]
@@ -330,7 +385,9 @@ class BaronROIHeads(ViLDROIHeads):
 
     @torch.no_grad()
     def _teacher_region_tokens(self, raw_images: list[Tensor], bags: list[Bags]) -> Tensor:
-        """``[R, D]``: the teacher's dense tokens RoI-aligned on every region (normalized)."""
+        """``[R, D]`` normalized teacher tokens of every region (``single_tokens``)."""
+        if self.single_tokens == "bag_crop":
+            return self._bag_crop_region_tokens(raw_images, bags)
         out = []
         for image, bag in zip(raw_images, bags):
             dense = self.get_teacher().dense_embeddings(image[None]).float()
@@ -342,6 +399,33 @@ class BaronROIHeads(ViLDROIHeads):
                     output_size=self.single_pooler_resolution,
                     spatial_scale=scale,
                     sampling_ratio=0,
+                    aligned=True,
+                    normalize=True,
+                )
+            )
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _bag_crop_region_tokens(self, raw_images: list[Tensor], bags: list[Bags]) -> Tensor:
+        """``[R, D]``: the teacher's tokens of each region's bag crop, RoI-aligned 1x1 (sampling 2,
+        aligned) on the region's in-bag box scaled to the token grid, normalized
+        (wusize/ovdet@d74a20c ``baron_kd.py``: ``roi_align(clip_image_tokens, normed_boxes, (1, 1),
+        grid, 2, 'avg', True)``)."""
+        maps = self.get_teacher().crop_tokens(raw_images, [b.bag_boxes.detach() for b in bags])
+        out = []
+        for tokens, bag in zip(maps, bags):
+            tokens = tokens.float()
+            height, width = tokens.shape[-2:]
+            region_bag = torch.repeat_interleave(bag.seq_bag, bag.seq_lengths).to(tokens.device)
+            scale = torch.tensor([width, height, width, height], device=tokens.device)
+            boxes = bag.normed_boxes.detach().to(tokens.device).float() * scale
+            out.append(
+                roi_embed(
+                    tokens,
+                    torch.cat([region_bag[:, None].float(), boxes], dim=1),
+                    output_size=1,
+                    spatial_scale=1.0,
+                    sampling_ratio=2,
                     aligned=True,
                     normalize=True,
                 )

@@ -61,8 +61,10 @@ class ViLDRCNN(GeneralizedRCNN):
 
 @META_ARCH_REGISTRY.register()
 class BaronRCNN(ViLDRCNN):
-    """:class:`ViLDRCNN` for BARON: in training its RoI heads (``BaronROIHeads``) also receive the input
-    images as uint8 RGB ``[3, H, W]`` (for the online teacher) and the image ids (queue masking).
+    """:class:`ViLDRCNN` for BARON: in training its RoI heads (``BaronROIHeads``) also receive the
+    input images as uint8 RGB ``[3, H, W]`` (for the online teacher), the image ids (queue masking)
+    and the inputs' ``image_transform`` (float64 ``[4]`` or None per image: the augmentation, for
+    the boxes cache; ``detectors.data.OVDatasetMapper`` puts it there).
 
     The teacher is attached with ``model.roi_heads.set_teacher(teacher)``; inference is ViLD's.
     """
@@ -79,4 +81,8 @@ class BaronRCNN(ViLDRCNN):
             images.append(image.flip(0) if self.input_format == "BGR" else image)
         if any("image_id" not in x for x in batched_inputs):
             raise ValueError("BARON training inputs need 'image_id' (same-image queue masking)")
-        return {"raw_images": images, "image_ids": [x["image_id"] for x in batched_inputs]}
+        return {
+            "raw_images": images,
+            "image_ids": [x["image_id"] for x in batched_inputs],
+            "image_transforms": [x.get("image_transform") for x in batched_inputs],
+        }

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from distill.ops import roi_embed
 from distill.teachers.base import Teacher, register_teacher
 from distill.teachers.boxes import check_boxes, check_image, crop_and_resize, scale_and_clip_boxes
+from distill.teachers.crop_tokens import crop_tokens_forward
 from distill.teachers.errors import TextTooLongError
 from distill.teachers.loading import load_open_clip
 from distill.teachers.maskclip import (
@@ -307,6 +308,34 @@ class ClipTeacher(Teacher):
         flat = torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=self.device)
         emb = F.normalize(flat.view(-1, len(scales), self.embed_dim).mean(dim=1), dim=-1)
         return list(emb.split(counts))
+
+    @torch.no_grad()
+    def crop_tokens(
+        self, images: Sequence[Tensor], boxes: Sequence[Tensor], *, batch_size: int = 256
+    ) -> list[Tensor]:
+        """Per image ``[K_i, D, h, w]`` token maps (float32, not normalized) of crops of its
+        ``[K_i, 4]`` xyxy boxes: BARON's single-region image tokens.
+
+        The crops are those of ``region_embeddings(mode="crop", scales=(1.0,))`` (clipped to the
+        image, resized to the input size); each goes through ovdet's ``return_tokens`` path
+        (:mod:`distill.teachers.crop_tokens`), ``h x w`` the input size over the patch size (ViT)
+        or 32 (ResNet).
+        """
+        images, boxes = list(images), list(boxes)
+        if len(images) != len(boxes):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box tensors")
+        checked = []
+        for i, (image, bx) in enumerate(zip(images, boxes)):
+            check_image(image, index=i)
+            checked.append(check_boxes(bx, image.shape[1], image.shape[2], image_index=i))
+        chunks = []
+        for crops in self._crops(images, checked, [1.0], batch_size, False):
+            with self._autocast():
+                chunks.append(crop_tokens_forward(self.model.visual, self._normalize(crops)))
+        if not chunks:
+            return [torch.zeros(0, self.embed_dim, 1, 1, device=self.device) for _ in boxes]
+        flat = torch.cat(chunks).float()
+        return list(flat.split([b.shape[0] for b in checked]))
 
     @torch.no_grad()
     def _dense_region_embeddings(
