@@ -12,7 +12,7 @@ import torch
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import get_default_optimizer_params
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
@@ -244,9 +244,12 @@ class OVTrainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """Detectron2 0.6's SGD (``detectron2.solver.build_optimizer``: same parameter groups and
-        options), plus ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model"``
-        (:func:`maybe_add_full_model_gradient_clipping`); "value" / "norm" are Detectron2's."""
+        """Detectron2's optimizer (``detectron2.solver.build_optimizer``), except with
+        ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model"``, which Detectron2 0.6 does not know: the
+        same SGD parameter groups, clipped together (:func:`maybe_add_full_model_gradient_clipping`)."""
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
+            return super().build_optimizer(cfg, model)
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
@@ -254,12 +257,7 @@ class OVTrainer(DefaultTrainer):
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
-        clip = cfg.SOLVER.CLIP_GRADIENTS
-        if clip.ENABLED and clip.CLIP_TYPE == "full_model":
-            optimizer_type = maybe_add_full_model_gradient_clipping(cfg, torch.optim.SGD)
-        else:
-            optimizer_type = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-        return optimizer_type(
+        return maybe_add_full_model_gradient_clipping(cfg, torch.optim.SGD)(
             params,
             lr=cfg.SOLVER.BASE_LR,
             momentum=cfg.SOLVER.MOMENTUM,

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
 EXPECTED = REPO / "configs" / "toy" / "expected.json"
@@ -116,8 +118,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _yaml_with_bases(path: Path) -> str:
     """A Detectron2 yaml file's text after the texts of its ``_BASE_`` files, recursively: what
     its author wrote, so that a new config key with a default does not invalidate finished runs."""
-    import yaml
-
     text = path.read_text(encoding="utf-8")
     base = (yaml.safe_load(text) or {}).get("_BASE_")
     return (_yaml_with_bases((path.parent / base).resolve()) if base else "") + text
