@@ -97,3 +97,48 @@ def test_config_hash_follows_the_yaml_files_and_their_bases(tables, tmp_path):
     base.write_text("SOLVER:\n  BASE_LR: 0.04\n")
     assert tables["_yaml_with_bases"](child) != text
     assert "BASE_LR: 0.04" in tables["_yaml_with_bases"](child)
+
+
+def test_ablation_rows_run_only_when_named(tables):
+    """`toy_tables.py` with no --methods runs the table's rows, not the ablations."""
+    ablations = {n for n, m in tables["METHODS"].items() if m.ablation}
+    assert {"vild_text_lr04", "maskclip_plus_cosine"} <= ablations
+    assert not ablations & set(tables["parse_args"]([]).methods)
+    named = tables["parse_args"](["--methods", "vild_text_lr04"]).methods
+    assert named == ["vild_text_lr04"]
+    for name in ablations:
+        assert tables["METHODS"][name].config.is_file(), name
+
+
+def test_write_expected_leaves_ablations_out(tables, tmp_path):
+    expected = tmp_path / "expected.json"
+    expected.write_text("{}")
+    tables["main"].__globals__["EXPECTED"] = expected
+    tables["main"].__globals__["run_once"] = lambda *a, **k: {
+        "novel_ap50": 1.0,
+        "base_ap50": 2.0,
+        "all_ap50": 3.0,
+    }
+    argv = ["--seeds", "0", "--methods", "vild_text", "vild_text_lr04", "--write-expected"]
+    table = tables["main"](argv)
+    assert set(table) == {"vild_text", "vild_text_lr04"}
+    assert set(json.loads(expected.read_text())) == {"vild_text"}
+
+
+def test_ablation_configs_change_one_setting():
+    from mmengine.config import Config
+
+    from detectors.config import load_config
+
+    base, lr04 = load_config("toy/vild_text.yaml"), load_config("toy/vild_text_lr04.yaml")
+    assert (base.SOLVER.BASE_LR, lr04.SOLVER.BASE_LR) == (0.02, 0.04)
+    lr04.SOLVER.BASE_LR, lr04.OUTPUT_DIR = base.SOLVER.BASE_LR, base.OUTPUT_DIR
+    assert lr04.dump() == base.dump()
+    seg = Path(TOOL).resolve().parent.parent / "configs" / "seg" / "toy"
+    dot = Config.fromfile(str(seg / "maskclip_plus.py")).model.decode_head
+    cosine = Config.fromfile(str(seg / "maskclip_plus_cosine.py")).model.decode_head
+    assert (dot.logits, cosine.logits) == ("dot", "cosine")
+    changed = ("logits", "channels")  # channels: set by the dot head from the text dimension
+    assert {k: v for k, v in cosine.items() if k not in changed} == {
+        k: v for k, v in dot.items() if k not in changed
+    }
