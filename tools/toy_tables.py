@@ -116,8 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=list(METHODS),
         default=DEFAULT_METHODS,
-        help="default: every method; the ablations (vild_text_lr04, maskclip_plus_cosine) only "
-        "when named",
+        help="default: every method but the ablations ("
+        + ", ".join(sorted(set(METHODS) - set(DEFAULT_METHODS)))
+        + "), which run only when named",
     )
     parser.add_argument("--output-dir", type=Path, default=REPO / "output" / "toy")
     parser.add_argument("--retrain", action="store_true", help="train again even if finished")
